@@ -76,8 +76,9 @@ type Config struct {
 	// Name of the session cookie; the login cookies and chunks derive from it.
 	Name   string
 	Domain string
-	// Secure marks cookies Secure; set it when users reach the proxy over https.
-	Secure bool
+	// Secure reports whether the request reached the proxy over https, which
+	// marks cookies Secure. Nil means never.
+	Secure func(*http.Request) bool
 	// Lifetime bounds a session; the cookie lives exactly as long.
 	Lifetime time.Duration
 	// LoginTTL bounds a login in progress (DefaultLoginTTL when zero).
@@ -213,13 +214,13 @@ func (s *Store) Save(w http.ResponseWriter, r *http.Request, sess Session) error
 	}
 	written := map[string]bool{}
 	if len(value) <= chunkSize {
-		http.SetCookie(w, s.cookie(s.cfg.Name, value, maxAge))
+		http.SetCookie(w, s.cookie(r, s.cfg.Name, value, maxAge))
 		written[s.cfg.Name] = true
 	} else {
 		for i := 0; len(value) > 0; i++ {
 			n := min(chunkSize, len(value))
 			name := s.chunkName(i)
-			http.SetCookie(w, s.cookie(name, value[:n], maxAge))
+			http.SetCookie(w, s.cookie(r, name, value[:n], maxAge))
 			written[name] = true
 			value = value[n:]
 		}
@@ -238,11 +239,11 @@ func (s *Store) Clear(w http.ResponseWriter, r *http.Request) {
 // did not carry it, so a logout clears the browser however it got there.
 func (s *Store) expireStale(w http.ResponseWriter, r *http.Request, keep map[string]bool) {
 	if !keep[s.cfg.Name] {
-		http.SetCookie(w, s.cookie(s.cfg.Name, "", -1))
+		http.SetCookie(w, s.cookie(r, s.cfg.Name, "", -1))
 	}
 	for _, c := range r.Cookies() {
 		if c.Name != s.cfg.Name && s.isChunk(c.Name) && !keep[c.Name] {
-			http.SetCookie(w, s.cookie(c.Name, "", -1))
+			http.SetCookie(w, s.cookie(r, c.Name, "", -1))
 		}
 	}
 }
@@ -259,7 +260,7 @@ func (s *Store) isChunk(name string) bool {
 }
 
 // SaveLogin stores a login in progress in a cookie of its own.
-func (s *Store) SaveLogin(w http.ResponseWriter, l Login) error {
+func (s *Store) SaveLogin(w http.ResponseWriter, r *http.Request, l Login) error {
 	name, err := s.loginName(l.State)
 	if err != nil {
 		return err
@@ -269,7 +270,7 @@ func (s *Store) SaveLogin(w http.ResponseWriter, l Login) error {
 	if err != nil {
 		return fmt.Errorf("cookie: encode login: %w", err)
 	}
-	http.SetCookie(w, s.cookie(name, value, int(s.cfg.LoginTTL/time.Second)))
+	http.SetCookie(w, s.cookie(r, name, value, int(s.cfg.LoginTTL/time.Second)))
 	return nil
 }
 
@@ -300,9 +301,9 @@ func (s *Store) LoadLogin(r *http.Request, state string) (Login, error) {
 }
 
 // ClearLogin expires the login cookie of state.
-func (s *Store) ClearLogin(w http.ResponseWriter, state string) {
+func (s *Store) ClearLogin(w http.ResponseWriter, r *http.Request, state string) {
 	if name, err := s.loginName(state); err == nil {
-		http.SetCookie(w, s.cookie(name, "", -1))
+		http.SetCookie(w, s.cookie(r, name, "", -1))
 	}
 }
 
@@ -317,14 +318,14 @@ func (s *Store) loginName(state string) (string, error) {
 	return s.loginPrefix + state[:idLen], nil
 }
 
-func (s *Store) cookie(name, value string, maxAge int) *http.Cookie {
+func (s *Store) cookie(r *http.Request, name, value string, maxAge int) *http.Cookie {
 	return &http.Cookie{
 		Name:     name,
 		Value:    value,
 		Path:     "/",
 		Domain:   s.cfg.Domain,
 		MaxAge:   maxAge,
-		Secure:   s.cfg.Secure,
+		Secure:   s.cfg.Secure != nil && s.cfg.Secure(r),
 		HttpOnly: true,
 		SameSite: http.SameSiteLaxMode,
 	}

@@ -122,7 +122,7 @@ func TestSessionRejected(t *testing.T) {
 
 func loginValue(t *testing.T, s *Store) string {
 	w := httptest.NewRecorder()
-	if err := s.SaveLogin(w, Login{State: strings.Repeat("s", 43), Nonce: "n"}); err != nil {
+	if err := s.SaveLogin(w, httptest.NewRequest("GET", "/auth/login", nil), Login{State: strings.Repeat("s", 43), Nonce: "n"}); err != nil {
 		t.Fatal(err)
 	}
 	return w.Result().Cookies()[0].Value
@@ -210,7 +210,7 @@ func TestLoginCookies(t *testing.T) {
 	stateA, stateB := "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB"
 	w := httptest.NewRecorder()
 	for _, st := range []string{stateA, stateB} {
-		if err := s.SaveLogin(w, Login{State: st, Nonce: "nonce-" + st[:1], Verifier: "v", ReturnTo: "/" + st[:1]}); err != nil {
+		if err := s.SaveLogin(w, httptest.NewRequest("GET", "/auth/login", nil), Login{State: st, Nonce: "nonce-" + st[:1], Verifier: "v", ReturnTo: "/" + st[:1]}); err != nil {
 			t.Fatal(err)
 		}
 	}

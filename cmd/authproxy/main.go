@@ -1,0 +1,236 @@
+// Command authproxy is an authenticating reverse proxy: it logs users in
+// with an OpenID Connect provider (Auth0 or any other) and forwards their
+// requests to an upstream app with the user's id in X-User.
+//
+// Usage:
+//
+//	authproxy            serve, configured by AUTHPROXY_* environment variables
+//	authproxy demo       run against an embedded development provider and app
+//	authproxy version    print the version
+//	authproxy healthcheck  probe /healthz of a running proxy (exit 0 or 1)
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/authproxy/authproxy/cookie"
+	"github.com/authproxy/authproxy/oidc"
+	"github.com/authproxy/authproxy/proxy"
+)
+
+// version is stamped at build time with -ldflags "-X main.version=...".
+var version = ""
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "authproxy:", err)
+		os.Exit(1)
+	}
+}
+
+// run dispatches the subcommands.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cmd := ""
+	if len(args) > 0 {
+		cmd = args[0]
+	}
+	switch cmd {
+	case "":
+		cfg, err := loadConfig()
+		if err != nil {
+			return err
+		}
+		ln, err := net.Listen("tcp", cfg.Addr)
+		if err != nil {
+			return fmt.Errorf("listen: %w", err)
+		}
+		return serve(ctx, cfg, ln, newLogger(cfg, stdout))
+	case "demo":
+		return demo(ctx, stdout, stderr)
+	case "version", "-version", "--version":
+		fmt.Fprintln(stdout, "authproxy", buildVersion())
+		return nil
+	case "healthcheck":
+		return healthcheck(ctx, os.Getenv("AUTHPROXY_ADDR"))
+	case "help", "-h", "-help", "--help":
+		return usage(stdout)
+	default:
+		_ = usage(stderr)
+		return fmt.Errorf("unknown command %q", cmd)
+	}
+}
+
+func buildVersion() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return "dev"
+}
+
+func newLogger(cfg config, w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: cfg.LogLevel}
+	if cfg.LogFormat == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+// serve runs the proxy on ln until ctx ends, then drains and shuts down.
+func serve(ctx context.Context, cfg config, ln net.Listener, log *slog.Logger) error {
+	log.Info("authproxy starting", "version", buildVersion(), "listen", ln.Addr().String(), "config", cfg)
+	secrets := cfg.CookieSecrets
+	if len(secrets) == 0 {
+		key := make([]byte, 32)
+		_, _ = rand.Read(key)
+		secrets = [][]byte{key}
+		log.Warn("AUTHPROXY_COOKIE_SECRET is not set: using a random key. Sessions will NOT survive a restart " +
+			"and will NOT work across replicas. Set it to the output of: openssl rand -base64 32")
+	}
+	origin := oidc.Origin{Fixed: cfg.RedirectURL, TrustedProxies: cfg.TrustedProxies}
+	secure := origin.IsHTTPS
+	if cfg.CookieSecure != "auto" {
+		always := cfg.CookieSecure == "true"
+		secure = func(*http.Request) bool { return always }
+	}
+	store, err := cookie.NewStore(cookie.Config{
+		Name: cfg.CookieName, Domain: cfg.CookieDomain, Secure: secure,
+		Lifetime: cfg.SessionLifetime, Secrets: secrets,
+	})
+	if err != nil {
+		return err
+	}
+
+	// The provider's key set outlives requests; give discovery the
+	// process's context, cancelled only after the server is down.
+	providerCtx, cancelProvider := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelProvider()
+	redirect := ""
+	if cfg.RedirectURL != nil {
+		redirect = cfg.RedirectURL.String()
+	}
+	auth, err := oidc.New(providerCtx, oidc.Config{
+		Issuer: cfg.Issuer, ClientID: cfg.ClientID, ClientSecret: cfg.ClientSecret,
+		RedirectURL: redirect, Scopes: cfg.Scopes, UserClaim: cfg.UserClaim,
+		Auth0Domain: cfg.Auth0Domain, PostLogoutURL: cfg.PostLogoutURL,
+		SessionLifetime: cfg.SessionLifetime, Origin: origin,
+		HTTPClient: &http.Client{Timeout: cfg.ProviderTimeout, Transport: http.DefaultTransport.(*http.Transport).Clone()},
+		Logger:     log,
+	}, store)
+	if err != nil {
+		return err
+	}
+
+	var stopping atomic.Bool
+	handler, err := proxy.New(proxy.Config{
+		Upstream: cfg.Upstream, UserHeader: cfg.UserHeader, PassHost: cfg.PassHostHeader,
+		Transport: upstreamTransport(cfg),
+		Auth:      auth, Sessions: store,
+		Ready:   func() bool { return !stopping.Load() && auth.Ready() },
+		Trusted: origin.Trusted,
+		Logger:  log,
+	})
+	if err != nil {
+		return err
+	}
+
+	srv := &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		// WriteTimeout stays 0: it would cut server-sent events and downloads.
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	stopping.Store(true)
+	log.Info("shutting down: /readyz now reports 503, still serving", "drain_delay", cfg.DrainDelay.String())
+	time.Sleep(cfg.DrainDelay)
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		log.Warn("in-flight requests cut at the shutdown timeout", "timeout", cfg.ShutdownTimeout.String())
+		_ = srv.Close()
+	}
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	log.Info("stopped")
+	return nil
+}
+
+// upstreamTransport keeps enough idle connections for the proxy's own
+// concurrency: the default of 2 per host would open a new connection to the
+// upstream for most requests under load.
+func upstreamTransport(cfg config) *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConns = cfg.UpstreamMaxIdle
+	t.MaxIdleConnsPerHost = cfg.UpstreamMaxIdle
+	t.ResponseHeaderTimeout = cfg.UpstreamTimeout
+	return t
+}
+
+// healthcheck probes a running proxy's /healthz, for images without curl.
+func healthcheck(ctx context.Context, addr string) error {
+	if addr == "" {
+		addr = ":9001"
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("AUTHPROXY_ADDR %q: %w", addr, err)
+	}
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "127.0.0.1"
+	}
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+net.JoinHostPort(host, port)+"/healthz", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("healthcheck: %w", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("healthcheck: /healthz answered %s", resp.Status)
+	}
+	return nil
+}
+
+func usage(w io.Writer) error {
+	_, err := fmt.Fprint(w, `authproxy: an authenticating reverse proxy for OpenID Connect (Auth0 and others)
+
+Usage:
+  authproxy               serve; configured by AUTHPROXY_* environment variables (see README)
+  authproxy demo          run with an embedded development provider and sample app on 127.0.0.1
+  authproxy version       print the version
+  authproxy healthcheck   exit 0 if /healthz of the proxy at AUTHPROXY_ADDR answers 200
+`)
+	return err
+}

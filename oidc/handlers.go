@@ -1,0 +1,263 @@
+package oidc
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+
+	gooidc "github.com/coreos/go-oidc/v3/oidc"
+	"golang.org/x/oauth2"
+
+	"github.com/authproxy/authproxy/cookie"
+	"github.com/authproxy/authproxy/proxy/page"
+)
+
+// login starts the authorization-code flow: a fresh state, nonce and PKCE
+// verifier go into a login cookie of their own, the browser to the provider.
+func (h *Handler) login(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		page.Write(w, r, page.Page{Status: http.StatusMethodNotAllowed, Code: "method_not_allowed",
+			Title: "Method not allowed", Detail: "Sign in with a GET request."})
+		return
+	}
+	p := h.provider.Load()
+	if p == nil {
+		h.providerDown(w, r)
+		return
+	}
+	l := cookie.Login{
+		State:       randomString(32),
+		Nonce:       randomString(32),
+		Verifier:    oauth2.GenerateVerifier(),
+		ReturnTo:    ReturnPath(r.URL.Query().Get("rd")),
+		RedirectURL: h.redirectURL(r),
+	}
+	if err := h.store.SaveLogin(w, r, l); err != nil {
+		h.log.Error("save login cookie", "err", err)
+		h.internalError(w, r)
+		return
+	}
+	conf := p.oauth2
+	conf.RedirectURL = l.RedirectURL
+	target := conf.AuthCodeURL(l.State,
+		oauth2.SetAuthURLParam("nonce", l.Nonce),
+		oauth2.S256ChallengeOption(l.Verifier))
+	w.Header().Set("Cache-Control", "no-store")
+	http.Redirect(w, r, target, http.StatusFound)
+}
+
+// callbackError is a login that cannot be completed, with what to tell the
+// user and why, for the log.
+type callbackError struct {
+	status int
+	code   string
+	detail string
+	err    error
+}
+
+func (e *callbackError) Error() string { return e.code + ": " + e.err.Error() }
+
+// callback completes the flow: state, code exchange with the PKCE verifier,
+// ID-token verification, nonce, then the session cookie.
+func (h *Handler) callback(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	state := q.Get("state")
+	// Every outcome consumes the login: a state is good for one try.
+	l, loginErr := h.store.LoadLogin(r, state)
+	if loginErr == nil {
+		h.store.ClearLogin(w, r, state)
+	}
+	sess, err := h.complete(r, l, loginErr)
+	if err != nil {
+		var ce *callbackError
+		if !errors.As(err, &ce) {
+			ce = &callbackError{status: http.StatusInternalServerError, code: "internal_error",
+				detail: "The login could not be completed.", err: err}
+		}
+		h.log.Warn("login failed", "reason", ce.code, "err", ce.err)
+		page.Write(w, r, page.Page{Status: ce.status, Code: ce.code, Title: "Sign-in failed", Detail: ce.detail,
+			Links: []page.Link{{Href: "/auth/login?rd=" + url.QueryEscape(l.ReturnTo), Text: "Try again"}}})
+		return
+	}
+	if err := h.store.Save(w, r, sess); err != nil {
+		h.log.Error("save session", "err", err)
+		h.internalError(w, r)
+		return
+	}
+	h.log.Info("login", "user", sess.User)
+	w.Header().Set("Cache-Control", "no-store")
+	http.Redirect(w, r, ReturnPath(l.ReturnTo), http.StatusFound)
+}
+
+func (h *Handler) complete(r *http.Request, l cookie.Login, loginErr error) (cookie.Session, error) {
+	q := r.URL.Query()
+	fail := func(status int, code, detail string, err error) (cookie.Session, error) {
+		return cookie.Session{}, &callbackError{status, code, detail, err}
+	}
+	if e := q.Get("error"); e != "" {
+		status := http.StatusBadRequest
+		if e == "access_denied" {
+			status = http.StatusForbidden
+		}
+		detail := "The identity provider refused the sign-in (" + e + ")."
+		if d := q.Get("error_description"); d != "" {
+			detail += " It said: " + truncate(d, 200)
+		}
+		return fail(status, "provider_error", detail, fmt.Errorf("provider returned error %q", e))
+	}
+	if loginErr != nil {
+		return fail(http.StatusBadRequest, "invalid_state",
+			"This sign-in link is not valid in this browser, or it has expired. Please start again.", loginErr)
+	}
+	if !h.used.use(l.State, h.cfg.Now()) {
+		return fail(http.StatusBadRequest, "state_reused", "This sign-in was already completed. Please start again.",
+			errors.New("state used twice"))
+	}
+	code := q.Get("code")
+	if code == "" {
+		return fail(http.StatusBadRequest, "missing_code", "The identity provider sent no authorization code.",
+			errors.New("no code in callback"))
+	}
+	p := h.provider.Load()
+	if p == nil {
+		return fail(http.StatusServiceUnavailable, "provider_unavailable",
+			"The identity provider cannot be reached right now. Please try again in a moment.", errProviderDown)
+	}
+	ctx := gooidc.ClientContext(r.Context(), h.cfg.HTTPClient)
+	conf := p.oauth2
+	conf.RedirectURL = l.RedirectURL
+	tok, err := conf.Exchange(ctx, code, oauth2.VerifierOption(l.Verifier))
+	if err != nil {
+		if err := classify(err); errors.Is(err, errProviderDown) {
+			return fail(http.StatusServiceUnavailable, "provider_unavailable",
+				"The identity provider cannot be reached right now. Please try again in a moment.", err)
+		}
+		return fail(http.StatusBadRequest, "exchange_failed",
+			"The identity provider did not accept the sign-in. Please start again.", err)
+	}
+	raw, _ := tok.Extra("id_token").(string)
+	if raw == "" {
+		return fail(http.StatusBadGateway, "no_id_token", "The identity provider returned no ID token.",
+			errors.New("token response without id_token"))
+	}
+	idt, err := p.verifier.Verify(ctx, raw)
+	if err != nil {
+		return fail(http.StatusBadRequest, "invalid_id_token", "The identity provider's answer could not be verified.", err)
+	}
+	var claims map[string]any
+	if err := idt.Claims(&claims); err != nil {
+		return fail(http.StatusBadRequest, "invalid_id_token", "The identity provider's answer could not be read.", err)
+	}
+	// go-oidc leaves azp to the caller: with several audiences, the token
+	// must name us as the party it was issued to.
+	azp, _ := claims["azp"].(string)
+	if (len(idt.Audience) > 1 || azp != "") && azp != h.cfg.ClientID {
+		return fail(http.StatusBadRequest, "invalid_id_token", "The identity provider's answer was issued to another application.",
+			fmt.Errorf("azp %q is not our client id (aud %v)", azp, idt.Audience))
+	}
+	if idt.Nonce == "" || idt.Nonce != l.Nonce {
+		return fail(http.StatusBadRequest, "invalid_nonce", "The identity provider's answer does not belong to this sign-in.",
+			errors.New("nonce mismatch"))
+	}
+	user := claimString(claims[h.cfg.UserClaim])
+	if user == "" {
+		return fail(http.StatusBadRequest, "missing_claim",
+			fmt.Sprintf("The identity provider did not say who you are (no %q claim).", h.cfg.UserClaim),
+			fmt.Errorf("ID token has no %q claim; set AUTHPROXY_USER_CLAIM or add the claim at the provider", h.cfg.UserClaim))
+	}
+	return cookie.Session{
+		User:    user,
+		Email:   claimString(claims["email"]),
+		Name:    claimString(claims["name"]),
+		IDToken: raw,
+		Expiry:  h.cfg.Now().Add(h.cfg.SessionLifetime),
+	}, nil
+}
+
+// logout ends the session here, then at the provider.
+func (h *Handler) logout(w http.ResponseWriter, r *http.Request) {
+	sess, _ := h.store.Load(r) // an unreadable session still gets cleared
+	h.store.Clear(w, r)
+	if sess.User != "" {
+		h.log.Info("logout", "user", sess.User)
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	http.Redirect(w, r, h.logoutURL(r, sess), http.StatusFound)
+}
+
+// logoutURL picks the provider's end-session endpoint, else Auth0's
+// /v2/logout, else the post-logout URL itself.
+func (h *Handler) logoutURL(r *http.Request, sess cookie.Session) string {
+	after := h.postLogoutURL(r)
+	if p := h.provider.Load(); p != nil && p.endSession != "" {
+		u, err := url.Parse(p.endSession)
+		if err == nil {
+			q := u.Query()
+			if sess.IDToken != "" {
+				q.Set("id_token_hint", sess.IDToken)
+			}
+			q.Set("post_logout_redirect_uri", after)
+			q.Set("client_id", h.cfg.ClientID)
+			u.RawQuery = q.Encode()
+			return u.String()
+		}
+	}
+	if h.cfg.Auth0Domain != "" {
+		q := url.Values{"returnTo": {after}, "client_id": {h.cfg.ClientID}}
+		return (&url.URL{Scheme: "https", Host: h.cfg.Auth0Domain, Path: "/v2/logout", RawQuery: q.Encode()}).String()
+	}
+	return after
+}
+
+func (h *Handler) postLogoutURL(r *http.Request) string {
+	if u, err := url.Parse(h.cfg.PostLogoutURL); err == nil && u.IsAbs() {
+		return u.String()
+	}
+	u := h.cfg.Origin.Of(r)
+	u.Path = ReturnPath(h.cfg.PostLogoutURL)
+	return u.String()
+}
+
+func (h *Handler) redirectURL(r *http.Request) string {
+	if h.cfg.RedirectURL != "" {
+		return h.cfg.RedirectURL
+	}
+	u := h.cfg.Origin.Of(r)
+	u.Path = "/auth/callback"
+	return u.String()
+}
+
+func (h *Handler) providerDown(w http.ResponseWriter, r *http.Request) {
+	page.Write(w, r, page.Page{Status: http.StatusServiceUnavailable, Code: "provider_unavailable",
+		Title:  "Sign-in is unavailable",
+		Detail: "The identity provider cannot be reached right now. Please try again in a moment.",
+		Links:  []page.Link{{Href: r.URL.RequestURI(), Text: "Try again"}}})
+}
+
+func (h *Handler) internalError(w http.ResponseWriter, r *http.Request) {
+	page.Write(w, r, page.Page{Status: http.StatusInternalServerError, Code: "internal_error",
+		Title: "Something went wrong", Detail: "authproxy could not complete the request."})
+}
+
+// claimString renders a claim that identifies someone: strings as they are,
+// numbers (some providers use numeric ids) in plain decimal.
+func claimString(v any) string {
+	switch v := v.(type) {
+	case string:
+		return v
+	case float64:
+		if v == float64(int64(v)) {
+			return fmt.Sprintf("%d", int64(v))
+		}
+	}
+	return ""
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}

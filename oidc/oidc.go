@@ -1,0 +1,240 @@
+// Package oidc talks to the OpenID Provider: discovery, the /auth/login,
+// /auth/callback and /auth/logout handlers, and ID-token verification.
+//
+// Discovery runs in the background with backoff, so the proxy starts and
+// serves logged-in users while the provider is unreachable; only new logins
+// wait for it.
+package oidc
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	gooidc "github.com/coreos/go-oidc/v3/oidc"
+	"golang.org/x/oauth2"
+
+	"github.com/authproxy/authproxy/cookie"
+)
+
+// Config configures a Handler.
+type Config struct {
+	// Issuer is the provider's issuer URL, exactly as its discovery document
+	// states it (Auth0: "https://TENANT.auth0.com/", trailing slash included).
+	Issuer       string
+	ClientID     string
+	ClientSecret string
+	// RedirectURL is the callback registered at the provider. When empty it
+	// is derived from each request's origin (see Origin).
+	RedirectURL string
+	Scopes      []string
+	// UserClaim names the ID-token claim that identifies the user.
+	UserClaim string
+	// Auth0Domain, when set, makes logout use Auth0's /v2/logout if the
+	// provider advertises no end_session_endpoint.
+	Auth0Domain string
+	// PostLogoutURL is where the provider sends the browser after logout: an
+	// absolute URL or a path on the proxy's origin ("/" when empty).
+	PostLogoutURL string
+	// SessionLifetime bounds a session regardless of the ID token's expiry.
+	SessionLifetime time.Duration
+	// Origin tells the public scheme and host of a request.
+	Origin Origin
+	// HTTPClient makes every call to the provider; it must have a Timeout.
+	HTTPClient *http.Client
+	Logger     *slog.Logger
+	// Now is the clock for token and session expiry; time.Now when nil.
+	Now func() time.Time
+}
+
+// sessionStore is what the handlers need from the cookie store.
+type sessionStore interface {
+	Load(*http.Request) (cookie.Session, error)
+	Save(http.ResponseWriter, *http.Request, cookie.Session) error
+	Clear(http.ResponseWriter, *http.Request)
+	SaveLogin(http.ResponseWriter, *http.Request, cookie.Login) error
+	LoadLogin(*http.Request, string) (cookie.Login, error)
+	ClearLogin(http.ResponseWriter, *http.Request, string)
+}
+
+// Handler serves the /auth/ routes.
+type Handler struct {
+	cfg      Config
+	store    sessionStore
+	log      *slog.Logger
+	provider atomic.Pointer[provider]
+	used     usedStates
+}
+
+// provider is everything discovery yields, swapped in atomically once ready.
+type provider struct {
+	oauth2     oauth2.Config
+	verifier   *gooidc.IDTokenVerifier
+	endSession string
+}
+
+// New checks cfg and starts discovery in the background. ctx bounds the
+// discovery retries and the lifetime of the provider's key set; pass the
+// process's long-lived context, not a request's.
+func New(ctx context.Context, cfg Config, store sessionStore) (*Handler, error) {
+	var problems []string
+	if cfg.Issuer == "" {
+		problems = append(problems, "issuer is required")
+	}
+	if cfg.ClientID == "" {
+		problems = append(problems, "client id is required")
+	}
+	if cfg.HTTPClient == nil || cfg.HTTPClient.Timeout <= 0 {
+		problems = append(problems, "HTTP client with a timeout is required")
+	}
+	if cfg.SessionLifetime <= 0 {
+		problems = append(problems, "session lifetime must be positive")
+	}
+	if len(problems) > 0 {
+		return nil, fmt.Errorf("oidc: %s", strings.Join(problems, "; "))
+	}
+	if cfg.UserClaim == "" {
+		cfg.UserClaim = "sub"
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	h := &Handler{cfg: cfg, store: store, log: cfg.Logger}
+	h.used.ttl = cookie.DefaultLoginTTL
+	go h.discover(ctx)
+	return h, nil
+}
+
+// Ready reports whether discovery has succeeded.
+func (h *Handler) Ready() bool { return h.provider.Load() != nil }
+
+// discover retries discovery with capped exponential backoff until it
+// succeeds or ctx ends.
+func (h *Handler) discover(ctx context.Context) {
+	ctx = gooidc.ClientContext(ctx, h.cfg.HTTPClient)
+	for attempt := 0; ; attempt++ {
+		p, err := h.discoverOnce(ctx)
+		if err == nil {
+			h.provider.Store(p)
+			h.log.Info("provider discovery done", "issuer", h.cfg.Issuer, "end_session", p.endSession != "")
+			return
+		}
+		wait := time.Duration(math.Min(float64(time.Second)*math.Pow(2, float64(attempt)), float64(30*time.Second)))
+		h.log.Warn("provider discovery failed; logins wait for it, logged-in users are still served",
+			"issuer", h.cfg.Issuer, "err", err, "retry_in", wait.String())
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+	}
+}
+
+func (h *Handler) discoverOnce(ctx context.Context) (*provider, error) {
+	p, err := gooidc.NewProvider(ctx, h.cfg.Issuer)
+	if err != nil {
+		return nil, err
+	}
+	var meta struct {
+		EndSession string `json:"end_session_endpoint"`
+	}
+	if err := p.Claims(&meta); err != nil {
+		return nil, fmt.Errorf("read discovery document: %w", err)
+	}
+	return &provider{
+		oauth2: oauth2.Config{
+			ClientID:     h.cfg.ClientID,
+			ClientSecret: h.cfg.ClientSecret,
+			Endpoint:     p.Endpoint(),
+			Scopes:       h.cfg.Scopes,
+		},
+		verifier:   p.Verifier(&gooidc.Config{ClientID: h.cfg.ClientID, Now: h.cfg.Now}),
+		endSession: meta.EndSession,
+	}, nil
+}
+
+// ServeHTTP routes the /auth/ paths.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	switch r.URL.Path {
+	case "/auth/login":
+		h.login(w, r)
+	case "/auth/callback":
+		h.callback(w, r)
+	case "/auth/logout":
+		h.logout(w, r)
+	default:
+		http.NotFound(w, r)
+	}
+}
+
+// randomString returns n random bytes as base64url.
+func randomString(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b) // crypto/rand.Read never fails on supported platforms.
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// usedStates remembers consumed states until their login cookie would have
+// expired, so a replayed callback (same cookie, same state) is refused even
+// though the cookie store itself is stateless.
+type usedStates struct {
+	mu   sync.Mutex
+	ttl  time.Duration
+	seen map[string]time.Time
+}
+
+// maxUsedStates bounds memory under a flood of callbacks.
+const maxUsedStates = 100_000
+
+// use records state and reports whether it was fresh.
+func (u *usedStates) use(state string, now time.Time) bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.seen == nil {
+		u.seen = map[string]time.Time{}
+	}
+	if exp, ok := u.seen[state]; ok && now.Before(exp) {
+		return false
+	}
+	if len(u.seen) >= maxUsedStates {
+		for s, exp := range u.seen {
+			if !now.Before(exp) {
+				delete(u.seen, s)
+			}
+		}
+	}
+	if len(u.seen) < maxUsedStates {
+		u.seen[state] = now.Add(u.ttl)
+	}
+	return true
+}
+
+// errProviderDown marks failures to reach the provider (as opposed to the
+// provider rejecting what we sent).
+var errProviderDown = errors.New("identity provider unreachable")
+
+// classify tells a provider outage from a refusal.
+func classify(err error) error {
+	var re *oauth2.RetrieveError
+	if errors.As(err, &re) {
+		return err
+	}
+	var ue *url.Error
+	if errors.As(err, &ue) || errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("%w: %w", errProviderDown, err)
+	}
+	return err
+}

@@ -1,0 +1,235 @@
+// Package proxy is authproxy's front door: it routes the /auth/ paths to the
+// login handlers, answers health checks, and sends every other request
+// either to the login page or, with a valid session, to the upstream with
+// the user's identity in a header that the client cannot forge.
+package proxy
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+
+	"github.com/authproxy/authproxy/cookie"
+	"github.com/authproxy/authproxy/proxy/page"
+)
+
+// sessionLoader is what the proxy needs from the session store.
+type sessionLoader interface {
+	Load(*http.Request) (cookie.Session, error)
+	// IsOwn reports whether a cookie is authproxy's, to keep it from the upstream.
+	IsOwn(name string) bool
+}
+
+// Config configures the handler returned by New.
+type Config struct {
+	Upstream *url.URL
+	// UserHeader carries the user's id to the upstream (X-User).
+	UserHeader string
+	// PassHost forwards the client's Host header instead of the upstream's.
+	PassHost bool
+	// Transport reaches the upstream; set its timeouts and pool size.
+	Transport http.RoundTripper
+	// Auth serves /auth/ (login, callback, logout).
+	Auth     http.Handler
+	Sessions sessionLoader
+	// Ready reports whether the proxy should receive traffic (provider
+	// discovered, not shutting down).
+	Ready func() bool
+	// Trusted reports whether a request comes from a trusted proxy, whose
+	// X-Forwarded-* headers are passed on. Nil trusts nobody.
+	Trusted func(*http.Request) bool
+	Logger  *slog.Logger
+}
+
+type userKey struct{}
+
+// New returns the proxy's handler.
+func New(cfg Config) (http.Handler, error) {
+	var problems []string
+	if cfg.Upstream == nil || cfg.Upstream.Scheme == "" || cfg.Upstream.Host == "" {
+		problems = append(problems, "upstream URL is required")
+	}
+	if cfg.UserHeader == "" {
+		problems = append(problems, "user header is required")
+	}
+	if cfg.Auth == nil || cfg.Sessions == nil || cfg.Ready == nil {
+		problems = append(problems, "auth handler, session store and readiness are required")
+	}
+	if len(problems) > 0 {
+		return nil, errors.New("proxy: " + strings.Join(problems, "; "))
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Trusted == nil {
+		cfg.Trusted = func(*http.Request) bool { return false }
+	}
+	p := &handler{cfg: cfg, identity: []string{normalize(cfg.UserHeader)}}
+	p.upstream = &httputil.ReverseProxy{
+		Rewrite:      p.rewrite,
+		Transport:    cfg.Transport,
+		ErrorHandler: p.upstreamError,
+		ErrorLog:     slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
+	}
+	mux := http.NewServeMux()
+	p.routes(mux)
+	return mux, nil
+}
+
+type handler struct {
+	cfg      Config
+	upstream *httputil.ReverseProxy
+	// identity holds the normalized names of every header the proxy sets.
+	identity []string
+}
+
+func (p *handler) routes(mux *http.ServeMux) {
+	mux.Handle("/auth/", p.cfg.Auth)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", p.readyz)
+	mux.HandleFunc("/", p.serveProxied)
+}
+
+func (p *handler) readyz(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	if !p.cfg.Ready() {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = w.Write([]byte("not ready\n"))
+		return
+	}
+	_, _ = w.Write([]byte("ready\n"))
+}
+
+// serveProxied checks the session and forwards the request.
+func (p *handler) serveProxied(w http.ResponseWriter, r *http.Request) {
+	sess, err := p.cfg.Sessions.Load(r)
+	if err != nil {
+		if !errors.Is(err, cookie.ErrNoSession) {
+			p.cfg.Logger.Error("load session", "err", err)
+			page.Write(w, r, page.Page{Status: http.StatusInternalServerError, Code: "internal_error",
+				Title: "Something went wrong", Detail: "authproxy could not read the session."})
+			return
+		}
+		p.unauthenticated(w, r)
+		return
+	}
+	ctx := context.WithValue(r.Context(), userKey{}, sess.User)
+	p.upstream.ServeHTTP(w, r.WithContext(ctx))
+}
+
+// unauthenticated sends browsers to the login page and gives everything
+// else a 401 it can act on.
+func (p *handler) unauthenticated(w http.ResponseWriter, r *http.Request) {
+	login := "/auth/login?rd=" + url.QueryEscape(r.URL.RequestURI())
+	w.Header().Set("Cache-Control", "no-store")
+	if page.IsNavigation(r) {
+		http.Redirect(w, r, login, http.StatusFound)
+		return
+	}
+	w.Header().Set("WWW-Authenticate", `Bearer realm="authproxy"`)
+	page.Write(w, r, page.Page{Status: http.StatusUnauthorized, Code: "unauthenticated",
+		Title: "Sign-in required", Detail: "Sign in to continue.",
+		Links: []page.Link{{Href: login, Text: "Sign in"}},
+		Extra: map[string]string{"login_url": login}})
+}
+
+// rewrite builds the upstream request. It runs after ReverseProxy has
+// removed hop-by-hop headers (including any named in Connection), so the
+// identity header set here cannot be stripped by a client's Connection
+// header.
+func (p *handler) rewrite(pr *httputil.ProxyRequest) {
+	pr.SetURL(p.cfg.Upstream)
+	if p.cfg.PassHost {
+		pr.Out.Host = pr.In.Host
+	}
+	if p.cfg.Trusted(pr.In) {
+		// A trusted proxy's chain is extended, its view of proto and host kept.
+		if v := pr.In.Header.Values("X-Forwarded-For"); len(v) > 0 {
+			pr.Out.Header["X-Forwarded-For"] = v
+		}
+		pr.SetXForwarded()
+		for _, h := range []string{"X-Forwarded-Host", "X-Forwarded-Proto"} {
+			if v := pr.In.Header.Get(h); v != "" {
+				pr.Out.Header.Set(h, v)
+			}
+		}
+	} else {
+		pr.SetXForwarded()
+	}
+	p.stripIdentity(pr.Out.Header)
+	p.stripCookies(pr.Out.Header)
+	if user, ok := pr.In.Context().Value(userKey{}).(string); ok {
+		pr.Out.Header.Set(p.cfg.UserHeader, user)
+	}
+}
+
+// stripIdentity deletes every header that an upstream might read as one the
+// proxy sets: any case, and "_" for "-" (CGI, PHP, WSGI and nginx with
+// underscores_in_headers merge them).
+func (p *handler) stripIdentity(h http.Header) {
+	for name := range h {
+		n := normalize(name)
+		for _, id := range p.identity {
+			if n == id {
+				delete(h, name)
+				break
+			}
+		}
+	}
+}
+
+// normalize maps a header name to the form upstream stacks compare on.
+func normalize(name string) string {
+	return strings.ReplaceAll(strings.ToLower(name), "_", "-")
+}
+
+// stripCookies removes authproxy's own cookies (session, chunks, logins):
+// they carry tokens the upstream has no business with, and their size can
+// push legacy apps over header limits. Other cookies pass byte for byte.
+func (p *handler) stripCookies(h http.Header) {
+	lines := h["Cookie"]
+	if len(lines) == 0 {
+		return
+	}
+	var kept []string
+	for _, line := range lines {
+		for part := range strings.SplitSeq(line, ";") {
+			name, _, _ := strings.Cut(part, "=")
+			if p.cfg.Sessions.IsOwn(strings.TrimSpace(name)) || strings.TrimSpace(part) == "" {
+				continue
+			}
+			kept = append(kept, strings.TrimSpace(part))
+		}
+	}
+	if len(kept) == 0 {
+		h.Del("Cookie")
+		return
+	}
+	h["Cookie"] = []string{strings.Join(kept, "; ")}
+}
+
+// upstreamError answers when the upstream cannot be reached or fails
+// mid-request: 504 for timeouts, 502 otherwise.
+func (p *handler) upstreamError(w http.ResponseWriter, r *http.Request, err error) {
+	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
+		return // the client went away; nobody to answer
+	}
+	status, title := http.StatusBadGateway, "The application is not responding"
+	var ne net.Error
+	if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
+		status, title = http.StatusGatewayTimeout, "The application took too long to answer"
+	}
+	p.cfg.Logger.Warn("upstream error", "method", r.Method, "path", r.URL.Path, "status", status, "err", err)
+	page.Write(w, r, page.Page{Status: status, Code: "upstream_unavailable", Title: title,
+		Detail: "authproxy could not get an answer from the application behind it. Please try again in a moment.",
+		Links:  []page.Link{{Href: r.URL.RequestURI(), Text: "Try again"}}})
+}

@@ -100,6 +100,15 @@ func New(ctx context.Context, cfg Config, store sessionStore) (*Handler, error) 
 	if cfg.SessionLifetime <= 0 {
 		problems = append(problems, "session lifetime must be positive")
 	}
+	if cfg.RedirectURL != "" {
+		u, err := url.Parse(cfg.RedirectURL)
+		if err != nil || !u.IsAbs() {
+			problems = append(problems, "redirect URL must be absolute")
+		} else if cfg.Origin.Fixed == nil {
+			// The registered callback fixes the public origin.
+			cfg.Origin.Fixed = u
+		}
+	}
 	if len(problems) > 0 {
 		return nil, fmt.Errorf("oidc: %s", strings.Join(problems, "; "))
 	}

@@ -72,6 +72,35 @@ func firstValue(v string) string {
 	return strings.TrimSpace(v)
 }
 
+// removeDots resolves "." and ".." segments the way browsers do (WHATWG URL:
+// "%2e" counts as a dot, empty segments are kept), unlike path.Clean and
+// url.ResolveReference, which also collapse "//".
+func removeDots(p string) string {
+	var out []string
+	segs := strings.Split(p, "/")
+	for i, seg := range segs {
+		if i == 0 {
+			continue // the empty segment before the leading "/"
+		}
+		switch strings.ToLower(strings.ReplaceAll(strings.ToLower(seg), "%2e", ".")) {
+		case ".":
+			if i == len(segs)-1 {
+				out = append(out, "")
+			}
+		case "..":
+			if len(out) > 0 {
+				out = out[:len(out)-1]
+			}
+			if i == len(segs)-1 {
+				out = append(out, "")
+			}
+		default:
+			out = append(out, seg)
+		}
+	}
+	return "/" + strings.Join(out, "/")
+}
+
 // maxReturnPath bounds the return path kept in the login cookie.
 const maxReturnPath = 2048
 
@@ -97,6 +126,11 @@ func ReturnPath(raw string) string {
 	}
 	u, err := url.Parse(raw)
 	if err != nil || u.Scheme != "" || u.Host != "" || u.User != nil || u.Opaque != "" {
+		return "/"
+	}
+	// "/..//host" is "//host" once dot segments are resolved, which an app
+	// that echoes the path into a Location header would turn into a host.
+	if strings.HasPrefix(removeDots(u.EscapedPath()), "//") {
 		return "/"
 	}
 	// Decode the path repeatedly: "/%2F%2Fevil" and "/%252F%252Fevil" must

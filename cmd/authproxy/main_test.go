@@ -1,0 +1,329 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/authproxy/authproxy/oidc/oidctest"
+)
+
+const testSecret = "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3I=" // 32 bytes
+
+// allEnv lists every variable loadConfig reads, so tests start from a clean slate.
+var allEnv = []string{
+	"AUTHPROXY_ADDR", "AUTHPROXY_UPSTREAM", "AUTHPROXY_ISSUER", "AUTH0_DOMAIN", "AUTHPROXY_CLIENT_ID", "AUTH0_CLIENT_ID",
+	"AUTHPROXY_CLIENT_SECRET", "AUTH0_CLIENT_SECRET", "AUTHPROXY_REDIRECT_URL", "AUTHPROXY_POST_LOGOUT_URL",
+	"AUTHPROXY_COOKIE_SECRET", "AUTHPROXY_COOKIE_NAME", "AUTHPROXY_COOKIE_DOMAIN", "AUTHPROXY_COOKIE_SECURE",
+	"AUTHPROXY_USER_HEADER", "AUTHPROXY_USER_CLAIM", "AUTHPROXY_SCOPES", "AUTHPROXY_SESSION_LIFETIME",
+	"AUTHPROXY_PASS_HOST_HEADER", "AUTHPROXY_TRUSTED_PROXIES", "AUTHPROXY_UPSTREAM_TIMEOUT",
+	"AUTHPROXY_UPSTREAM_MAX_IDLE_CONNS", "AUTHPROXY_PROVIDER_TIMEOUT", "AUTHPROXY_LOG_LEVEL", "AUTHPROXY_LOG_FORMAT",
+	"AUTHPROXY_DRAIN_DELAY", "AUTHPROXY_SHUTDOWN_TIMEOUT",
+}
+
+func setEnv(t *testing.T, kv map[string]string) {
+	t.Chdir(t.TempDir()) // no stray .env
+	for _, k := range allEnv {
+		t.Setenv(k, "")
+		os.Unsetenv(k)
+	}
+	for k, v := range kv {
+		t.Setenv(k, v)
+	}
+}
+
+func TestLoadConfigDefaults(t *testing.T) {
+	setEnv(t, map[string]string{
+		"AUTHPROXY_UPSTREAM": "http://127.0.0.1:8080", "AUTH0_DOMAIN": "tenant.eu.auth0.com",
+		"AUTH0_CLIENT_ID": "cid", "AUTH0_CLIENT_SECRET": "csecret",
+	})
+	cfg, err := loadConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Addr != ":9001" || cfg.Issuer != "https://tenant.eu.auth0.com/" || cfg.ClientID != "cid" || cfg.ClientSecret != "csecret" ||
+		cfg.UserHeader != "X-User" || cfg.UserClaim != "sub" || strings.Join(cfg.Scopes, " ") != "openid profile email" ||
+		cfg.SessionLifetime != 12*time.Hour || cfg.DrainDelay != 5*time.Second || cfg.ShutdownTimeout != 25*time.Second ||
+		cfg.LogFormat != "json" || len(cfg.CookieSecrets) != 0 || len(cfg.TrustedProxies) != 0 {
+		t.Errorf("defaults: %+v", cfg)
+	}
+}
+
+func TestLoadConfigDotEnv(t *testing.T) {
+	setEnv(t, map[string]string{"AUTHPROXY_CLIENT_ID": "from-env"})
+	env := "AUTHPROXY_UPSTREAM=http://127.0.0.1:8080\nAUTHPROXY_ISSUER=https://idp.example/\nAUTHPROXY_CLIENT_ID=from-file\nAUTHPROXY_CLIENT_SECRET=s\n"
+	if err := os.WriteFile(filepath.Join(".", ".env"), []byte(env), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := loadConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.ClientID != "from-env" || cfg.Issuer != "https://idp.example/" {
+		t.Errorf("ClientID %q, Issuer %q: .env should fill gaps and real env should win", cfg.ClientID, cfg.Issuer)
+	}
+}
+
+// TestLoadConfigListsEveryProblem: one run names every bad variable, and
+// never echoes a secret.
+func TestLoadConfigListsEveryProblem(t *testing.T) {
+	setEnv(t, map[string]string{
+		"AUTHPROXY_UPSTREAM":                "ftp://x",
+		"AUTHPROXY_ISSUER":                  "http://idp.example/",
+		"AUTHPROXY_CLIENT_SECRET":           "hunter2-client-secret",
+		"AUTH0_CLIENT_SECRET":               "other-secret-value",
+		"AUTHPROXY_REDIRECT_URL":            "https://app.example/callback",
+		"AUTHPROXY_COOKIE_SECRET":           "dG9vLXNob3J0LXNlY3JldA==,not base64!",
+		"AUTHPROXY_COOKIE_SECURE":           "maybe",
+		"AUTHPROXY_USER_HEADER":             "X User",
+		"AUTHPROXY_SCOPES":                  "profile",
+		"AUTHPROXY_SESSION_LIFETIME":        "forever",
+		"AUTHPROXY_PASS_HOST_HEADER":        "yes please",
+		"AUTHPROXY_TRUSTED_PROXIES":         "10.0.0.0/8,not-an-ip",
+		"AUTHPROXY_UPSTREAM_MAX_IDLE_CONNS": "-1",
+		"AUTHPROXY_LOG_LEVEL":               "loud",
+		"AUTHPROXY_LOG_FORMAT":              "xml",
+		"AUTHPROXY_DRAIN_DELAY":             "5",
+		"AUTHPROXY_ADDR":                    "9001",
+	})
+	_, err := loadConfig()
+	if err == nil {
+		t.Fatal("bad configuration accepted")
+	}
+	msg := err.Error()
+	for _, name := range []string{
+		"AUTHPROXY_UPSTREAM", "AUTHPROXY_ISSUER", "AUTHPROXY_CLIENT_ID", "AUTHPROXY_CLIENT_SECRET", "AUTHPROXY_REDIRECT_URL",
+		"AUTHPROXY_COOKIE_SECRET entry 1", "AUTHPROXY_COOKIE_SECRET entry 2", "AUTHPROXY_COOKIE_SECURE", "AUTHPROXY_USER_HEADER",
+		"AUTHPROXY_SCOPES", "AUTHPROXY_SESSION_LIFETIME", "AUTHPROXY_PASS_HOST_HEADER", "AUTHPROXY_TRUSTED_PROXIES",
+		"AUTHPROXY_UPSTREAM_MAX_IDLE_CONNS", "AUTHPROXY_LOG_LEVEL", "AUTHPROXY_LOG_FORMAT", "AUTHPROXY_DRAIN_DELAY", "AUTHPROXY_ADDR",
+	} {
+		if !strings.Contains(msg, name) {
+			t.Errorf("error does not mention %s:\n%s", name, msg)
+		}
+	}
+	for _, secret := range []string{"hunter2-client-secret", "other-secret-value", "dG9vLXNob3J0LXNlY3JldA==", "not base64!"} {
+		if strings.Contains(msg, secret) {
+			t.Errorf("error leaks a secret value %q", secret)
+		}
+	}
+}
+
+func TestRunExitsNonZeroOnBadConfig(t *testing.T) {
+	setEnv(t, nil)
+	var stderr bytes.Buffer
+	err := run(context.Background(), nil, io.Discard, &stderr)
+	if err == nil || !strings.Contains(err.Error(), "AUTHPROXY_UPSTREAM is required") || !strings.Contains(err.Error(), "AUTHPROXY_ISSUER") {
+		t.Errorf("run with empty env: %v", err)
+	}
+}
+
+func TestVersion(t *testing.T) {
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"version"}, &out, io.Discard); err != nil || !strings.HasPrefix(out.String(), "authproxy ") {
+		t.Errorf("version: %q, %v", out.String(), err)
+	}
+}
+
+// syncBuffer is a log sink that tests read while the server writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestDemo runs the README's first command in-process and logs in through it.
+func TestDemo(t *testing.T) {
+	t.Setenv("AUTHPROXY_ADDR", "127.0.0.1:0")
+	ctx, cancel := context.WithCancel(context.Background())
+	pr, pw := io.Pipe()
+	logs := &syncBuffer{}
+	done := make(chan error, 1)
+	go func() { done <- demo(ctx, pw, logs) }()
+	line, err := bufio.NewReader(pr).ReadString('\n')
+	if err != nil {
+		t.Fatal(err)
+	}
+	base, ok := strings.CutPrefix(strings.TrimSpace(line), "open ")
+	if !ok {
+		t.Fatalf("demo printed %q, want open URL", line)
+	}
+	go io.Copy(io.Discard, pr)
+
+	body := loginThrough(t, base+"/hello?x=1", "ada")
+	if !strings.Contains(body, "Hello, ada!") || !strings.Contains(body, "/hello?x=1") {
+		t.Errorf("demo app page after login:\n%s", body)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("demo exited with %v", err)
+	}
+	if strings.Contains(logs.String(), "demo-secret") {
+		t.Error("client secret in the logs")
+	}
+}
+
+// loginThrough opens target in a fresh browser-like client, signs in at
+// the development provider as user, and returns the page it lands on.
+func loginThrough(t *testing.T, target, user string) string {
+	t.Helper()
+	jar, _ := cookiejar.New(nil)
+	return loginWithJar(t, jar, target, user)
+}
+
+// TestGracefulShutdown: on cancel, /readyz turns 503 at once while requests
+// are still served for the drain delay, an in-flight request finishes, and
+// serve returns nil.
+func TestGracefulShutdown(t *testing.T) {
+	idp, err := oidctest.Start(oidctest.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idp.Close()
+	release := make(chan struct{})
+	started := make(chan struct{}, 1)
+	app := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			started <- struct{}{}
+			<-release
+		}
+		io.WriteString(w, "app:"+r.Header.Get("X-User"))
+	})}
+	appLn, _ := net.Listen("tcp", "127.0.0.1:0")
+	go app.Serve(appLn)
+	defer app.Close()
+
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	base := "http://" + ln.Addr().String()
+	cfg, err := env{
+		Addr: ln.Addr().String(), Upstream: "http://" + appLn.Addr().String(), Issuer: idp.Issuer(),
+		ClientID: "authproxy-demo", ClientSecret: "demo-secret", RedirectURL: base + "/auth/callback", PostLogoutURL: "/",
+		CookieSecret: testSecret, CookieName: "_authproxy", CookieSecure: "auto", UserHeader: "X-User", UserClaim: "sub",
+		Scopes: "openid", SessionLifetime: "1h", PassHostHeader: "false", UpstreamTimeout: "10s", UpstreamMaxIdleConns: "8",
+		ProviderTimeout: "5s", LogLevel: "debug", LogFormat: "json", DrainDelay: "300ms", ShutdownTimeout: "5s",
+	}.parse()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	logs := &syncBuffer{}
+	done := make(chan error, 1)
+	go func() { done <- serve(ctx, cfg, ln, slog.New(slog.NewJSONHandler(logs, nil))) }()
+	waitStatus(t, base+"/readyz", 200)
+
+	// A logged-in user starts a slow request.
+	jar, _ := cookiejar.New(nil)
+	if body := loginWithJar(t, jar, base+"/", "grace"); body != "app:grace" {
+		t.Fatalf("after login: %q", body)
+	}
+	c := &http.Client{Jar: jar}
+	slow := make(chan string, 1)
+	go func() {
+		resp, err := c.Get(base + "/slow")
+		if err != nil {
+			slow <- err.Error()
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		slow <- string(b)
+	}()
+	<-started
+
+	cancel()
+	waitStatus(t, base+"/readyz", http.StatusServiceUnavailable)
+	if resp, err := c.Get(base + "/during-drain"); err != nil || resp.StatusCode != 200 {
+		t.Errorf("request during drain: %v %v", resp, err)
+	}
+	close(release)
+	if got := <-slow; got != "app:grace" {
+		t.Errorf("in-flight request got %q", got)
+	}
+	if err := <-done; err != nil {
+		t.Errorf("serve returned %v", err)
+	}
+	for _, secret := range []string{testSecret, "demo-secret"} {
+		if strings.Contains(logs.String(), secret) {
+			t.Errorf("logs contain secret %q", secret)
+		}
+	}
+	for _, c := range jar.Cookies(mustURL(base)) {
+		if strings.Contains(logs.String(), c.Value) {
+			t.Errorf("logs contain the %s cookie value", c.Name)
+		}
+	}
+}
+
+func loginWithJar(t *testing.T, jar http.CookieJar, target, user string) string {
+	t.Helper()
+	c := &http.Client{Jar: jar, Timeout: 10 * time.Second}
+	req, _ := http.NewRequest("GET", target, nil)
+	req.Header.Set("Accept", "text/html")
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if !strings.HasSuffix(resp.Request.URL.Path, "/authorize") {
+		t.Fatalf("landed on %s, want the provider's login page", resp.Request.URL)
+	}
+	form := resp.Request.URL.Query()
+	form.Set("username", user)
+	u := *resp.Request.URL
+	u.RawQuery = ""
+	resp, err = c.PostForm(u.String(), form)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+func waitStatus(t *testing.T, u string, want int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := http.Get(u)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == want {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never answered %d", u, want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func mustURL(s string) *url.URL {
+	u, err := url.Parse(s)
+	if err != nil {
+		panic(err)
+	}
+	return u
+}

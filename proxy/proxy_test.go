@@ -1,0 +1,410 @@
+package proxy
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/authproxy/authproxy/cookie"
+)
+
+// recorder is an upstream that remembers what it received.
+type recorder struct {
+	mu   sync.Mutex
+	reqs []*http.Request
+}
+
+func (rec *recorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	rec.mu.Lock()
+	rec.reqs = append(rec.reqs, r.Clone(r.Context()))
+	rec.mu.Unlock()
+	fmt.Fprintf(w, "hello %s", r.Header.Get("X-User"))
+}
+
+func (rec *recorder) last(t *testing.T) *http.Request {
+	t.Helper()
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if len(rec.reqs) == 0 {
+		t.Fatal("upstream received nothing")
+	}
+	return rec.reqs[len(rec.reqs)-1]
+}
+
+func (rec *recorder) count() int {
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	return len(rec.reqs)
+}
+
+type fixture struct {
+	store    *cookie.Store
+	upstream *recorder
+	front    *httptest.Server
+	session  []*http.Cookie // a valid session for alice
+}
+
+func newFixture(t *testing.T, upstream http.Handler, mutate ...func(*Config)) *fixture {
+	t.Helper()
+	rec, _ := upstream.(*recorder)
+	back := httptest.NewServer(upstream)
+	t.Cleanup(back.Close)
+	store, err := cookie.NewStore(cookie.Config{Lifetime: time.Hour, Secrets: [][]byte{make([]byte, 32)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, _ := url.Parse(back.URL)
+	cfg := Config{
+		Upstream: u, UserHeader: "X-User", Sessions: store,
+		Auth: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.WriteHeader(http.StatusTeapot) // marks "handled by the auth handler"
+		}),
+		Ready:     func() bool { return true },
+		Transport: back.Client().Transport,
+	}
+	for _, m := range mutate {
+		m(&cfg)
+	}
+	h, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	front := httptest.NewServer(h)
+	t.Cleanup(front.Close)
+
+	w := httptest.NewRecorder()
+	if err := store.Save(w, httptest.NewRequest("GET", "/", nil), cookie.Session{User: "alice", IDToken: "secret-token", Expiry: time.Now().Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	return &fixture{store: store, upstream: rec, front: front, session: w.Result().Cookies()}
+}
+
+func (f *fixture) get(t *testing.T, path string, cookies []*http.Cookie, hdr http.Header) *http.Response {
+	t.Helper()
+	req, _ := http.NewRequest("GET", f.front.URL+path, nil)
+	for k, v := range hdr {
+		req.Header[k] = v
+	}
+	for _, c := range cookies {
+		req.AddCookie(c)
+	}
+	resp, err := (&http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { resp.Body.Close() })
+	return resp
+}
+
+// TestForgedIdentityHeaders sends every spelling of X-User a downstream stack
+// might merge with the real one; the upstream must see exactly ours.
+func TestForgedIdentityHeaders(t *testing.T) {
+	f := newFixture(t, &recorder{})
+	tests := []struct {
+		name string
+		hdr  http.Header
+	}{
+		{"canonical", http.Header{"X-User": {"mallory"}}},
+		{"lower case", http.Header{"x-user": {"mallory"}}},
+		{"upper case", http.Header{"X-USER": {"mallory"}}},
+		{"mixed case", http.Header{"x-UsEr": {"mallory"}}},
+		{"underscore", http.Header{"X_User": {"mallory"}}},
+		{"underscore lower", http.Header{"x_user": {"mallory"}}},
+		{"underscore upper", http.Header{"X_USER": {"mallory"}}},
+		{"duplicates", http.Header{"X-User": {"mallory", "eve"}}},
+		{"several spellings", http.Header{"X-User": {"mallory"}, "X_User": {"eve"}, "x_uSer": {"trent"}}},
+		{"empty value", http.Header{"X-User": {""}}},
+		{"comma list", http.Header{"X-User": {"mallory, alice"}}},
+		{"connection names it", http.Header{"Connection": {"X-User"}}},
+		{"connection names it lower", http.Header{"Connection": {"x-user, close"}}},
+		{"connection and forged", http.Header{"Connection": {"X-User"}, "X-User": {"mallory"}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp := f.get(t, "/x", f.session, tt.hdr)
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("status %d", resp.StatusCode)
+			}
+			got := f.upstream.last(t)
+			assertOnlyUser(t, got.Header, "alice")
+		})
+	}
+}
+
+func assertOnlyUser(t *testing.T, h http.Header, user string) {
+	t.Helper()
+	var seen []string
+	for name, vs := range h {
+		if normalize(name) == "x-user" {
+			seen = append(seen, fmt.Sprintf("%s=%q", name, vs))
+		}
+	}
+	if len(seen) != 1 || len(h.Values("X-User")) != 1 || h.Get("X-User") != user {
+		t.Errorf("upstream saw identity headers %v, want only X-User=%q", seen, user)
+	}
+}
+
+// TestForgedIdentityRawWire writes requests byte by byte, for spellings a Go
+// client would not send. Each must be refused or arrive with only our header.
+func TestForgedIdentityRawWire(t *testing.T) {
+	f := newFixture(t, &recorder{})
+	cookieLine := "Cookie: " + f.session[0].Name + "=" + f.session[0].Value + "\r\n"
+	tests := []struct{ name, headers string }{
+		{"tab before value", "X-User:\tmallory\r\n"},
+		{"no space", "X-User:mallory\r\n"},
+		{"space before colon", "X-User : mallory\r\n"},
+		{"obsolete line folding", "X-Other: a\r\n X-User: mallory\r\n"},
+		{"folded value", "X-User: a\r\n mallory\r\n"},
+		{"dot instead of dash", "X.User: mallory\r\n"},
+		{"two headers, two spellings", "x_user: mallory\r\nX-USER: eve\r\n"},
+		{"NUL in name", "X-User\x00: mallory\r\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := f.upstream.count()
+			conn, err := net.Dial("tcp", f.front.Listener.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			fmt.Fprintf(conn, "GET /raw HTTP/1.1\r\nHost: x\r\n%s%sConnection: close\r\n\r\n", cookieLine, tt.headers)
+			resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if f.upstream.count() == before {
+				if resp.StatusCode != http.StatusBadRequest {
+					t.Errorf("not forwarded, status %d; want 400", resp.StatusCode)
+				}
+				return
+			}
+			got := f.upstream.last(t)
+			assertOnlyUser(t, got.Header, "alice")
+			for name := range got.Header {
+				if strings.Contains(strings.ToLower(name), "user") && name != "X-User" && name != "User-Agent" {
+					if n := strings.NewReplacer(".", "-").Replace(normalize(name)); n == "x-user" {
+						continue // X.User is a distinct header name; no stack we know merges "." with "-"
+					}
+					t.Errorf("upstream saw %s: %q", name, got.Header[name])
+				}
+			}
+		})
+	}
+}
+
+func TestOwnCookiesStripped(t *testing.T) {
+	f := newFixture(t, &recorder{})
+	cookies := append([]*http.Cookie{{Name: "app", Value: "1"}}, f.session...)
+	cookies = append(cookies, &http.Cookie{Name: "_authproxy_login_AAAAAAAAAAAAAAAA", Value: "x"},
+		&http.Cookie{Name: "_authproxy_3", Value: "y"}, &http.Cookie{Name: "other", Value: "a=b"})
+	f.get(t, "/", cookies, nil)
+	got := f.upstream.last(t).Header.Values("Cookie")
+	if len(got) != 1 || got[0] != "app=1; other=a=b" {
+		t.Errorf("upstream Cookie = %q, want only the app's cookies", got)
+	}
+
+	f.get(t, "/", f.session, nil)
+	if got := f.upstream.last(t).Header.Values("Cookie"); len(got) != 0 {
+		t.Errorf("upstream Cookie = %q, want none", got)
+	}
+}
+
+func TestUnauthenticated(t *testing.T) {
+	f := newFixture(t, &recorder{})
+	tamper := []*http.Cookie{{Name: f.session[0].Name, Value: f.session[0].Value[:20] + "x" + f.session[0].Value[21:]}}
+	tests := []struct {
+		name    string
+		method  string
+		cookies []*http.Cookie
+		hdr     http.Header
+		status  int
+	}{
+		{"browser page load", "GET", nil, http.Header{"Accept": {"text/html,application/xhtml+xml"}}, 302},
+		{"browser HEAD", "HEAD", nil, http.Header{"Accept": {"text/html"}}, 302},
+		{"navigation per Sec-Fetch", "GET", nil, http.Header{"Accept": {"*/*"}, "Sec-Fetch-Mode": {"navigate"}, "Sec-Fetch-Dest": {"document"}}, 302},
+		{"navigation into an iframe", "GET", nil, http.Header{"Sec-Fetch-Mode": {"navigate"}, "Sec-Fetch-Dest": {"iframe"}}, 302},
+		{"navigation per Sec-Fetch with html", "GET", nil, http.Header{"Accept": {"text/html"}, "Sec-Fetch-Mode": {"navigate"}, "Sec-Fetch-Dest": {"document"}}, 302},
+		{"fetch() that accepts html", "GET", nil, http.Header{"Accept": {"text/html"}, "Sec-Fetch-Mode": {"cors"}, "Sec-Fetch-Dest": {"empty"}}, 401},
+		{"image load", "GET", nil, http.Header{"Accept": {"text/html"}, "Sec-Fetch-Mode": {"no-cors"}, "Sec-Fetch-Dest": {"image"}}, 401},
+		{"api call", "GET", nil, http.Header{"Accept": {"application/json"}}, 401},
+		{"form post", "POST", nil, http.Header{"Accept": {"text/html"}}, 401},
+		{"tampered cookie", "GET", tamper, http.Header{"Accept": {"text/html"}}, 302},
+		{"garbage cookie", "GET", []*http.Cookie{{Name: "_authproxy", Value: "%%%"}}, http.Header{"Accept": {"application/json"}}, 401},
+		{"chunk without head", "GET", []*http.Cookie{{Name: "_authproxy_1", Value: "abc"}}, http.Header{"Accept": {"application/json"}}, 401},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req, _ := http.NewRequest(tt.method, f.front.URL+"/reports/q1?year=2026&x=%2F", nil)
+			req.Header = tt.hdr
+			for _, c := range tt.cookies {
+				req.AddCookie(c)
+			}
+			resp, err := (&http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}).Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			if resp.StatusCode != tt.status {
+				t.Fatalf("status %d, want %d", resp.StatusCode, tt.status)
+			}
+			wantLogin := "/auth/login?rd=" + url.QueryEscape("/reports/q1?year=2026&x=%2F")
+			switch tt.status {
+			case 302:
+				if loc := resp.Header.Get("Location"); loc != wantLogin {
+					t.Errorf("Location = %q, want %q", loc, wantLogin)
+				}
+			case 401:
+				if got := resp.Header.Get("WWW-Authenticate"); got != `Bearer realm="authproxy"` {
+					t.Errorf("WWW-Authenticate = %q", got)
+				}
+				var body map[string]string
+				if err := json.NewDecoder(resp.Body).Decode(&body); err != nil && !strings.Contains(tt.hdr.Get("Accept"), "html") {
+					t.Errorf("401 body is not JSON: %v", err)
+				} else if err == nil && (body["error"] != "unauthenticated" || body["login_url"] != wantLogin) {
+					t.Errorf("401 body = %v", body)
+				}
+			}
+		})
+	}
+	if n := f.upstream.count(); n != 0 {
+		t.Errorf("upstream received %d unauthenticated requests", n)
+	}
+}
+
+func TestRoutes(t *testing.T) {
+	ready := true
+	f := newFixture(t, &recorder{}, func(c *Config) { c.Ready = func() bool { return ready } })
+	for _, tt := range []struct {
+		path   string
+		status int
+	}{
+		{"/auth/login", http.StatusTeapot},
+		{"/auth/callback?code=x", http.StatusTeapot},
+		{"/auth/logout", http.StatusTeapot},
+		{"/healthz", 200},
+		{"/readyz", 200},
+	} {
+		if resp := f.get(t, tt.path, nil, nil); resp.StatusCode != tt.status {
+			t.Errorf("GET %s: %d, want %d", tt.path, resp.StatusCode, tt.status)
+		}
+	}
+	ready = false
+	if resp := f.get(t, "/readyz", nil, nil); resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("readyz while not ready: %d", resp.StatusCode)
+	}
+	if resp := f.get(t, "/healthz", nil, nil); resp.StatusCode != 200 {
+		t.Errorf("healthz while not ready: %d", resp.StatusCode)
+	}
+	if n := f.upstream.count(); n != 0 {
+		t.Errorf("upstream received %d requests for the proxy's own routes", n)
+	}
+}
+
+func TestForwarding(t *testing.T) {
+	f := newFixture(t, &recorder{})
+	resp := f.get(t, "/a/b?c=d&e=%2F", f.session, http.Header{"X-Forwarded-For": {"6.6.6.6"}, "X-Forwarded-Host": {"evil.example"}, "X-Forwarded-Proto": {"https"}})
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || string(body) != "hello alice" {
+		t.Fatalf("got %d %q", resp.StatusCode, body)
+	}
+	got := f.upstream.last(t)
+	if got.URL.RequestURI() != "/a/b?c=d&e=%2F" {
+		t.Errorf("upstream path = %q", got.URL.RequestURI())
+	}
+	if xff := got.Header.Values("X-Forwarded-For"); len(xff) != 1 || xff[0] != "127.0.0.1" {
+		t.Errorf("X-Forwarded-For = %q: an untrusted client's value was passed on", xff)
+	}
+	if h, p := got.Header.Get("X-Forwarded-Host"), got.Header.Get("X-Forwarded-Proto"); h != strings.TrimPrefix(f.front.URL, "http://") || p != "http" {
+		t.Errorf("X-Forwarded-Host/Proto = %q/%q, want the proxy's own view", h, p)
+	}
+}
+
+func TestTrustedProxyForwarding(t *testing.T) {
+	f := newFixture(t, &recorder{}, func(c *Config) { c.Trusted = func(*http.Request) bool { return true } })
+	f.get(t, "/", f.session, http.Header{"X-Forwarded-For": {"203.0.113.7"}, "X-Forwarded-Host": {"app.example"}, "X-Forwarded-Proto": {"https"}})
+	got := f.upstream.last(t)
+	if xff := strings.Join(got.Header.Values("X-Forwarded-For"), ", "); xff != "203.0.113.7, 127.0.0.1" {
+		t.Errorf("X-Forwarded-For = %q", xff)
+	}
+	if got.Header.Get("X-Forwarded-Host") != "app.example" || got.Header.Get("X-Forwarded-Proto") != "https" {
+		t.Errorf("trusted X-Forwarded-Host/Proto not kept: %v", got.Header)
+	}
+}
+
+func TestUpstreamDown(t *testing.T) {
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens there now
+	f := newFixture(t, &recorder{}, func(c *Config) {
+		c.Upstream, _ = url.Parse("http://" + addr)
+		c.Transport = nil
+	})
+	resp := f.get(t, "/", f.session, http.Header{"Accept": {"text/html"}})
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusBadGateway || !strings.Contains(string(body), "not responding") {
+		t.Errorf("upstream down: %d %q", resp.StatusCode, body)
+	}
+}
+
+func TestUpstreamTimeout(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	slow := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	})
+	f := newFixture(t, slow, func(c *Config) {
+		c.Transport = &http.Transport{ResponseHeaderTimeout: 50 * time.Millisecond}
+	})
+	if resp := f.get(t, "/", f.session, nil); resp.StatusCode != http.StatusGatewayTimeout {
+		t.Errorf("slow upstream: %d, want 504", resp.StatusCode)
+	}
+}
+
+// TestStreaming checks that server-sent events reach the client as they are
+// written: the upstream only sends the second event after the client has
+// read the first, so a buffering proxy deadlocks and the test times out.
+func TestStreaming(t *testing.T) {
+	next := make(chan struct{})
+	sse := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		fmt.Fprint(w, "data: one\n\n")
+		w.(http.Flusher).Flush()
+		select {
+		case <-next:
+		case <-r.Context().Done():
+			return
+		}
+		fmt.Fprint(w, "data: two\n\n")
+	})
+	f := newFixture(t, sse)
+	resp := f.get(t, "/events", f.session, nil)
+	br := bufio.NewReader(resp.Body)
+	line, err := br.ReadString('\n')
+	if err != nil || line != "data: one\n" {
+		t.Fatalf("first event = %q, %v", line, err)
+	}
+	close(next)
+	rest, _ := io.ReadAll(br)
+	if !strings.Contains(string(rest), "data: two") {
+		t.Errorf("second event missing: %q", rest)
+	}
+}
+
+func TestNewRejectsBadConfig(t *testing.T) {
+	if _, err := New(Config{}); err == nil {
+		t.Error("New accepted an empty config")
+	}
+}

@@ -16,12 +16,14 @@ import (
 	"math"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	gooidc "github.com/coreos/go-oidc/v3/oidc"
+	jose "github.com/go-jose/go-jose/v4"
 	"golang.org/x/oauth2"
 
 	"github.com/authproxy/authproxy/cookie"
@@ -55,6 +57,9 @@ type Config struct {
 	Logger     *slog.Logger
 	// Now is the clock for token and session expiry; time.Now when nil.
 	Now func() time.Time
+	// KeyRefetchInterval is the least time between JWKS fetches triggered
+	// by unknown key ids (DefaultKeyRefetchInterval when zero).
+	KeyRefetchInterval time.Duration
 }
 
 // sessionStore is what the handlers need from the cookie store.
@@ -158,10 +163,27 @@ func (h *Handler) discoverOnce(ctx context.Context) (*provider, error) {
 		return nil, err
 	}
 	var meta struct {
-		EndSession string `json:"end_session_endpoint"`
+		EndSession string   `json:"end_session_endpoint"`
+		JWKS       string   `json:"jwks_uri"`
+		Algs       []string `json:"id_token_signing_alg_values_supported"`
 	}
 	if err := p.Claims(&meta); err != nil {
 		return nil, fmt.Errorf("read discovery document: %w", err)
+	}
+	if meta.JWKS == "" {
+		return nil, errors.New("discovery document has no jwks_uri")
+	}
+	var algs []string
+	for _, a := range meta.Algs {
+		if slices.Contains(asymmetricAlgs, jose.SignatureAlgorithm(a)) {
+			algs = append(algs, a)
+		}
+	}
+	keys := newKeySet(meta.JWKS, h.cfg.HTTPClient, h.cfg.KeyRefetchInterval, h.cfg.Now)
+	// Warm the key cache so the first login does not wait for it; a failure
+	// here is retried when the first token arrives.
+	if _, err := keys.refresh(ctx); err != nil {
+		h.log.Warn("fetch provider signing keys", "err", err)
 	}
 	return &provider{
 		oauth2: oauth2.Config{
@@ -170,7 +192,8 @@ func (h *Handler) discoverOnce(ctx context.Context) (*provider, error) {
 			Endpoint:     p.Endpoint(),
 			Scopes:       h.cfg.Scopes,
 		},
-		verifier:   p.Verifier(&gooidc.Config{ClientID: h.cfg.ClientID, Now: h.cfg.Now}),
+		verifier: gooidc.NewVerifier(h.cfg.Issuer, keys,
+			&gooidc.Config{ClientID: h.cfg.ClientID, Now: h.cfg.Now, SupportedSigningAlgs: algs}),
 		endSession: meta.EndSession,
 	}, nil
 }

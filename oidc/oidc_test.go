@@ -31,7 +31,7 @@ type fixture struct {
 	h     *Handler
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t *testing.T, mutate ...func(*Config)) *fixture {
 	t.Helper()
 	idp, err := oidctest.Start(oidctest.Options{ClientID: clientID, ClientSecret: secret,
 		Claims: func(user string) map[string]any { return map[string]any{"email": user + "@example.test"} }})
@@ -45,11 +45,15 @@ func newFixture(t *testing.T) *fixture {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	h, err := New(ctx, Config{
+	cfg := Config{
 		Issuer: idp.Issuer(), ClientID: clientID, ClientSecret: secret, RedirectURL: callbackURL,
 		Scopes: []string{"openid", "email"}, SessionLifetime: time.Hour,
 		PostLogoutURL: "/bye", HTTPClient: &http.Client{Timeout: 5 * time.Second},
-	}, store)
+	}
+	for _, m := range mutate {
+		m(&cfg)
+	}
+	h, err := New(ctx, cfg, store)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -70,6 +70,10 @@ func New(cfg Config) (http.Handler, error) {
 		cfg.Trusted = func(*http.Request) bool { return false }
 	}
 	p := &handler{cfg: cfg, identity: []string{normalize(cfg.UserHeader)}}
+	// A client (not a trusted proxy) may not tell the upstream which URL or
+	// address it "really" requested from: frameworks that honour these
+	// headers would route or authorize by them.
+	p.untrusted = append([]string{"x-original-url", "x-rewrite-url", "x-forwarded-uri", "x-forwarded-method", "x-real-ip"}, p.identity...)
 	p.upstream = &httputil.ReverseProxy{
 		Rewrite:      p.rewrite,
 		Transport:    cfg.Transport,
@@ -86,6 +90,8 @@ type handler struct {
 	upstream *httputil.ReverseProxy
 	// identity holds the normalized names of every header the proxy sets.
 	identity []string
+	// untrusted adds the names only a trusted proxy may send.
+	untrusted []string
 }
 
 func (p *handler) routes(mux *http.ServeMux) {
@@ -151,7 +157,9 @@ func (p *handler) rewrite(pr *httputil.ProxyRequest) {
 	if p.cfg.PassHost {
 		pr.Out.Host = pr.In.Host
 	}
+	strip := p.untrusted
 	if p.cfg.Trusted(pr.In) {
+		strip = p.identity
 		// A trusted proxy's chain is extended, its view of proto and host kept.
 		if v := pr.In.Header.Values("X-Forwarded-For"); len(v) > 0 {
 			pr.Out.Header["X-Forwarded-For"] = v
@@ -165,26 +173,46 @@ func (p *handler) rewrite(pr *httputil.ProxyRequest) {
 	} else {
 		pr.SetXForwarded()
 	}
-	p.stripIdentity(pr.Out.Header)
+	stripHeaders(pr.Out.Header, strip)
 	p.stripCookies(pr.Out.Header)
 	if user, ok := pr.In.Context().Value(userKey{}).(string); ok {
 		pr.Out.Header.Set(p.cfg.UserHeader, user)
 	}
 }
 
-// stripIdentity deletes every header that an upstream might read as one the
-// proxy sets: any case, and "_" for "-" (CGI, PHP, WSGI and nginx with
-// underscores_in_headers merge them).
-func (p *handler) stripIdentity(h http.Header) {
+// stripHeaders deletes every header that an upstream might read as one of
+// names (normalized): any case, and "_" for "-" (CGI, PHP, WSGI and nginx
+// with underscores_in_headers merge them).
+func stripHeaders(h http.Header, names []string) {
 	for name := range h {
-		n := normalize(name)
-		for _, id := range p.identity {
-			if n == id {
+		for _, id := range names {
+			if sameHeader(name, id) {
 				delete(h, name)
 				break
 			}
 		}
 	}
+}
+
+// sameHeader reports whether name normalizes to norm (see normalize)
+// without allocating: it runs for every header of every request.
+func sameHeader(name, norm string) bool {
+	if len(name) != len(norm) {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		switch {
+		case 'A' <= c && c <= 'Z':
+			c += 'a' - 'A'
+		case c == '_':
+			c = '-'
+		}
+		if c != norm[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // normalize maps a header name to the form upstream stacks compare on.

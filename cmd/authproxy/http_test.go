@@ -1,0 +1,185 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/cookiejar"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/authproxy/authproxy/oidc/oidctest"
+)
+
+// stack is a running proxy in front of a counting upstream, with a
+// logged-in user's cookie header.
+type stack struct {
+	base   string
+	cookie string
+	mu     sync.Mutex
+	seen   []string // method, path and body of each upstream request
+}
+
+func (s *stack) upstream() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.seen...)
+}
+
+func startStack(t *testing.T) *stack {
+	t.Helper()
+	idp, err := oidctest.Start(oidctest.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { idp.Close() })
+	s := &stack{}
+	app := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		s.mu.Lock()
+		s.seen = append(s.seen, r.Method+" "+r.URL.Path+" "+string(body))
+		s.mu.Unlock()
+		io.WriteString(w, "app:"+r.Header.Get("X-User"))
+	})}
+	appLn, _ := net.Listen("tcp", "127.0.0.1:0")
+	go app.Serve(appLn)
+	t.Cleanup(func() { app.Close() })
+
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	s.base = "http://" + ln.Addr().String()
+	cfg, err := env{
+		Addr: ln.Addr().String(), Upstream: "http://" + appLn.Addr().String(), Issuer: idp.Issuer(),
+		ClientID: "authproxy-demo", ClientSecret: "demo-secret", RedirectURL: s.base + "/auth/callback", PostLogoutURL: "/",
+		CookieSecret: testSecret, CookieName: "_authproxy", CookieSecure: "auto", UserHeader: "X-User", UserClaim: "sub",
+		Scopes: "openid", SessionLifetime: "1h", PassHostHeader: "false", UpstreamTimeout: "10s", UpstreamMaxIdleConns: "8",
+		ProviderTimeout: "5s", LogLevel: "error", LogFormat: "json", DrainDelay: "0s", ShutdownTimeout: "5s",
+	}.parse()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- serve(ctx, cfg, ln, slog.New(slog.DiscardHandler)) }()
+	t.Cleanup(func() { cancel(); <-done })
+	waitStatus(t, s.base+"/readyz", 200)
+
+	jar, _ := cookiejar.New(nil)
+	if body := loginWithJar(t, jar, s.base+"/", "alice"); body != "app:alice" {
+		t.Fatalf("login: %q", body)
+	}
+	for _, c := range jar.Cookies(mustURL(s.base)) {
+		s.cookie = c.Name + "=" + c.Value
+	}
+	s.mu.Lock()
+	s.seen = nil
+	s.mu.Unlock()
+	return s
+}
+
+// raw sends bytes on a fresh connection and returns every response the
+// proxy wrote back before closing.
+func (s *stack) raw(t *testing.T, payload string) []*http.Response {
+	t.Helper()
+	conn, err := net.Dial("tcp", strings.TrimPrefix(s.base, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(conn, payload); err != nil {
+		t.Fatal(err)
+	}
+	var out []*http.Response
+	br := bufio.NewReader(conn)
+	for {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			return out
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		out = append(out, resp)
+	}
+}
+
+func TestOversizedHeaders(t *testing.T) {
+	s := startStack(t)
+	big := strings.Repeat("a", 100<<10)
+	for name, hdr := range map[string]string{
+		"huge header":       "X-Big: " + big,
+		"huge cookie":       "Cookie: " + s.cookie + "; junk=" + big,
+		"many headers":      strings.Repeat("X-Many: 0123456789012345678901234567890123456789\r\n", 3000) + "X-End: 1",
+		"huge session-like": "Cookie: _authproxy=" + big,
+	} {
+		t.Run(name, func(t *testing.T) {
+			resps := s.raw(t, "GET / HTTP/1.1\r\nHost: x\r\n"+hdr+"\r\nConnection: close\r\n\r\n")
+			if len(resps) != 1 || resps[0].StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+				t.Errorf("responses %v, want one 431", statuses(resps))
+			}
+		})
+	}
+	if got := s.upstream(); len(got) != 0 {
+		t.Errorf("upstream received %q", got)
+	}
+	// The proxy is still fine afterwards.
+	if resps := s.raw(t, "GET /after HTTP/1.1\r\nHost: x\r\nCookie: "+s.cookie+"\r\nConnection: close\r\n\r\n"); len(resps) != 1 || resps[0].StatusCode != 200 {
+		t.Errorf("after oversized requests: %v", statuses(resps))
+	}
+}
+
+// TestSmuggling: ambiguous framing is refused or re-framed so the upstream
+// sees exactly the requests the proxy answered, never one hidden in a body.
+func TestSmuggling(t *testing.T) {
+	s := startStack(t)
+	smuggled := "GET /smuggled HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+	tests := []struct {
+		name    string
+		payload string
+	}{
+		{"CL and TE", "POST /a HTTP/1.1\r\nHost: x\r\nCookie: " + s.cookie + "\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + smuggled},
+		{"TE and CL", "POST /a HTTP/1.1\r\nHost: x\r\nCookie: " + s.cookie + "\r\nTransfer-Encoding: chunked\r\nContent-Length: 40\r\n\r\n0\r\n\r\n" + smuggled},
+		{"two different CL", "POST /a HTTP/1.1\r\nHost: x\r\nCookie: " + s.cookie + "\r\nContent-Length: 0\r\nContent-Length: " + fmt.Sprint(len(smuggled)) + "\r\n\r\n" + smuggled},
+		{"CL list", "POST /a HTTP/1.1\r\nHost: x\r\nCookie: " + s.cookie + "\r\nContent-Length: 0, 40\r\n\r\n" + smuggled},
+		{"TE obfuscated", "POST /a HTTP/1.1\r\nHost: x\r\nCookie: " + s.cookie + "\r\nTransfer-Encoding: xchunked\r\nContent-Length: 0\r\n\r\n" + smuggled},
+		{"TE with space", "POST /a HTTP/1.1\r\nHost: x\r\nCookie: " + s.cookie + "\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\n" + smuggled},
+		{"TE twice", "POST /a HTTP/1.1\r\nHost: x\r\nCookie: " + s.cookie + "\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n\r\n0\r\n\r\n" + smuggled},
+		{"chunk size overflow", "POST /a HTTP/1.1\r\nHost: x\r\nCookie: " + s.cookie + "\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffff\r\n" + smuggled},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s.mu.Lock()
+			s.seen = nil
+			s.mu.Unlock()
+			resps := s.raw(t, tt.payload)
+			answered := 0
+			for _, r := range resps {
+				if r.StatusCode == 200 {
+					answered++
+				}
+			}
+			got := s.upstream()
+			if len(got) != answered {
+				t.Errorf("upstream saw %d requests %q, proxy answered %v", len(got), got, statuses(resps))
+			}
+			for _, req := range got {
+				if strings.Contains(req, "smuggled") && !strings.HasPrefix(req, "GET /smuggled ") {
+					t.Errorf("a request hid in a body: %q", req)
+				}
+			}
+		})
+	}
+}
+
+func statuses(rs []*http.Response) []int {
+	var out []int
+	for _, r := range rs {
+		out = append(out, r.StatusCode)
+	}
+	return out
+}

@@ -23,7 +23,7 @@ type stack struct {
 	base   string
 	cookie string
 	mu     sync.Mutex
-	seen   []string // method, path and body of each upstream request
+	seen   []string // method, path and body of each complete upstream request
 }
 
 func (s *stack) upstream() []string {
@@ -41,7 +41,10 @@ func startStack(t *testing.T) *stack {
 	t.Cleanup(func() { idp.Close() })
 	s := &stack{}
 	app := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			return // the proxy aborted this request mid-body: not a request the app can act on
+		}
 		s.mu.Lock()
 		s.seen = append(s.seen, r.Method+" "+r.URL.Path+" "+string(body))
 		s.mu.Unlock()

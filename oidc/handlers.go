@@ -44,6 +44,7 @@ func (h *Handler) login(w http.ResponseWriter, r *http.Request) {
 	target := conf.AuthCodeURL(l.State,
 		oauth2.SetAuthURLParam("nonce", l.Nonce),
 		oauth2.S256ChallengeOption(l.Verifier))
+	h.cfg.Observer.LoginStarted()
 	w.Header().Set("Cache-Control", "no-store")
 	http.Redirect(w, r, target, http.StatusFound)
 }
@@ -77,6 +78,10 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request) {
 				detail: "The login could not be completed.", err: err}
 		}
 		h.log.Warn("login failed", "reason", ce.code, "err", ce.err)
+		h.cfg.Observer.LoginFailed(ce.code)
+		if errors.Is(ce.err, errProviderDown) {
+			h.cfg.Observer.ProviderError("token")
+		}
 		page.Write(w, r, page.Page{Status: ce.status, Code: ce.code, Title: "Sign-in failed", Detail: ce.detail,
 			Links: []page.Link{{Href: "/auth/login?rd=" + url.QueryEscape(l.ReturnTo), Text: "Try again"}}})
 		return
@@ -87,6 +92,7 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.log.Info("login", "user", sess.User)
+	h.cfg.Observer.LoginCompleted()
 	w.Header().Set("Cache-Control", "no-store")
 	http.Redirect(w, r, ReturnPath(l.ReturnTo), http.StatusFound)
 }
@@ -183,6 +189,7 @@ func (h *Handler) logout(w http.ResponseWriter, r *http.Request) {
 	if sess.User != "" {
 		h.log.Info("logout", "user", sess.User)
 	}
+	h.cfg.Observer.Logout()
 	w.Header().Set("Cache-Control", "no-store")
 	http.Redirect(w, r, h.logoutURL(r, sess), http.StatusFound)
 }

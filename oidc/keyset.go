@@ -40,6 +40,8 @@ type keySet struct {
 	now      func() time.Time
 
 	keys atomic.Pointer[[]jose.JSONWebKey]
+	// onError, if set, is called when a fetch fails.
+	onError func()
 
 	mu        sync.Mutex // serializes fetches; guards lastFetch
 	lastFetch time.Time
@@ -102,6 +104,9 @@ func (k *keySet) refresh(ctx context.Context) ([]jose.JSONWebKey, error) {
 	k.lastFetch = now
 	keys, err := k.fetch(ctx)
 	if err != nil {
+		if k.onError != nil {
+			k.onError()
+		}
 		return nil, fmt.Errorf("%w: fetch signing keys: %w", errProviderDown, err)
 	}
 	k.keys.Store(&keys)

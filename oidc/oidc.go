@@ -57,10 +57,29 @@ type Config struct {
 	Logger     *slog.Logger
 	// Now is the clock for token and session expiry; time.Now when nil.
 	Now func() time.Time
+	// Observer hears about logins and provider errors; nil means nobody.
+	Observer Observer
 	// KeyRefetchInterval is the least time between JWKS fetches triggered
 	// by unknown key ids (DefaultKeyRefetchInterval when zero).
 	KeyRefetchInterval time.Duration
 }
+
+// Observer is told about logins and provider failures (for metrics).
+type Observer interface {
+	LoginStarted()
+	LoginCompleted()
+	LoginFailed(reason string)
+	Logout()
+	ProviderError(op string)
+}
+
+type nopObserver struct{}
+
+func (nopObserver) LoginStarted()        {}
+func (nopObserver) LoginCompleted()      {}
+func (nopObserver) LoginFailed(string)   {}
+func (nopObserver) Logout()              {}
+func (nopObserver) ProviderError(string) {}
 
 // sessionStore is what the handlers need from the cookie store.
 type sessionStore interface {
@@ -126,6 +145,9 @@ func New(ctx context.Context, cfg Config, store sessionStore) (*Handler, error) 
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.Observer == nil {
+		cfg.Observer = nopObserver{}
+	}
 	h := &Handler{cfg: cfg, store: store, log: cfg.Logger}
 	h.used.ttl = cookie.DefaultLoginTTL
 	go h.discover(ctx)
@@ -146,6 +168,7 @@ func (h *Handler) discover(ctx context.Context) {
 			h.log.Info("provider discovery done", "issuer", h.cfg.Issuer, "end_session", p.endSession != "")
 			return
 		}
+		h.cfg.Observer.ProviderError("discovery")
 		wait := time.Duration(math.Min(float64(time.Second)*math.Pow(2, float64(attempt)), float64(30*time.Second)))
 		h.log.Warn("provider discovery failed; logins wait for it, logged-in users are still served",
 			"issuer", h.cfg.Issuer, "err", err, "retry_in", wait.String())
@@ -180,6 +203,7 @@ func (h *Handler) discoverOnce(ctx context.Context) (*provider, error) {
 		}
 	}
 	keys := newKeySet(meta.JWKS, h.cfg.HTTPClient, h.cfg.KeyRefetchInterval, h.cfg.Now)
+	keys.onError = func() { h.cfg.Observer.ProviderError("jwks") }
 	// Warm the key cache so the first login does not wait for it; a failure
 	// here is retried when the first token arrives.
 	if _, err := keys.refresh(ctx); err != nil {

@@ -13,6 +13,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/authproxy/authproxy/cookie"
 	"github.com/authproxy/authproxy/proxy/page"
@@ -43,10 +44,11 @@ type Config struct {
 	// Trusted reports whether a request comes from a trusted proxy, whose
 	// X-Forwarded-* headers are passed on. Nil trusts nobody.
 	Trusted func(*http.Request) bool
-	Logger  *slog.Logger
+	// Observer counts outcomes and upstream latency; nil means nobody.
+	Observer Observer
+	// Logger receives one access-log line per request and upstream errors.
+	Logger *slog.Logger
 }
-
-type userKey struct{}
 
 // New returns the proxy's handler.
 func New(cfg Config) (http.Handler, error) {
@@ -69,20 +71,26 @@ func New(cfg Config) (http.Handler, error) {
 	if cfg.Trusted == nil {
 		cfg.Trusted = func(*http.Request) bool { return false }
 	}
+	if cfg.Observer == nil {
+		cfg.Observer = nopObserver{}
+	}
+	// Canonical, so the header can be set by map assignment per request.
+	cfg.UserHeader = http.CanonicalHeaderKey(cfg.UserHeader)
 	p := &handler{cfg: cfg, identity: []string{normalize(cfg.UserHeader)}}
 	// A client (not a trusted proxy) may not tell the upstream which URL or
 	// address it "really" requested from: frameworks that honour these
 	// headers would route or authorize by them.
 	p.untrusted = append([]string{"x-original-url", "x-rewrite-url", "x-forwarded-uri", "x-forwarded-method", "x-real-ip"}, p.identity...)
 	p.upstream = &httputil.ReverseProxy{
-		Rewrite:      p.rewrite,
-		Transport:    cfg.Transport,
-		ErrorHandler: p.upstreamError,
-		ErrorLog:     slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
+		Rewrite:        p.rewrite,
+		Transport:      cfg.Transport,
+		ModifyResponse: p.upstreamResponded,
+		ErrorHandler:   p.upstreamError,
+		ErrorLog:       slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
 	}
 	mux := http.NewServeMux()
 	p.routes(mux)
-	return mux, nil
+	return p.observe(mux), nil
 }
 
 type handler struct {
@@ -95,12 +103,12 @@ type handler struct {
 }
 
 func (p *handler) routes(mux *http.ServeMux) {
-	mux.Handle("/auth/", p.cfg.Auth)
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+	mux.Handle("/auth/", tag(OutcomeAuth, p.cfg.Auth))
+	mux.Handle("GET /healthz", tag(OutcomeProbe, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = w.Write([]byte("ok\n"))
-	})
-	mux.HandleFunc("GET /readyz", p.readyz)
+	})))
+	mux.Handle("GET /readyz", tag(OutcomeProbe, http.HandlerFunc(p.readyz)))
 	mux.HandleFunc("/", p.serveProxied)
 }
 
@@ -117,9 +125,11 @@ func (p *handler) readyz(w http.ResponseWriter, r *http.Request) {
 
 // serveProxied checks the session and forwards the request.
 func (p *handler) serveProxied(w http.ResponseWriter, r *http.Request) {
+	info := infoOf(r)
 	sess, err := p.cfg.Sessions.Load(r)
 	if err != nil {
 		if !errors.Is(err, cookie.ErrNoSession) {
+			info.outcome = OutcomeError
 			p.cfg.Logger.Error("load session", "err", err)
 			page.Write(w, r, page.Page{Status: http.StatusInternalServerError, Code: "internal_error",
 				Title: "Something went wrong", Detail: "authproxy could not read the session."})
@@ -128,8 +138,17 @@ func (p *handler) serveProxied(w http.ResponseWriter, r *http.Request) {
 		p.unauthenticated(w, r)
 		return
 	}
-	ctx := context.WithValue(r.Context(), userKey{}, sess.User)
-	p.upstream.ServeHTTP(w, r.WithContext(ctx))
+	info.user, info.outcome = sess.User, OutcomeProxied
+	info.forwarded = time.Now()
+	p.upstream.ServeHTTP(w, r)
+}
+
+// upstreamResponded records the upstream's time to response headers.
+func (p *handler) upstreamResponded(resp *http.Response) error {
+	if info := infoOf(resp.Request); !info.forwarded.IsZero() {
+		p.cfg.Observer.UpstreamResponse(time.Since(info.forwarded))
+	}
+	return nil
 }
 
 // unauthenticated sends browsers to the login page and gives everything
@@ -138,9 +157,11 @@ func (p *handler) unauthenticated(w http.ResponseWriter, r *http.Request) {
 	login := "/auth/login?rd=" + url.QueryEscape(r.URL.RequestURI())
 	w.Header().Set("Cache-Control", "no-store")
 	if page.IsNavigation(r) {
+		infoOf(r).outcome = OutcomeLoginRedirect
 		http.Redirect(w, r, login, http.StatusFound)
 		return
 	}
+	infoOf(r).outcome = OutcomeUnauth
 	w.Header().Set("WWW-Authenticate", `Bearer realm="authproxy"`)
 	page.Write(w, r, page.Page{Status: http.StatusUnauthorized, Code: "unauthenticated",
 		Title: "Sign-in required", Detail: "Sign in to continue.",
@@ -175,8 +196,8 @@ func (p *handler) rewrite(pr *httputil.ProxyRequest) {
 	}
 	stripHeaders(pr.Out.Header, strip)
 	p.stripCookies(pr.Out.Header)
-	if user, ok := pr.In.Context().Value(userKey{}).(string); ok {
-		pr.Out.Header.Set(p.cfg.UserHeader, user)
+	if user := infoOf(pr.In).user; user != "" {
+		pr.Out.Header[p.cfg.UserHeader] = []string{user}
 	}
 }
 
@@ -256,6 +277,8 @@ func (p *handler) upstreamError(w http.ResponseWriter, r *http.Request, err erro
 	if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
 		status, title = http.StatusGatewayTimeout, "The application took too long to answer"
 	}
+	infoOf(r).outcome = OutcomeError
+	p.cfg.Observer.UpstreamError(status)
 	p.cfg.Logger.Warn("upstream error", "method", r.Method, "path", r.URL.Path, "status", status, "err", err)
 	page.Write(w, r, page.Page{Status: status, Code: "upstream_unavailable", Title: title,
 		Detail: "authproxy could not get an answer from the application behind it. Please try again in a moment.",

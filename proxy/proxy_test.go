@@ -564,3 +564,32 @@ func TestUpstreamFailsMidResponse(t *testing.T) {
 		t.Errorf("goroutines: %d before, %d after", before, n)
 	}
 }
+
+func TestRequestID(t *testing.T) {
+	f := newFixture(t, &recorder{})
+	long := strings.Repeat("a", 128)
+	for _, tt := range []struct {
+		sent string
+		keep bool
+	}{
+		{"abc-123", true}, {"A.b_C-9", true}, {long, true},
+		{"", false}, {long + "a", false}, {"a b", false}, {"a\"b", false}, {"ä", false}, {"a,b", false}, {"{json}", false},
+	} {
+		hdr := http.Header{}
+		if tt.sent != "" {
+			hdr.Set("X-Request-Id", tt.sent)
+		}
+		resp := f.get(t, "/", f.session, hdr)
+		got := f.upstream.last(t).Header.Values("X-Request-Id")
+		if len(got) != 1 || resp.Header.Get("X-Request-Id") != got[0] {
+			t.Errorf("sent %q: upstream got %q, client got %q", tt.sent, got, resp.Header.Get("X-Request-Id"))
+			continue
+		}
+		if tt.keep != (got[0] == tt.sent) {
+			t.Errorf("sent %q: upstream got %q (keep=%v)", tt.sent, got[0], tt.keep)
+		}
+		if !validRequestID(got[0]) {
+			t.Errorf("sent %q: id %q is not well formed", tt.sent, got[0])
+		}
+	}
+}

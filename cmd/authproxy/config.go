@@ -46,6 +46,7 @@ type env struct {
 	UpstreamTimeout      string `envconfig:"AUTHPROXY_UPSTREAM_TIMEOUT" default:"60s" desc:"wait for the upstream's response headers"`
 	UpstreamMaxIdleConns string `envconfig:"AUTHPROXY_UPSTREAM_MAX_IDLE_CONNS" default:"128" desc:"idle keep-alive connections kept to the upstream"`
 	ProviderTimeout      string `envconfig:"AUTHPROXY_PROVIDER_TIMEOUT" default:"10s" desc:"bound on each call to the identity provider"`
+	MetricsAddr          string `envconfig:"AUTHPROXY_METRICS_ADDR" desc:"listen address of the internal /metrics endpoint (off when empty)"`
 	LogLevel             string `envconfig:"AUTHPROXY_LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
 	LogFormat            string `envconfig:"AUTHPROXY_LOG_FORMAT" default:"json" desc:"json or text"`
 	DrainDelay           string `envconfig:"AUTHPROXY_DRAIN_DELAY" default:"5s" desc:"on SIGTERM, how long /readyz says 503 while still serving"`
@@ -75,6 +76,7 @@ type config struct {
 	UpstreamTimeout time.Duration
 	UpstreamMaxIdle int
 	ProviderTimeout time.Duration
+	MetricsAddr     string
 	LogLevel        slog.Level
 	LogFormat       string
 	DrainDelay      time.Duration
@@ -217,6 +219,14 @@ func (e env) parse() (config, error) {
 		}
 	}
 
+	c.MetricsAddr = e.MetricsAddr
+	if e.MetricsAddr != "" {
+		if _, _, err := net.SplitHostPort(e.MetricsAddr); err != nil {
+			problem("AUTHPROXY_METRICS_ADDR %q is not host:port", e.MetricsAddr)
+		} else if e.MetricsAddr == e.Addr {
+			problem("AUTHPROXY_METRICS_ADDR must differ from AUTHPROXY_ADDR: metrics stay off the public listener")
+		}
+	}
 	if err := c.LogLevel.UnmarshalText([]byte(e.LogLevel)); err != nil {
 		problem("AUTHPROXY_LOG_LEVEL %q must be debug, info, warn or error", e.LogLevel)
 	}
@@ -340,5 +350,6 @@ func (c config) LogValue() slog.Value {
 		slog.Duration("session_lifetime", c.SessionLifetime),
 		slog.Bool("pass_host_header", c.PassHostHeader),
 		slog.String("trusted_proxies", strings.Join(trusted, ",")),
+		slog.String("metrics_addr", c.MetricsAddr),
 	)
 }

@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/http/cookiejar"
@@ -24,6 +23,8 @@ type stack struct {
 	cookie string
 	mu     sync.Mutex
 	seen   []string // method, path and body of each complete upstream request
+	logs   *syncBuffer
+	jar    http.CookieJar
 }
 
 func (s *stack) upstream() []string {
@@ -32,7 +33,7 @@ func (s *stack) upstream() []string {
 	return append([]string(nil), s.seen...)
 }
 
-func startStack(t *testing.T) *stack {
+func startStack(t *testing.T, opts ...func(*env)) *stack {
 	t.Helper()
 	idp, err := oidctest.Start(oidctest.Options{})
 	if err != nil {
@@ -56,23 +57,29 @@ func startStack(t *testing.T) *stack {
 
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
 	s.base = "http://" + ln.Addr().String()
-	cfg, err := env{
+	e := env{
 		Addr: ln.Addr().String(), Upstream: "http://" + appLn.Addr().String(), Issuer: idp.Issuer(),
 		ClientID: "authproxy-demo", ClientSecret: "demo-secret", RedirectURL: s.base + "/auth/callback", PostLogoutURL: "/",
 		CookieSecret: testSecret, CookieName: "_authproxy", CookieSecure: "auto", UserHeader: "X-User", UserClaim: "sub",
 		Scopes: "openid", SessionLifetime: "1h", PassHostHeader: "false", UpstreamTimeout: "10s", UpstreamMaxIdleConns: "8",
 		ProviderTimeout: "5s", LogLevel: "error", LogFormat: "json", DrainDelay: "0s", ShutdownTimeout: "5s",
-	}.parse()
+	}
+	for _, o := range opts {
+		o(&e)
+	}
+	cfg, err := e.parse()
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- serve(ctx, cfg, ln, slog.New(slog.DiscardHandler)) }()
+	s.logs = &syncBuffer{}
+	go func() { done <- serve(ctx, cfg, ln, newLogger(cfg, s.logs)) }()
 	t.Cleanup(func() { cancel(); <-done })
 	waitStatus(t, s.base+"/readyz", 200)
 
 	jar, _ := cookiejar.New(nil)
+	s.jar = jar
 	if body := loginWithJar(t, jar, s.base+"/", "alice"); body != "app:alice" {
 		t.Fatalf("login: %q", body)
 	}

@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/authproxy/authproxy/cookie"
+	"github.com/authproxy/authproxy/metrics"
 	"github.com/authproxy/authproxy/oidc"
 	"github.com/authproxy/authproxy/proxy"
 )
@@ -104,6 +105,7 @@ func serve(ctx context.Context, cfg config, ln net.Listener, log *slog.Logger) e
 		log.Warn("AUTHPROXY_COOKIE_SECRET is not set: using a random key. Sessions will NOT survive a restart " +
 			"and will NOT work across replicas. Set it to the output of: openssl rand -base64 32")
 	}
+	m := metrics.New(buildVersion())
 	origin := oidc.Origin{Fixed: cfg.RedirectURL, TrustedProxies: cfg.TrustedProxies}
 	secure := origin.IsHTTPS
 	if cfg.CookieSecure != "auto" {
@@ -132,7 +134,7 @@ func serve(ctx context.Context, cfg config, ln net.Listener, log *slog.Logger) e
 		Auth0Domain: cfg.Auth0Domain, PostLogoutURL: cfg.PostLogoutURL,
 		SessionLifetime: cfg.SessionLifetime, Origin: origin,
 		HTTPClient: &http.Client{Timeout: cfg.ProviderTimeout, Transport: http.DefaultTransport.(*http.Transport).Clone()},
-		Logger:     log,
+		Logger:     log, Observer: m,
 	}, store)
 	if err != nil {
 		return err
@@ -143,9 +145,10 @@ func serve(ctx context.Context, cfg config, ln net.Listener, log *slog.Logger) e
 		Upstream: cfg.Upstream, UserHeader: cfg.UserHeader, PassHost: cfg.PassHostHeader,
 		Transport: upstreamTransport(cfg),
 		Auth:      auth, Sessions: store,
-		Ready:   func() bool { return !stopping.Load() && auth.Ready() },
-		Trusted: origin.Trusted,
-		Logger:  log,
+		Ready:    func() bool { return !stopping.Load() && auth.Ready() },
+		Trusted:  origin.Trusted,
+		Observer: m,
+		Logger:   log,
 	})
 	if err != nil {
 		return err
@@ -159,8 +162,16 @@ func serve(ctx context.Context, cfg config, ln net.Listener, log *slog.Logger) e
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 		// WriteTimeout stays 0: it would cut server-sent events and downloads.
 	}
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(ln) }()
+	if cfg.MetricsAddr != "" {
+		msrv, err := serveMetrics(cfg.MetricsAddr, m, log, errc)
+		if err != nil {
+			_ = srv.Close()
+			return err
+		}
+		defer msrv.Close()
+	}
 
 	select {
 	case err := <-errc:
@@ -181,6 +192,24 @@ func serve(ctx context.Context, cfg config, ln net.Listener, log *slog.Logger) e
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// serveMetrics starts the internal listener with /metrics.
+func serveMetrics(addr string, m *metrics.Metrics, log *slog.Logger, errc chan<- error) (*http.Server, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("metrics listener: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", m.Handler())
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	log.Info("metrics listening", "addr", ln.Addr().String())
+	go func() {
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			errc <- fmt.Errorf("metrics: %w", err)
+		}
+	}()
+	return srv, nil
 }
 
 // upstreamTransport keeps enough idle connections for the proxy's own

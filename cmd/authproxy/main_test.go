@@ -171,6 +171,7 @@ func TestDemo(t *testing.T) {
 		t.Fatalf("demo printed %q, want open URL", line)
 	}
 	go io.Copy(io.Discard, pr)
+	waitStatus(t, base+"/readyz", 200)
 
 	body := loginThrough(t, base+"/hello?x=1", "ada")
 	if !strings.Contains(body, "Hello, ada!") || !strings.Contains(body, "/hello?x=1") {

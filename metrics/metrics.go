@@ -1,0 +1,116 @@
+// Package metrics holds authproxy's Prometheus metrics. It is a package of
+// its own because both proxy (requests, upstream) and oidc (logins,
+// provider) report into it, and neither should define the other's metrics;
+// each declares the small observer interface it needs and this type
+// satisfies them.
+package metrics
+
+import (
+	"net/http"
+	"runtime"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Metrics records what the proxy does. All metric names start with
+// "authproxy_".
+type Metrics struct {
+	reg             *prometheus.Registry
+	requests        *prometheus.CounterVec
+	loginsStarted   prometheus.Counter
+	loginsCompleted prometheus.Counter
+	loginsFailed    *prometheus.CounterVec
+	logouts         prometheus.Counter
+	providerErrors  *prometheus.CounterVec
+	upstreamErrors  *prometheus.CounterVec
+	upstreamLatency prometheus.Histogram
+	// outcomes caches the per-outcome counters (string → Counter):
+	// looking up the label values on every request costs a hash each time.
+	outcomes sync.Map
+}
+
+// New registers the metrics, with build information for version.
+func New(version string) *Metrics {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m := &Metrics{
+		reg: reg,
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "authproxy_requests_total",
+			Help: "Requests by outcome: proxied, login_redirect, unauthenticated (401), forbidden (403), auth, probe, error.",
+		}, []string{"outcome"}),
+		loginsStarted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "authproxy_logins_started_total", Help: "Logins sent to the provider.",
+		}),
+		loginsCompleted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "authproxy_logins_completed_total", Help: "Logins that ended with a session.",
+		}),
+		loginsFailed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "authproxy_logins_failed_total", Help: "Logins that failed, by reason (invalid_state, invalid_id_token, provider_unavailable, ...).",
+		}, []string{"reason"}),
+		logouts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "authproxy_logouts_total", Help: "Logouts.",
+		}),
+		providerErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "authproxy_provider_errors_total", Help: "Failed calls to the identity provider, by operation.",
+		}, []string{"op"}),
+		upstreamErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "authproxy_upstream_errors_total", Help: "Upstream requests that failed, by status sent (502, 504).",
+		}, []string{"status"}),
+		upstreamLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "authproxy_upstream_response_seconds",
+			Help:    "Time from forwarding a request to the upstream's response headers.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}),
+	}
+	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "authproxy_build_info", Help: "Always 1; labels carry the version.",
+	}, []string{"version", "goversion"})
+	build.WithLabelValues(version, runtime.Version()).Set(1)
+	reg.MustRegister(m.requests, m.loginsStarted, m.loginsCompleted, m.loginsFailed, m.logouts,
+		m.providerErrors, m.upstreamErrors, m.upstreamLatency, build)
+	return m
+}
+
+// Handler serves the metrics in the Prometheus text format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
+}
+
+// Request counts one request by outcome.
+func (m *Metrics) Request(outcome string) {
+	c, ok := m.outcomes.Load(outcome)
+	if !ok {
+		c, _ = m.outcomes.LoadOrStore(outcome, m.requests.WithLabelValues(outcome))
+	}
+	c.(prometheus.Counter).Inc()
+}
+
+// UpstreamResponse records the upstream's time to response headers.
+func (m *Metrics) UpstreamResponse(d time.Duration) { m.upstreamLatency.Observe(d.Seconds()) }
+
+// UpstreamError counts a request the upstream failed, by the status sent.
+func (m *Metrics) UpstreamError(status int) {
+	m.upstreamErrors.WithLabelValues(strconv.Itoa(status)).Inc()
+}
+
+// LoginStarted counts a login sent to the provider.
+func (m *Metrics) LoginStarted() { m.loginsStarted.Inc() }
+
+// LoginCompleted counts a login that ended with a session.
+func (m *Metrics) LoginCompleted() { m.loginsCompleted.Inc() }
+
+// LoginFailed counts a failed login by reason.
+func (m *Metrics) LoginFailed(reason string) { m.loginsFailed.WithLabelValues(reason).Inc() }
+
+// Logout counts a logout.
+func (m *Metrics) Logout() { m.logouts.Inc() }
+
+// ProviderError counts a failed call to the provider by operation
+// (discovery, token, jwks).
+func (m *Metrics) ProviderError(op string) { m.providerErrors.WithLabelValues(op).Inc() }

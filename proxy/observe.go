@@ -1,0 +1,147 @@
+package proxy
+
+import (
+	"context"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"strconv"
+	"time"
+)
+
+// Request outcomes, as counted by the Observer.
+const (
+	OutcomeProxied       = "proxied"
+	OutcomeLoginRedirect = "login_redirect"
+	OutcomeUnauth        = "unauthenticated"
+	OutcomeForbidden     = "forbidden"
+	OutcomeAuth          = "auth"
+	OutcomeProbe         = "probe"
+	OutcomeError         = "error"
+)
+
+// Observer is told what happened to each request (for metrics).
+type Observer interface {
+	Request(outcome string)
+	UpstreamResponse(time.Duration)
+	UpstreamError(status int)
+}
+
+type nopObserver struct{}
+
+func (nopObserver) Request(string)                 {}
+func (nopObserver) UpstreamResponse(time.Duration) {}
+func (nopObserver) UpstreamError(int)              {}
+
+// reqInfo travels with a request through the handlers, which fill in what
+// the access log and metrics report once the response is written.
+type reqInfo struct {
+	id        string
+	user      string
+	outcome   string
+	forwarded time.Time // when the request left for the upstream
+}
+
+type infoKey struct{}
+
+func infoOf(r *http.Request) *reqInfo {
+	if i, ok := r.Context().Value(infoKey{}).(*reqInfo); ok {
+		return i
+	}
+	return &reqInfo{}
+}
+
+// observe gives every request an id (kept from the client when well formed,
+// passed to the upstream as X-Request-Id), then writes one access-log line
+// and counts the outcome.
+func (p *handler) observe(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		info := &reqInfo{id: r.Header.Get("X-Request-Id"), outcome: OutcomeError}
+		if !validRequestID(info.id) {
+			info.id = newRequestID()
+		}
+		r.Header["X-Request-Id"] = []string{info.id}
+		w.Header()["X-Request-Id"] = []string{info.id}
+		sw := &statusWriter{ResponseWriter: w}
+		next.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), infoKey{}, info)))
+
+		p.cfg.Observer.Request(info.outcome)
+		level := slog.LevelInfo
+		if info.outcome == OutcomeProbe {
+			level = slog.LevelDebug // kubelet probes every few seconds
+		}
+		// The path only: the query may carry codes, tokens or personal data.
+		p.cfg.Logger.LogAttrs(r.Context(), level, "request",
+			slog.String("method", r.Method),
+			slog.String("path", r.URL.Path),
+			slog.Int("status", sw.status()),
+			slog.Float64("duration_ms", float64(time.Since(start).Microseconds())/1000),
+			slog.String("user", info.user),
+			slog.String("outcome", info.outcome),
+			slog.String("request_id", info.id))
+	})
+}
+
+// tag marks the outcome of every request a handler serves.
+func tag(outcome string, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		infoOf(r).outcome = outcome
+		h.ServeHTTP(w, r)
+	})
+}
+
+// validRequestID accepts 1–128 characters of [A-Za-z0-9._-]: enough for
+// every tracing format, nothing that could forge a log line or a header.
+func validRequestID(id string) bool {
+	if len(id) == 0 || len(id) > 128 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// newRequestID returns 32 hex digits. Request ids correlate log lines; they
+// are not secrets, so the runtime's fast ChaCha8 source is enough.
+func newRequestID() string {
+	var b [32]byte
+	hi, lo := rand.Uint64(), rand.Uint64()
+	buf := strconv.AppendUint(b[:0], hi|1<<63, 16) // fixed width: top bit set
+	buf = strconv.AppendUint(buf, lo|1<<63, 16)
+	return string(buf)
+}
+
+// statusWriter records the status code. Unwrap lets http.ResponseController
+// reach the real writer, so flushing (SSE) and hijacking (WebSocket) work.
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (s *statusWriter) WriteHeader(code int) {
+	if s.code == 0 && (code >= 200 || code == http.StatusSwitchingProtocols) {
+		s.code = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusWriter) Write(b []byte) (int, error) {
+	if s.code == 0 {
+		s.code = http.StatusOK
+	}
+	return s.ResponseWriter.Write(b)
+}
+
+func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+func (s *statusWriter) status() int {
+	if s.code == 0 {
+		return http.StatusOK
+	}
+	return s.code
+}

@@ -59,7 +59,7 @@ func newKeySet(url string, client *http.Client, interval time.Duration, now func
 // VerifySignature implements go-oidc's KeySet. go-oidc checks alg, iss,
 // aud and expiry itself.
 func (k *keySet) VerifySignature(ctx context.Context, raw string) ([]byte, error) {
-	jws, err := jose.ParseSigned(raw, asymmetricAlgs)
+	jws, err := jose.ParseSignedCompact(raw, asymmetricAlgs)
 	if err != nil {
 		return nil, fmt.Errorf("malformed jwt: %w", err)
 	}

@@ -82,20 +82,30 @@ func (w *sink) Write(p []byte) (int, error) {
 }
 func (w *sink) reset() { clear(w.h); w.status, w.n = 0, 0 }
 
-// benchRequest is what a browser sends for a page of the app: the usual
-// headers, an app cookie, and (when session is set) authproxy's cookies.
+// benchRequest is what Chrome sends for a page of the app (its usual 13
+// headers), with an app cookie and, when session is set, authproxy's
+// cookies. navigation false makes it an API call (Accept: JSON, no
+// Sec-Fetch-Mode: navigate).
 func benchRequest(session []*http.Cookie, navigation bool) *http.Request {
 	r := httptest.NewRequest("GET", "http://app.example/app/items?page=2", nil)
 	r.RemoteAddr = "192.0.2.10:51234"
 	h := r.Header
-	h.Set("User-Agent", "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36")
-	h.Set("Accept-Encoding", "gzip, deflate, br")
+	h.Set("Sec-Ch-Ua", `"Chromium";v="126", "Google Chrome";v="126", "Not-A.Brand";v="99"`)
+	h.Set("Sec-Ch-Ua-Mobile", "?0")
+	h.Set("Sec-Ch-Ua-Platform", `"Linux"`)
+	h.Set("Upgrade-Insecure-Requests", "1")
+	h.Set("User-Agent", "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36")
+	h.Set("Sec-Fetch-Site", "same-origin")
+	h.Set("Sec-Fetch-Dest", "document")
+	h.Set("Accept-Encoding", "gzip, deflate, br, zstd")
 	h.Set("Accept-Language", "en-GB,en;q=0.9")
 	if navigation {
-		h.Set("Accept", "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8")
+		h.Set("Accept", "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8")
 		h.Set("Sec-Fetch-Mode", "navigate")
+		h.Set("Sec-Fetch-User", "?1")
 	} else {
 		h.Set("Accept", "application/json")
+		h.Set("Sec-Fetch-Mode", "cors")
 	}
 	h.Set("Cookie", "theme=dark; _ga=GA1.1.123456789.1700000000")
 	for _, c := range session {
@@ -174,6 +184,7 @@ func runHandler(b *testing.B, h http.Handler, r *http.Request, wantStatus int) {
 	b.ReportAllocs()
 	for b.Loop() {
 		w.reset()
+		delete(r.Header, "X-Request-Id") // authproxy sets it on the inbound request
 		h.ServeHTTP(w, r)
 		if w.status != wantStatus {
 			b.Fatalf("status %d, want %d", w.status, wantStatus)

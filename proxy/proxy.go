@@ -162,11 +162,11 @@ func (p *handler) unauthenticated(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	infoOf(r).outcome = OutcomeUnauth
+	// Not a page load: a script or API client, which needs JSON it can act
+	// on even if its Accept header mentions text/html.
 	w.Header().Set("WWW-Authenticate", `Bearer realm="authproxy"`)
-	page.Write(w, r, page.Page{Status: http.StatusUnauthorized, Code: "unauthenticated",
-		Title: "Sign-in required", Detail: "Sign in to continue.",
-		Links: []page.Link{{Href: login, Text: "Sign in"}},
-		Extra: map[string]string{"login_url": login}})
+	page.WriteJSON(w, page.Page{Status: http.StatusUnauthorized, Code: "unauthenticated",
+		Detail: "Sign in to continue.", Extra: map[string]string{"login_url": login}})
 }
 
 // rewrite builds the upstream request. It runs after ReverseProxy has

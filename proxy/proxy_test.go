@@ -269,9 +269,12 @@ func TestUnauthenticated(t *testing.T) {
 					t.Errorf("WWW-Authenticate = %q", got)
 				}
 				var body map[string]string
-				if err := json.NewDecoder(resp.Body).Decode(&body); err != nil && !strings.Contains(tt.hdr.Get("Accept"), "html") {
+				if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+					t.Errorf("401 Content-Type = %q, want JSON even when Accept mentions html", ct)
+				}
+				if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
 					t.Errorf("401 body is not JSON: %v", err)
-				} else if err == nil && (body["error"] != "unauthenticated" || body["login_url"] != wantLogin) {
+				} else if body["error"] != "unauthenticated" || body["login_url"] != wantLogin {
 					t.Errorf("401 body = %v", body)
 				}
 			}

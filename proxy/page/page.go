@@ -56,6 +56,15 @@ func Write(w http.ResponseWriter, r *http.Request, p Page) {
 		_ = tmpl.Execute(w, p)
 		return
 	}
+	WriteJSON(w, p)
+}
+
+// WriteJSON sends p as a JSON body, whatever the client accepts: for
+// answers a program must act on, like the 401 of a fetch().
+func WriteJSON(w http.ResponseWriter, p Page) {
+	h := w.Header()
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
 	body := map[string]string{"error": p.Code, "message": p.Detail}
 	for k, v := range p.Extra {
 		body[k] = v

@@ -1,0 +1,167 @@
+// A real OpenID Provider for authproxy's end-to-end tests: panva's
+// oidc-provider, configured like an Auth0 tenant (issuer with a trailing
+// slash, HTTPS, a confidential client using client_secret_basic, RS256 ID
+// tokens, Auth0's endpoint paths, RP-initiated logout). Development
+// interactions are on: any login name is accepted and becomes the `sub`.
+//
+// NOT FOR PRODUCTION. It keeps everything in memory and accepts any password.
+//
+// Usage: node server.mjs CONFIG.json
+//
+// CONFIG.json (written by the Go suite, see e2e/provider_test.go):
+//   {
+//     "host": "127.0.0.1",            // listen address (default 127.0.0.1)
+//     "port": 8443,
+//     "issuer": "https://127.0.0.1:8443/",
+//     "tls": { "cert": "/path/cert.pem", "key": "/path/key.pem" },
+//     "clients": [ { oidc-provider client metadata, snake_case } ],
+//     "signing_key": { private RSA JWK with kid, alg RS256, use sig },
+//     "cookie_keys": [ "secret to sign oidc-provider's cookies" ],
+//     "ttl": { "IdToken": 3600, "AccessToken": 3600, "Session": 86400, ... },
+//     "features": { "rpInitiatedLogout": true, "backchannelLogout": false }
+//   }
+//
+// Output on stdout, one JSON object a line: {"event":"ready",...} once it
+// listens, then {"event":...} for what the suite may want to assert on
+// (end-session requests, logouts, errors).
+
+import { readFileSync } from 'node:fs';
+import { createServer } from 'node:https';
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
+
+import Provider from 'oidc-provider';
+
+const configPath = process.argv[2];
+if (!configPath) {
+  console.error('usage: node server.mjs CONFIG.json');
+  process.exit(2);
+}
+const cfg = JSON.parse(readFileSync(configPath, 'utf8'));
+const host = cfg.host ?? '127.0.0.1';
+const features = { rpInitiatedLogout: true, backchannelLogout: false, ...cfg.features };
+
+function emit(event, fields = {}) {
+  process.stdout.write(`${JSON.stringify({ event, ...fields })}\n`);
+}
+
+// The RS256 signing key, a private JWK, comes from the suite (each run makes
+// its own, as a tenant has its own); generated here only when the file has
+// none, for running the provider by hand. (The suite does not let Node
+// generate it: on Node 20 a start hung there once in a few dozen runs.)
+function signingKey() {
+  if (cfg.signing_key) {
+    return cfg.signing_key;
+  }
+  const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+  return { ...privateKey.export({ format: 'jwk' }), kid: 'dev', alg: 'RS256', use: 'sig' };
+}
+
+const configuration = {
+  clients: cfg.clients,
+  jwks: { keys: [signingKey()] },
+  cookies: { keys: cfg.cookie_keys ?? [randomBytes(32).toString('hex')] },
+  // Auth0's endpoint paths.
+  routes: {
+    authorization: '/authorize',
+    token: '/oauth/token',
+    userinfo: '/userinfo',
+    jwks: '/.well-known/jwks.json',
+    end_session: '/oidc/logout',
+    revocation: '/oauth/revoke',
+  },
+  scopes: ['openid', 'offline_access'],
+  claims: {
+    openid: ['sub'],
+    profile: ['name', 'nickname'],
+    email: ['email', 'email_verified'],
+  },
+  // Auth0 puts the profile claims in the ID token too.
+  conformIdTokenClaims: false,
+  // authproxy always sends PKCE (S256); requiring it proves it does.
+  pkce: { required: () => true },
+  clientDefaults: {
+    grant_types: ['authorization_code'],
+    response_types: ['code'],
+    token_endpoint_auth_method: 'client_secret_basic',
+    id_token_signed_response_alg: 'RS256',
+  },
+  async findAccount(ctx, sub) {
+    return {
+      accountId: sub,
+      async claims() {
+        return {
+          sub, name: sub, nickname: sub, email: `${sub}@example.test`, email_verified: true,
+        };
+      },
+    };
+  },
+  features: {
+    devInteractions: { enabled: true },
+    rpInitiatedLogout: { enabled: Boolean(features.rpInitiatedLogout) },
+    backchannelLogout: { enabled: Boolean(features.backchannelLogout) },
+  },
+  // Explicit lifetimes (seconds), each overridable from the config file so
+  // that a test can make ID tokens or sessions expire quickly.
+  ttl: {
+    AccessToken: 3600,
+    AuthorizationCode: 60,
+    IdToken: 3600,
+    Interaction: 3600,
+    Grant: 14 * 24 * 3600,
+    Session: 14 * 24 * 3600,
+    RefreshToken: 14 * 24 * 3600,
+    ...cfg.ttl,
+  },
+  renderError(ctx, out) {
+    ctx.type = 'html';
+    ctx.body = `<!DOCTYPE html><html><head><title>oops! something went wrong</title></head><body>
+<h1>oops! something went wrong</h1><pre id="error">${JSON.stringify(out).replace(/</g, '\\u003c')}</pre></body></html>`;
+  },
+};
+
+const provider = new Provider(cfg.issuer, configuration);
+
+// Record what reached the end-session endpoint, after oidc-provider has
+// validated it: a rejected id_token_hint never gets here with status 200.
+provider.use(async (ctx, next) => {
+  await next();
+  if (ctx.oidc?.route === 'end_session') {
+    const hint = ctx.oidc.entities?.IdTokenHint;
+    emit('end_session', {
+      method: ctx.method,
+      status: ctx.status,
+      id_token_hint: Boolean(ctx.oidc.params?.id_token_hint),
+      id_token_hint_sub: hint?.payload?.sub,
+      id_token_hint_aud: hint?.payload?.aud,
+      client_id: ctx.oidc.params?.client_id,
+      post_logout_redirect_uri: ctx.oidc.params?.post_logout_redirect_uri,
+    });
+  }
+});
+
+provider.on('end_session.success', (ctx) => emit('end_session.success', { client_id: ctx.oidc.client?.clientId }));
+// The token endpoint issued tokens: sub is the account the ID token names.
+provider.on('grant.success', (ctx) => emit('grant.success', {
+  client_id: ctx.oidc.client?.clientId,
+  sub: ctx.oidc.entities?.AuthorizationCode?.accountId,
+}));
+provider.on('backchannel.success', (ctx, client, accountId, sid) => emit('backchannel.success', { client_id: client.clientId, sub: accountId, sid }));
+provider.on('backchannel.error', (ctx, err, client, accountId, sid) => emit('backchannel.error', {
+  client_id: client.clientId, sub: accountId, sid, error: String(err),
+}));
+for (const name of ['server_error', 'authorization.error', 'grant.error', 'end_session.error', 'userinfo.error']) {
+  provider.on(name, (ctx, err) => emit(name, { error: String(err), description: err?.error_description }));
+}
+
+const server = createServer({ cert: readFileSync(cfg.tls.cert), key: readFileSync(cfg.tls.key) }, provider.callback());
+server.listen(cfg.port, host, () => {
+  const { port } = server.address();
+  emit('ready', { issuer: cfg.issuer, host, port });
+});
+
+function stop() {
+  server.close(() => process.exit(0));
+  setTimeout(() => process.exit(0), 1000).unref();
+}
+process.on('SIGTERM', stop);
+process.on('SIGINT', stop);

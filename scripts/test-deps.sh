@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Installs what `make test` needs beyond Go, and fails saying what to
+# install when it cannot:
+#   - the e2e OpenID Provider's Node modules (npm ci in e2e/provider), when
+#     node_modules is missing or older than package-lock.json;
+#   - Debian packages (APT_PACKAGES below), with apt-get when running as root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages the e2e suite needs: "package:command that proves it is there".
+# Later: redis-server:/usr/bin/redis-server nginx:/usr/sbin/nginx
+APT_PACKAGES=(
+	chromium:/usr/bin/chromium
+)
+
+# Node.js (>= 20.19, for oidc-provider 9) and npm.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+	echo "test-deps: node and npm are required: install Node.js >= 20.19 (Debian: apt-get install nodejs npm)" >&2
+	exit 1
+fi
+if ! node -e 'const [a,b]=process.versions.node.split(".").map(Number); process.exit(a>20||(a===20&&b>=19)?0:1)'; then
+	echo "test-deps: node $(node --version) is too old: oidc-provider 9 needs Node.js >= 20.19" >&2
+	exit 1
+fi
+
+# The provider's modules, pinned by the committed package-lock.json.
+provider=e2e/provider
+if [[ ! -d $provider/node_modules || $provider/package-lock.json -nt $provider/node_modules ]]; then
+	echo "test-deps: npm ci in $provider"
+	(cd "$provider" && npm ci --no-audit --no-fund)
+	touch "$provider/node_modules"
+fi
+
+# Debian packages.
+missing=()
+for entry in "${APT_PACKAGES[@]}"; do
+	pkg=${entry%%:*}
+	path=${entry#*:}
+	[[ -x $path ]] || missing+=("$pkg")
+done
+if ((${#missing[@]} > 0)); then
+	if [[ $(id -u) -ne 0 ]]; then
+		echo "test-deps: missing ${missing[*]}: run as root, or install with: sudo apt-get install -y ${missing[*]}" >&2
+		exit 1
+	fi
+	echo "test-deps: apt-get install ${missing[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq
+	apt-get install -y -qq "${missing[@]}"
+fi

@@ -309,3 +309,30 @@ func FuzzLoad(f *testing.F) {
 		}
 	})
 }
+
+func TestCookieAttributes(t *testing.T) {
+	for _, secure := range []bool{false, true} {
+		s, err := NewStore(Config{Lifetime: time.Hour, Secrets: [][]byte{keyA}, Domain: "example.test",
+			Secure: func(*http.Request) bool { return secure }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		w := httptest.NewRecorder()
+		r := httptest.NewRequest("GET", "/", nil)
+		if err := s.Save(w, r, Session{User: "alice", Expiry: time.Now().Add(30 * time.Minute)}); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.SaveLogin(w, r, Login{State: strings.Repeat("s", 43)}); err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range w.Result().Cookies() {
+			if c.Secure != secure || !c.HttpOnly || c.SameSite != http.SameSiteLaxMode || c.Path != "/" || c.Domain != "example.test" {
+				t.Errorf("secure=%v: cookie %s has Secure=%v HttpOnly=%v SameSite=%v Path=%q Domain=%q",
+					secure, c.Name, c.Secure, c.HttpOnly, c.SameSite, c.Path, c.Domain)
+			}
+			if c.Name == DefaultName && (c.MaxAge < 29*60 || c.MaxAge > 30*60) {
+				t.Errorf("session cookie Max-Age %d, want the session's remaining 30 min", c.MaxAge)
+			}
+		}
+	}
+}

@@ -25,6 +25,11 @@ type stack struct {
 	seen   []string // method, path and body of each complete upstream request
 	logs   *syncBuffer
 	jar    http.CookieJar
+	// A request for /slow signals started, then waits for release.
+	started chan struct{}
+	release chan struct{}
+	// stop cancels serve's context and returns what serve returned.
+	stop func() error
 }
 
 func (s *stack) upstream() []string {
@@ -40,8 +45,12 @@ func startStack(t *testing.T, opts ...func(*env)) *stack {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { idp.Close() })
-	s := &stack{}
+	s := &stack{started: make(chan struct{}, 1), release: make(chan struct{})}
 	app := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			s.started <- struct{}{}
+			<-s.release
+		}
 		body, err := io.ReadAll(r.Body)
 		if err != nil {
 			return // the proxy aborted this request mid-body: not a request the app can act on
@@ -75,7 +84,13 @@ func startStack(t *testing.T, opts ...func(*env)) *stack {
 	done := make(chan error, 1)
 	s.logs = &syncBuffer{}
 	go func() { done <- serve(ctx, cfg, ln, newLogger(cfg, s.logs)) }()
-	t.Cleanup(func() { cancel(); <-done })
+	var once sync.Once
+	var serveErr error
+	s.stop = func() error {
+		once.Do(func() { cancel(); serveErr = <-done })
+		return serveErr
+	}
+	t.Cleanup(func() { _ = s.stop() })
 	waitStatus(t, s.base+"/readyz", 200)
 
 	jar, _ := cookiejar.New(nil)

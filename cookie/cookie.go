@@ -53,6 +53,12 @@ type Session struct {
 	IDToken string `json:"t,omitempty"`
 	// Expiry ends the session whatever the ID token's own expiry says.
 	Expiry time.Time `json:"x"`
+	// Claims keeps the ID-token claims that access rules or extra headers
+	// read (groups, roles, email_verified), and only those: the cookie
+	// should stay small.
+	Claims map[string]any `json:"c,omitempty"`
+	// AccessToken is kept only when it is passed to the upstream (opt-in).
+	AccessToken string `json:"a,omitempty"`
 }
 
 // Login is the state of one login in progress. Each login has its own cookie,

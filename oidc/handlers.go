@@ -31,7 +31,7 @@ func (h *Handler) login(w http.ResponseWriter, r *http.Request) {
 		State:       randomString(32),
 		Nonce:       randomString(32),
 		Verifier:    oauth2.GenerateVerifier(),
-		ReturnTo:    ReturnPath(r.URL.Query().Get("rd")),
+		ReturnTo:    ReturnPath(returnTarget(r)),
 		RedirectURL: h.redirectURL(r),
 	}
 	if err := h.store.SaveLogin(w, r, l); err != nil {
@@ -41,12 +41,26 @@ func (h *Handler) login(w http.ResponseWriter, r *http.Request) {
 	}
 	conf := p.oauth2
 	conf.RedirectURL = l.RedirectURL
-	target := conf.AuthCodeURL(l.State,
-		oauth2.SetAuthURLParam("nonce", l.Nonce),
-		oauth2.S256ChallengeOption(l.Verifier))
+	opts := []oauth2.AuthCodeOption{oauth2.SetAuthURLParam("nonce", l.Nonce), oauth2.S256ChallengeOption(l.Verifier)}
+	if h.cfg.Audience != "" && h.cfg.Auth0Domain != "" {
+		// Auth0 issues a JWT access token for the API only when asked.
+		opts = append(opts, oauth2.SetAuthURLParam("audience", h.cfg.Audience))
+	}
+	target := conf.AuthCodeURL(l.State, opts...)
 	h.cfg.Observer.LoginStarted()
 	w.Header().Set("Cache-Control", "no-store")
 	http.Redirect(w, r, target, http.StatusFound)
+}
+
+// returnTarget is where to land after the login: the rd parameter, or, for
+// an ingress that sends the browser here with the original URL in a header
+// (nginx auth_request, oauth2-proxy's convention), X-Auth-Request-Redirect.
+// Either is user input and goes through ReturnPath.
+func returnTarget(r *http.Request) string {
+	if rd := r.URL.Query().Get("rd"); rd != "" {
+		return rd
+	}
+	return r.Header.Get("X-Auth-Request-Redirect")
 }
 
 // callbackError is a login that cannot be completed, with what to tell the
@@ -173,13 +187,18 @@ func (h *Handler) complete(r *http.Request, l cookie.Login, loginErr error) (coo
 			fmt.Sprintf("The identity provider did not say who you are (no %q claim).", h.cfg.UserClaim),
 			fmt.Errorf("ID token has no %q claim; set AUTHPROXY_USER_CLAIM or add the claim at the provider", h.cfg.UserClaim))
 	}
-	return cookie.Session{
+	sess := cookie.Session{
 		User:    user,
 		Email:   claimString(claims["email"]),
 		Name:    claimString(claims["name"]),
 		IDToken: raw,
 		Expiry:  h.cfg.Now().Add(h.cfg.SessionLifetime),
-	}, nil
+		Claims:  h.keep(claims),
+	}
+	if h.cfg.KeepAccessToken {
+		sess.AccessToken = tok.AccessToken
+	}
+	return sess, nil
 }
 
 // logout ends the session here, then at the provider.

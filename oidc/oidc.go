@@ -57,6 +57,16 @@ type Config struct {
 	Logger     *slog.Logger
 	// Now is the clock for token and session expiry; time.Now when nil.
 	Now func() time.Time
+	// KeepClaims names the ID-token claims kept in the session, for access
+	// rules and extra headers.
+	KeepClaims []string
+	// KeepAccessToken keeps the access token in the session, for upstreams
+	// that want it passed on.
+	KeepAccessToken bool
+	// Audience is the API identifier that bearer access tokens must be
+	// issued for (Auth0: the API's identifier). Empty disables bearer
+	// tokens. With Auth0Domain set, logins ask Auth0 for it too.
+	Audience string
 	// Observer hears about logins and provider errors; nil means nobody.
 	Observer Observer
 	// KeyRefetchInterval is the least time between JWKS fetches triggered
@@ -105,6 +115,8 @@ type provider struct {
 	oauth2     oauth2.Config
 	verifier   *gooidc.IDTokenVerifier
 	endSession string
+	// bearer verifies API access tokens; nil without an audience.
+	bearer *gooidc.IDTokenVerifier
 }
 
 // New checks cfg and starts discovery in the background. ctx bounds the
@@ -123,6 +135,9 @@ func New(ctx context.Context, cfg Config, store sessionStore) (*Handler, error) 
 	}
 	if cfg.SessionLifetime <= 0 {
 		problems = append(problems, "session lifetime must be positive")
+	}
+	if cfg.Audience != "" && cfg.Audience == cfg.ClientID {
+		problems = append(problems, "the bearer audience must be an API identifier, not the client id (ID tokens are not bearer credentials)")
 	}
 	if cfg.RedirectURL != "" {
 		u, err := url.Parse(cfg.RedirectURL)
@@ -218,8 +233,84 @@ func (h *Handler) discoverOnce(ctx context.Context) (*provider, error) {
 		},
 		verifier: gooidc.NewVerifier(h.cfg.Issuer, keys,
 			&gooidc.Config{ClientID: h.cfg.ClientID, Now: h.cfg.Now, SupportedSigningAlgs: algs}),
+		bearer:     h.bearerVerifier(keys),
 		endSession: meta.EndSession,
 	}, nil
+}
+
+func (h *Handler) bearerVerifier(keys gooidc.KeySet) *gooidc.IDTokenVerifier {
+	if h.cfg.Audience == "" {
+		return nil
+	}
+	// Access tokens are signed like ID tokens (Auth0: RS256) but may use an
+	// algorithm the discovery document lists only for ID tokens; accept any
+	// asymmetric one.
+	var algs []string
+	for _, a := range asymmetricAlgs {
+		algs = append(algs, string(a))
+	}
+	return gooidc.NewVerifier(h.cfg.Issuer, keys, &gooidc.Config{ClientID: h.cfg.Audience, Now: h.cfg.Now, SupportedSigningAlgs: algs})
+}
+
+// ErrInvalidToken wraps every reason a bearer token is refused.
+var ErrInvalidToken = errors.New("invalid bearer token")
+
+// ErrNotReady means discovery has not completed, so tokens cannot be
+// checked yet. It is Temporary, so callers answer 503, not 401.
+var ErrNotReady error = notReady{}
+
+type notReady struct{}
+
+func (notReady) Error() string   { return "identity provider not discovered yet" }
+func (notReady) Temporary() bool { return true }
+
+// VerifyAccessToken checks a bearer JWT locally: signature against the
+// cached JWKS, issuer, audience (Config.Audience) and expiry. It returns the
+// session the token stands for. No provider call is made unless the token
+// names an unknown key (and then at most once per refetch interval).
+func (h *Handler) VerifyAccessToken(r *http.Request, raw string) (cookie.Session, error) {
+	p := h.provider.Load()
+	if p == nil {
+		return cookie.Session{}, ErrNotReady
+	}
+	if p.bearer == nil {
+		return cookie.Session{}, fmt.Errorf("%w: bearer tokens are not enabled (set AUTHPROXY_AUDIENCE)", ErrInvalidToken)
+	}
+	tok, err := p.bearer.Verify(gooidc.ClientContext(r.Context(), h.cfg.HTTPClient), raw)
+	if err != nil {
+		return cookie.Session{}, fmt.Errorf("%w: %w", ErrInvalidToken, err)
+	}
+	var claims map[string]any
+	if err := tok.Claims(&claims); err != nil {
+		return cookie.Session{}, fmt.Errorf("%w: %w", ErrInvalidToken, err)
+	}
+	// An ID token is for the client, not the API: it carries a nonce, or
+	// the client as its authorized party.
+	if _, ok := claims["nonce"]; ok {
+		return cookie.Session{}, fmt.Errorf("%w: an ID token is not an access token", ErrInvalidToken)
+	}
+	user := claimString(claims[h.cfg.UserClaim])
+	if user == "" {
+		return cookie.Session{}, fmt.Errorf("%w: no %q claim", ErrInvalidToken, h.cfg.UserClaim)
+	}
+	return cookie.Session{
+		User: user, Email: claimString(claims["email"]), Name: claimString(claims["name"]),
+		Expiry: tok.Expiry, Claims: h.keep(claims),
+	}, nil
+}
+
+// keep picks the claims the session keeps.
+func (h *Handler) keep(claims map[string]any) map[string]any {
+	if len(h.cfg.KeepClaims) == 0 {
+		return nil
+	}
+	kept := map[string]any{}
+	for _, name := range h.cfg.KeepClaims {
+		if v, ok := claims[name]; ok {
+			kept[name] = v
+		}
+	}
+	return kept
 }
 
 // ServeHTTP routes the /auth/ paths.

@@ -7,11 +7,14 @@ import (
 	"net/http"
 	"strconv"
 	"time"
+
+	"github.com/authproxy/authproxy/cookie"
 )
 
 // Request outcomes, as counted by the Observer.
 const (
 	OutcomeProxied       = "proxied"
+	OutcomePublic        = "public"
 	OutcomeLoginRedirect = "login_redirect"
 	OutcomeUnauth        = "unauthenticated"
 	OutcomeForbidden     = "forbidden"
@@ -37,7 +40,7 @@ func (nopObserver) UpstreamError(int)              {}
 // the access log and metrics report once the response is written.
 type reqInfo struct {
 	id        string
-	user      string
+	sess      cookie.Session // the authenticated user; zero when anonymous
 	outcome   string
 	forwarded time.Time // when the request left for the upstream
 }
@@ -77,7 +80,7 @@ func (p *handler) observe(next http.Handler) http.Handler {
 			slog.String("path", r.URL.Path),
 			slog.Int("status", sw.status()),
 			slog.Float64("duration_ms", float64(time.Since(start).Microseconds())/1000),
-			slog.String("user", info.user),
+			slog.String("user", info.sess.User),
 			slog.String("outcome", info.outcome),
 			slog.String("request_id", info.id))
 	})

@@ -44,6 +44,15 @@ type Config struct {
 	// Trusted reports whether a request comes from a trusted proxy, whose
 	// X-Forwarded-* headers are passed on. Nil trusts nobody.
 	Trusted func(*http.Request) bool
+	// Bearer verifies "Authorization: Bearer" access tokens; nil leaves the
+	// Authorization header to the upstream and uses the session cookie only.
+	Bearer func(r *http.Request, token string) (cookie.Session, error)
+	// Rules decides who may pass; nil lets every logged-in user through.
+	Rules Rules
+	// Headers names the optional identity headers besides UserHeader.
+	Headers Headers
+	// Assertion, when set, signs the X-Authproxy-Jwt-Assertion header.
+	Assertion Asserter
 	// Observer counts outcomes and upstream latency; nil means nobody.
 	Observer Observer
 	// Logger receives one access-log line per request and upstream errors.
@@ -76,11 +85,14 @@ func New(cfg Config) (http.Handler, error) {
 	}
 	// Canonical, so the header can be set by map assignment per request.
 	cfg.UserHeader = http.CanonicalHeaderKey(cfg.UserHeader)
-	p := &handler{cfg: cfg, identity: []string{normalize(cfg.UserHeader)}}
+	p := &handler{cfg: cfg}
+	for _, h := range cfg.identityHeaders() {
+		p.identity = append(p.identity, normalize(h))
+	}
 	// A client (not a trusted proxy) may not tell the upstream which URL or
 	// address it "really" requested from: frameworks that honour these
 	// headers would route or authorize by them.
-	p.untrusted = append([]string{"x-original-url", "x-rewrite-url", "x-forwarded-uri", "x-forwarded-method", "x-real-ip"}, p.identity...)
+	p.untrusted = append([]string{"x-original-url", "x-rewrite-url", "x-forwarded-uri", "x-forwarded-method", "x-original-method", "x-real-ip"}, p.identity...)
 	p.upstream = &httputil.ReverseProxy{
 		Rewrite:        p.rewrite,
 		Transport:      cfg.Transport,
@@ -104,6 +116,7 @@ type handler struct {
 
 func (p *handler) routes(mux *http.ServeMux) {
 	mux.Handle("/auth/", tag(OutcomeAuth, p.cfg.Auth))
+	mux.Handle("/auth/check", tag(OutcomeAuth, http.HandlerFunc(p.check)))
 	mux.Handle("GET /healthz", tag(OutcomeProbe, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = w.Write([]byte("ok\n"))
@@ -123,22 +136,25 @@ func (p *handler) readyz(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write([]byte("ready\n"))
 }
 
-// serveProxied checks the session and forwards the request.
+// serveProxied lets public paths through, authenticates and authorizes
+// everything else, and forwards what passes.
 func (p *handler) serveProxied(w http.ResponseWriter, r *http.Request) {
 	info := infoOf(r)
-	sess, err := p.cfg.Sessions.Load(r)
-	if err != nil {
-		if !errors.Is(err, cookie.ErrNoSession) {
-			info.outcome = OutcomeError
-			p.cfg.Logger.Error("load session", "err", err)
-			page.Write(w, r, page.Page{Status: http.StatusInternalServerError, Code: "internal_error",
-				Title: "Something went wrong", Detail: "authproxy could not read the session."})
-			return
-		}
-		p.unauthenticated(w, r)
+	if p.cfg.Rules != nil && p.cfg.Rules.Public(r.Method, r.URL.EscapedPath()) {
+		info.outcome = OutcomePublic
+		info.forwarded = time.Now()
+		p.upstream.ServeHTTP(w, r)
 		return
 	}
-	info.user, info.outcome = sess.User, OutcomeProxied
+	sess, ok := p.authenticate(w, r, page.IsNavigation(r))
+	if !ok {
+		return
+	}
+	info.sess = sess
+	if !p.authorize(w, r, r.Method, r.URL.EscapedPath()) {
+		return
+	}
+	info.outcome = OutcomeProxied
 	info.forwarded = time.Now()
 	p.upstream.ServeHTTP(w, r)
 }
@@ -152,11 +168,11 @@ func (p *handler) upstreamResponded(resp *http.Response) error {
 }
 
 // unauthenticated sends browsers to the login page and gives everything
-// else a 401 it can act on.
-func (p *handler) unauthenticated(w http.ResponseWriter, r *http.Request) {
-	login := "/auth/login?rd=" + url.QueryEscape(r.URL.RequestURI())
+// else a 401 it can act on. returnTo is the path and query to come back to.
+func (p *handler) unauthenticated(w http.ResponseWriter, r *http.Request, returnTo string, redirect bool) {
+	login := "/auth/login?rd=" + url.QueryEscape(returnTo)
 	w.Header().Set("Cache-Control", "no-store")
-	if page.IsNavigation(r) {
+	if redirect {
 		infoOf(r).outcome = OutcomeLoginRedirect
 		http.Redirect(w, r, login, http.StatusFound)
 		return
@@ -196,9 +212,7 @@ func (p *handler) rewrite(pr *httputil.ProxyRequest) {
 	}
 	stripHeaders(pr.Out.Header, strip)
 	p.stripCookies(pr.Out.Header)
-	if user := infoOf(pr.In).user; user != "" {
-		pr.Out.Header[p.cfg.UserHeader] = []string{user}
-	}
+	p.setIdentity(pr.Out.Header, infoOf(pr.In))
 }
 
 // stripHeaders deletes every header that an upstream might read as one of

@@ -1,0 +1,267 @@
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/authproxy/authproxy/cookie"
+	"github.com/authproxy/authproxy/proxy/page"
+)
+
+// Rules decides who may pass. Paths are the request's escaped path; the
+// query is never consulted.
+type Rules interface {
+	// Public reports whether the path needs no login.
+	Public(method, escapedPath string) bool
+	// Allowed reports whether a logged-in user with these claims may pass,
+	// and which rule decided (for the log and the 403 page).
+	Allowed(method, escapedPath string, claims map[string]any) (ok bool, reason string)
+}
+
+// Asserter signs the identity assertion for the upstream.
+type Asserter interface {
+	Assertion(sess cookie.Session) (string, error)
+}
+
+// AssertionHeader carries the signed identity to the upstream.
+const AssertionHeader = "X-Authproxy-Jwt-Assertion"
+
+// Headers names the optional identity headers; empty names are not sent.
+// Every one of them is stripped from client requests like UserHeader.
+type Headers struct {
+	Email  string
+	Name   string
+	Groups string
+	// GroupsClaim is the claim read for Groups (a list or a string).
+	GroupsClaim string
+	// AccessToken passes the user's access token (opt-in).
+	AccessToken string
+}
+
+// identityHeaders lists every header the proxy sets about the user.
+func (c Config) identityHeaders() []string {
+	hs := []string{c.UserHeader, AssertionHeader}
+	for _, h := range []string{c.Headers.Email, c.Headers.Name, c.Headers.Groups, c.Headers.AccessToken} {
+		if h != "" {
+			hs = append(hs, h)
+		}
+	}
+	return hs
+}
+
+// authenticate finds the caller: a bearer token when bearer tokens are on
+// and the request carries one, else the session cookie. On failure it has
+// written the answer (redirect, 401 or 503) and returns false.
+func (p *handler) authenticate(w http.ResponseWriter, r *http.Request, redirect bool) (cookie.Session, bool) {
+	info := infoOf(r)
+	if p.cfg.Bearer != nil {
+		if token, ok := bearerToken(r); ok {
+			sess, err := p.cfg.Bearer(r, token)
+			if err == nil {
+				return sess, true
+			}
+			p.cfg.Logger.Info("bearer token refused", "path", r.URL.Path, "err", err)
+			var temp interface{ Temporary() bool }
+			if errors.As(err, &temp) && temp.Temporary() {
+				info.outcome = OutcomeError
+				page.WriteJSON(w, page.Page{Status: http.StatusServiceUnavailable, Code: "provider_unavailable",
+					Detail: "Tokens cannot be checked until the identity provider has been reached."})
+				return cookie.Session{}, false
+			}
+			info.outcome = OutcomeUnauth
+			w.Header().Set("WWW-Authenticate", `Bearer realm="authproxy", error="invalid_token"`)
+			page.WriteJSON(w, page.Page{Status: http.StatusUnauthorized, Code: "invalid_token",
+				Detail: "The bearer token is invalid or expired."})
+			return cookie.Session{}, false
+		}
+	}
+	sess, err := p.cfg.Sessions.Load(r)
+	if err == nil {
+		return sess, true
+	}
+	if !errors.Is(err, cookie.ErrNoSession) {
+		info.outcome = OutcomeError
+		p.cfg.Logger.Error("load session", "err", err)
+		page.Write(w, r, page.Page{Status: http.StatusInternalServerError, Code: "internal_error",
+			Title: "Something went wrong", Detail: "authproxy could not read the session."})
+		return cookie.Session{}, false
+	}
+	p.unauthenticated(w, r, returnTo(r), redirect)
+	return cookie.Session{}, false
+}
+
+func returnTo(r *http.Request) string { return r.URL.RequestURI() }
+
+// bearerToken returns the token of an "Authorization: Bearer" header.
+func bearerToken(r *http.Request) (string, bool) {
+	v := r.Header.Get("Authorization")
+	if len(v) < 7 || !strings.EqualFold(v[:7], "bearer ") {
+		return "", false
+	}
+	return strings.TrimSpace(v[7:]), true
+}
+
+// authorize applies the rules to the authenticated user of r. On refusal
+// it has written a 403 that says who the user is and offers logout, never a
+// redirect (which would loop).
+func (p *handler) authorize(w http.ResponseWriter, r *http.Request, method, escapedPath string) bool {
+	if p.cfg.Rules == nil {
+		return true
+	}
+	info := infoOf(r)
+	ok, reason := p.cfg.Rules.Allowed(method, escapedPath, claimsOf(info.sess))
+	if ok {
+		return true
+	}
+	info.outcome = OutcomeForbidden
+	p.cfg.Logger.Info("access denied", "user", info.sess.User, "method", method, "path", pathOnly(escapedPath), "rule", reason)
+	who := info.sess.User
+	if info.sess.Email != "" {
+		who = info.sess.Email
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	page.Write(w, r, page.Page{Status: http.StatusForbidden, Code: "forbidden", Title: "Access denied",
+		Detail: fmt.Sprintf("You are signed in as %s, who may not open this page.", who),
+		Links:  []page.Link{{Href: "/auth/logout", Text: "Sign out"}, {Href: "/", Text: "Home"}},
+		Extra:  map[string]string{"user": info.sess.User}})
+	return false
+}
+
+// claimsOf is what rules see: the kept claims, with the session's email.
+func claimsOf(sess cookie.Session) map[string]any {
+	if sess.Email == "" || sess.Claims["email"] != nil {
+		return sess.Claims
+	}
+	c := make(map[string]any, len(sess.Claims)+1)
+	for k, v := range sess.Claims {
+		c[k] = v
+	}
+	c["email"] = sess.Email
+	return c
+}
+
+func pathOnly(p string) string {
+	p, _, _ = strings.Cut(p, "?")
+	return p
+}
+
+// setIdentity writes the identity headers for the request's user into h.
+// Anonymous requests (public paths) get none; the caller has stripped any
+// the client sent.
+func (p *handler) setIdentity(h http.Header, info *reqInfo) {
+	sess := info.sess
+	if sess.User == "" {
+		return
+	}
+	h[p.cfg.UserHeader] = []string{sess.User}
+	hs := p.cfg.Headers
+	if hs.Email != "" && sess.Email != "" {
+		h.Set(hs.Email, sess.Email)
+	}
+	if hs.Name != "" && sess.Name != "" {
+		h.Set(hs.Name, sess.Name)
+	}
+	if hs.Groups != "" {
+		if g := groups(sess.Claims[hs.GroupsClaim]); g != "" {
+			h.Set(hs.Groups, g)
+		}
+	}
+	if hs.AccessToken != "" && sess.AccessToken != "" {
+		h.Set(hs.AccessToken, sess.AccessToken)
+	}
+	if p.cfg.Assertion != nil {
+		if a, err := p.cfg.Assertion.Assertion(sess); err == nil {
+			h[AssertionHeader] = []string{a}
+		} else {
+			p.cfg.Logger.Error("sign identity assertion", "err", err)
+		}
+	}
+}
+
+// groups renders a groups claim as a comma-separated list. Names with a
+// comma or control character are dropped: they could forge list entries.
+func groups(v any) string {
+	var list []string
+	switch v := v.(type) {
+	case string:
+		list = []string{v}
+	case []any:
+		for _, g := range v {
+			if s, ok := g.(string); ok {
+				list = append(list, s)
+			}
+		}
+	case []string:
+		list = v
+	}
+	kept := list[:0:0]
+	for _, g := range list {
+		if g != "" && !strings.ContainsAny(g, ",\r\n\x00") {
+			kept = append(kept, g)
+		}
+	}
+	return strings.Join(kept, ",")
+}
+
+// check answers an ingress's authorization sub-request (nginx auth_request,
+// Traefik ForwardAuth, ingress-nginx auth-url). The original request is
+// described by X-Forwarded-Uri/X-Original-URL and X-Forwarded-Method/
+// X-Original-Method, which only this endpoint reads: its caller is the
+// ingress. 2xx carries the identity headers in the response; 401 means no
+// valid session (with ?redirect=1, browsers get the 302 to the login page
+// instead, for ingresses that pass the auth response to the client); 403
+// means logged in but not allowed.
+func (p *handler) check(w http.ResponseWriter, r *http.Request) {
+	orig := originalURL(r)
+	method := firstNonEmpty(r.Header.Get("X-Forwarded-Method"), r.Header.Get("X-Original-Method"), http.MethodGet)
+	info := infoOf(r)
+	w.Header().Set("Cache-Control", "no-store")
+	if p.cfg.Rules != nil && p.cfg.Rules.Public(method, orig.EscapedPath()) {
+		info.outcome = OutcomePublic
+		w.WriteHeader(http.StatusOK)
+		return
+	}
+	redirect := r.URL.Query().Get("redirect") == "1" && page.IsNavigation(r)
+	// authenticate builds the login URL from the request; point it at the
+	// original one.
+	r2 := r.Clone(r.Context())
+	r2.URL.Path, r2.URL.RawPath, r2.URL.RawQuery = orig.Path, orig.RawPath, orig.RawQuery
+	sess, ok := p.authenticate(w, r2, redirect)
+	if !ok {
+		return
+	}
+	info.sess = sess
+	if !p.authorize(w, r, method, orig.EscapedPath()) {
+		return
+	}
+	info.outcome = OutcomeProxied
+	p.setIdentity(w.Header(), info)
+	w.WriteHeader(http.StatusOK)
+}
+
+// originalURL is the URL the ingress is asking about: an absolute URL or a
+// path with query; "/" when absent or unparsable.
+func originalURL(r *http.Request) *url.URL {
+	raw := firstNonEmpty(r.Header.Get("X-Forwarded-Uri"), r.Header.Get("X-Original-URL"), r.Header.Get("X-Original-Uri"))
+	u, err := url.Parse(raw)
+	if err != nil || raw == "" {
+		return &url.URL{Path: "/"}
+	}
+	out := &url.URL{Path: u.Path, RawPath: u.RawPath, RawQuery: u.RawQuery}
+	if out.Path == "" || out.Path[0] != '/' {
+		out.Path, out.RawPath = "/"+out.Path, ""
+	}
+	return out
+}
+
+func firstNonEmpty(vs ...string) string {
+	for _, v := range vs {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}

@@ -1,0 +1,223 @@
+package proxy
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/authproxy/authproxy/cookie"
+)
+
+// fakeRules: /public/ is public, /admin/ needs the admins group, the rest
+// is open to every logged-in user.
+type fakeRules struct{}
+
+func (fakeRules) Public(method, p string) bool { return strings.HasPrefix(p, "/public/") }
+
+func (fakeRules) Allowed(method, p string, claims map[string]any) (bool, string) {
+	if !strings.HasPrefix(p, "/admin/") {
+		return true, "rules.txt:2: allow * / any"
+	}
+	for _, g := range asList(claims["groups"]) {
+		if g == "admins" {
+			return true, "rules.txt:1: allow * /admin/ group:admins"
+		}
+	}
+	return false, "rules.txt:1: allow * /admin/ group:admins"
+}
+
+func asList(v any) []string {
+	var out []string
+	switch v := v.(type) {
+	case []any:
+		for _, x := range v {
+			if s, ok := x.(string); ok {
+				out = append(out, s)
+			}
+		}
+	case []string:
+		out = v
+	}
+	return out
+}
+
+type fakeAsserter struct{}
+
+func (fakeAsserter) Assertion(s cookie.Session) (string, error) { return "signed-for-" + s.User, nil }
+
+type temporary struct{}
+
+func (temporary) Error() string   { return "not ready" }
+func (temporary) Temporary() bool { return true }
+
+// fakeBearer accepts "good-<user>" tokens, says "not ready" for "later".
+func fakeBearer(r *http.Request, token string) (cookie.Session, error) {
+	switch {
+	case token == "later":
+		return cookie.Session{}, temporary{}
+	case strings.HasPrefix(token, "good-"):
+		return cookie.Session{User: strings.TrimPrefix(token, "good-"), Expiry: time.Now().Add(time.Minute),
+			Claims: map[string]any{"groups": []any{"admins"}}}, nil
+	}
+	return cookie.Session{}, errors.New("invalid")
+}
+
+func withAuthz(c *Config) {
+	c.Rules = fakeRules{}
+	c.Bearer = fakeBearer
+	c.Assertion = fakeAsserter{}
+	c.Headers = Headers{Email: "X-Email", Name: "X-Name", Groups: "X-Groups", GroupsClaim: "groups"}
+}
+
+func TestAccessRulesAndBearer(t *testing.T) {
+	f := newFixture(t, &recorder{}, withAuthz)
+	tests := []struct {
+		name     string
+		path     string
+		cookies  bool
+		hdr      http.Header
+		status   int
+		upstream string // X-User the upstream must see ("" = must not be reached, "-" = reached anonymously)
+	}{
+		{"public path, anonymous", "/public/app.css", false, nil, 200, "-"},
+		{"public path, forged identity", "/public/app.css", false, http.Header{"X-User": {"mallory"}, "X_Email": {"m@x"}}, 200, "-"},
+		{"protected, anonymous API", "/data", false, nil, 401, ""},
+		{"protected, session", "/data", true, nil, 200, "alice"},
+		{"admin, session without group", "/admin/x", true, http.Header{"Accept": {"text/html"}}, 403, ""},
+		{"admin, bearer with group", "/admin/x", false, http.Header{"Authorization": {"Bearer good-robot"}}, 200, "robot"},
+		{"bearer, lower-case scheme", "/data", false, http.Header{"Authorization": {"bearer good-robot"}}, 200, "robot"},
+		{"bearer invalid", "/data", true, http.Header{"Authorization": {"Bearer forged"}}, 401, ""},
+		{"bearer while provider unknown", "/data", false, http.Header{"Authorization": {"Bearer later"}}, 503, ""},
+		{"basic auth is not bearer", "/data", true, http.Header{"Authorization": {"Basic YTpi"}}, 200, "alice"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := f.upstream.count()
+			var cookies []*http.Cookie
+			if tt.cookies {
+				cookies = f.session
+			}
+			resp := f.get(t, tt.path, cookies, tt.hdr)
+			if resp.StatusCode != tt.status {
+				t.Fatalf("status %d, want %d", resp.StatusCode, tt.status)
+			}
+			reached := f.upstream.count() > before
+			switch tt.upstream {
+			case "":
+				if reached {
+					t.Error("upstream was reached")
+				}
+			case "-":
+				got := f.upstream.last(t).Header
+				for name := range got {
+					for _, id := range []string{"x-user", "x-email", "x-name", "x-groups", "x-authproxy-jwt-assertion"} {
+						if sameHeader(name, id) {
+							t.Errorf("anonymous request carried %s: %q", name, got[name])
+						}
+					}
+				}
+			default:
+				got := f.upstream.last(t).Header
+				if got.Get("X-User") != tt.upstream || got.Get(AssertionHeader) != "signed-for-"+tt.upstream {
+					t.Errorf("upstream saw X-User %q, assertion %q", got.Get("X-User"), got.Get(AssertionHeader))
+				}
+			}
+			if tt.status == 401 && tt.hdr.Get("Authorization") != "" {
+				if got := resp.Header.Get("WWW-Authenticate"); !strings.Contains(got, `error="invalid_token"`) {
+					t.Errorf("WWW-Authenticate = %q", got)
+				}
+			}
+		})
+	}
+}
+
+func TestForbiddenPage(t *testing.T) {
+	f := newFixture(t, &recorder{}, withAuthz)
+	resp := f.get(t, "/admin/panel", f.session, http.Header{"Accept": {"text/html"}})
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 403 || !strings.Contains(string(body), "signed in as alice") || !strings.Contains(string(body), "/auth/logout") {
+		t.Errorf("403 page: %d %q", resp.StatusCode, body)
+	}
+	if loc := resp.Header.Get("Location"); loc != "" {
+		t.Errorf("forbidden answered with a redirect to %q", loc)
+	}
+}
+
+// TestForwardAuthCheck: /auth/check as an ingress calls it.
+func TestForwardAuthCheck(t *testing.T) {
+	f := newFixture(t, &recorder{}, withAuthz)
+	tests := []struct {
+		name    string
+		cookies bool
+		hdr     http.Header
+		query   string
+		status  int
+		user    string
+		login   string
+	}{
+		{"nginx, logged in", true, http.Header{"X-Original-Url": {"https://app.example/data?q=1"}}, "", 200, "alice", ""},
+		{"traefik, logged in", true, http.Header{"X-Forwarded-Uri": {"/data"}, "X-Forwarded-Method": {"POST"}}, "", 200, "alice", ""},
+		{"no session, browser", false, http.Header{"X-Original-Url": {"https://app.example/data?q=1&r=2"}, "Accept": {"text/html"}}, "", 401, "", "/auth/login?rd=%2Fdata%3Fq%3D1%26r%3D2"},
+		{"no session, redirect mode", false, http.Header{"X-Forwarded-Uri": {"/data?q=1"}, "Accept": {"text/html"}}, "?redirect=1", 302, "", "/auth/login?rd=%2Fdata%3Fq%3D1"},
+		{"no session, redirect mode, API", false, http.Header{"X-Forwarded-Uri": {"/data"}, "Accept": {"application/json"}}, "?redirect=1", 401, "", "/auth/login?rd=%2Fdata"},
+		{"forbidden", true, http.Header{"X-Forwarded-Uri": {"/admin/x"}}, "", 403, "", ""},
+		{"public", false, http.Header{"X-Forwarded-Uri": {"/public/a.css"}}, "", 200, "", ""},
+		{"bearer", false, http.Header{"X-Forwarded-Uri": {"/admin/x"}, "Authorization": {"Bearer good-robot"}}, "", 200, "robot", ""},
+		{"no original URL", true, nil, "", 200, "alice", ""},
+		{"open redirect attempt in original URL", false, http.Header{"X-Forwarded-Uri": {"//evil.example/x"}}, "", 401, "", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := f.upstream.count()
+			var cookies []*http.Cookie
+			if tt.cookies {
+				cookies = f.session
+			}
+			resp := f.get(t, "/auth/check"+tt.query, cookies, tt.hdr)
+			if resp.StatusCode != tt.status {
+				t.Fatalf("status %d, want %d", resp.StatusCode, tt.status)
+			}
+			if got := resp.Header.Get("X-User"); got != tt.user {
+				t.Errorf("X-User in response = %q, want %q", got, tt.user)
+			}
+			if tt.user != "" && resp.Header.Get(AssertionHeader) == "" {
+				t.Error("no assertion header in the response")
+			}
+			if tt.login != "" {
+				got := resp.Header.Get("Location")
+				if tt.status == 401 {
+					var body map[string]string
+					_ = json.NewDecoder(resp.Body).Decode(&body)
+					got = body["login_url"]
+				}
+				if got != tt.login {
+					t.Errorf("login URL = %q, want %q", got, tt.login)
+				}
+			}
+			if f.upstream.count() != before {
+				t.Error("/auth/check reached the upstream")
+			}
+		})
+	}
+}
+
+func TestGroupsHeader(t *testing.T) {
+	for _, tt := range []struct {
+		in   any
+		want string
+	}{
+		{[]any{"a", "b"}, "a,b"},
+		{"solo", "solo"},
+		{[]any{"ok", "evil,admins", "x\r\nX-User: root", 5, ""}, "ok"},
+		{nil, ""},
+		{map[string]any{"a": 1}, ""},
+	} {
+		if got := groups(tt.in); got != tt.want {
+			t.Errorf("groups(%v) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}

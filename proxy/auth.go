@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/authproxy/authproxy/cookie"
+	"github.com/authproxy/authproxy/proxy/assertion"
 	"github.com/authproxy/authproxy/proxy/page"
 )
 
@@ -21,13 +22,14 @@ type Rules interface {
 	Allowed(method, escapedPath string, claims map[string]any) (ok bool, reason string)
 }
 
-// Asserter signs the identity assertion for the upstream.
+// Asserter signs the identity assertion for the upstream (an
+// *assertion.Signer).
 type Asserter interface {
-	Assertion(sess cookie.Session) (string, error)
+	Assertion(assertion.Identity) (string, error)
 }
 
 // AssertionHeader carries the signed identity to the upstream.
-const AssertionHeader = "X-Authproxy-Jwt-Assertion"
+const AssertionHeader = assertion.Header
 
 // Headers names the optional identity headers; empty names are not sent.
 // Every one of them is stripped from client requests like UserHeader.
@@ -173,7 +175,9 @@ func (p *handler) setIdentity(h http.Header, info *reqInfo) {
 		h.Set(hs.AccessToken, sess.AccessToken)
 	}
 	if p.cfg.Assertion != nil {
-		if a, err := p.cfg.Assertion.Assertion(sess); err == nil {
+		// The assertion depends only on who the user is, so all sessions of
+		// a user share one cached token: no SessionID.
+		if a, err := p.cfg.Assertion.Assertion(assertion.Identity{Subject: sess.User, Email: sess.Email}); err == nil {
 			h[AssertionHeader] = []string{a}
 		} else {
 			p.cfg.Logger.Error("sign identity assertion", "err", err)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/authproxy/authproxy/cookie"
+	"github.com/authproxy/authproxy/proxy/assertion"
 )
 
 // fakeRules: /public/ is public, /admin/ needs the admins group, the rest
@@ -47,7 +48,9 @@ func asList(v any) []string {
 
 type fakeAsserter struct{}
 
-func (fakeAsserter) Assertion(s cookie.Session) (string, error) { return "signed-for-" + s.User, nil }
+func (fakeAsserter) Assertion(id assertion.Identity) (string, error) {
+	return "signed-for-" + id.Subject, nil
+}
 
 type temporary struct{}
 

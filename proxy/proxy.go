@@ -53,6 +53,8 @@ type Config struct {
 	Headers Headers
 	// Assertion, when set, signs the X-Authproxy-Jwt-Assertion header.
 	Assertion Asserter
+	// JWKS, when set, publishes the assertion keys at /auth/jwks.json.
+	JWKS http.Handler
 	// Observer counts outcomes and upstream latency; nil means nobody.
 	Observer Observer
 	// Logger receives one access-log line per request and upstream errors.
@@ -117,6 +119,9 @@ type handler struct {
 func (p *handler) routes(mux *http.ServeMux) {
 	mux.Handle("/auth/", tag(OutcomeAuth, p.cfg.Auth))
 	mux.Handle("/auth/check", tag(OutcomeAuth, http.HandlerFunc(p.check)))
+	if p.cfg.JWKS != nil {
+		mux.Handle("/auth/jwks.json", tag(OutcomeAuth, p.cfg.JWKS))
+	}
 	mux.Handle("GET /healthz", tag(OutcomeProbe, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = w.Write([]byte("ok\n"))

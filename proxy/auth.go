@@ -219,10 +219,16 @@ func groups(v any) string {
 // instead, for ingresses that pass the auth response to the client); 403
 // means logged in but not allowed.
 func (p *handler) check(w http.ResponseWriter, r *http.Request) {
-	orig := originalURL(r)
-	method := firstNonEmpty(r.Header.Get("X-Forwarded-Method"), r.Header.Get("X-Original-Method"), http.MethodGet)
 	info := infoOf(r)
 	w.Header().Set("Cache-Control", "no-store")
+	orig, method, err := originalRequest(r)
+	if err != nil {
+		// Fail closed: deciding on a guess could let the real request pass.
+		info.outcome = OutcomeError
+		p.cfg.Logger.Warn("forward-auth request refused", "err", err)
+		page.WriteJSON(w, page.Page{Status: http.StatusBadRequest, Code: "bad_forward_auth_request", Detail: err.Error()})
+		return
+	}
 	if p.cfg.Rules != nil && p.cfg.Rules.Public(method, orig.EscapedPath()) {
 		info.outcome = OutcomePublic
 		w.WriteHeader(http.StatusOK)
@@ -246,26 +252,46 @@ func (p *handler) check(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 }
 
-// originalURL is the URL the ingress is asking about: an absolute URL or a
-// path with query; "/" when absent or unparsable.
-func originalURL(r *http.Request) *url.URL {
-	raw := firstNonEmpty(r.Header.Get("X-Forwarded-Uri"), r.Header.Get("X-Original-URL"), r.Header.Get("X-Original-Uri"))
-	u, err := url.Parse(raw)
-	if err != nil || raw == "" {
-		return &url.URL{Path: "/"}
+// originalRequest is the request the ingress is asking about. Ingresses
+// name it in different headers (Traefik X-Forwarded-Uri/-Method, nginx and
+// ingress-nginx X-Original-URL/-Method), and some pass the client's own
+// headers along, so a client could add the header its ingress does not set.
+// Hence: every header present must agree, and a missing or unparsable URL
+// is an error, never a default.
+func originalRequest(r *http.Request) (*url.URL, string, error) {
+	var orig *url.URL
+	for _, h := range []string{"X-Forwarded-Uri", "X-Original-Url", "X-Original-Uri"} {
+		vs := r.Header.Values(h)
+		if len(vs) == 0 {
+			continue
+		}
+		if len(vs) > 1 {
+			return nil, "", fmt.Errorf("%s appears %d times", h, len(vs))
+		}
+		u, err := url.Parse(vs[0])
+		if err != nil || (u.Path == "" && u.Opaque == "") || u.Opaque != "" || (u.Path != "" && u.Path[0] != '/') {
+			return nil, "", fmt.Errorf("%s is not a URL or absolute path", h)
+		}
+		this := &url.URL{Path: u.Path, RawPath: u.RawPath, RawQuery: u.RawQuery}
+		if orig != nil && orig.RequestURI() != this.RequestURI() {
+			return nil, "", errors.New("the original-URL headers disagree")
+		}
+		orig = this
 	}
-	out := &url.URL{Path: u.Path, RawPath: u.RawPath, RawQuery: u.RawQuery}
-	if out.Path == "" || out.Path[0] != '/' {
-		out.Path, out.RawPath = "/"+out.Path, ""
+	if orig == nil {
+		return nil, "", errors.New("no X-Forwarded-Uri or X-Original-URL header: the ingress must say which request to check")
 	}
-	return out
-}
-
-func firstNonEmpty(vs ...string) string {
-	for _, v := range vs {
-		if v != "" {
-			return v
+	method := ""
+	for _, h := range []string{"X-Forwarded-Method", "X-Original-Method"} {
+		for _, v := range r.Header.Values(h) {
+			if method != "" && v != method {
+				return nil, "", errors.New("the original-method headers disagree")
+			}
+			method = v
 		}
 	}
-	return ""
+	if method == "" {
+		method = http.MethodGet
+	}
+	return orig, method, nil
 }

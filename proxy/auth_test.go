@@ -170,8 +170,16 @@ func TestForwardAuthCheck(t *testing.T) {
 		{"forbidden", true, http.Header{"X-Forwarded-Uri": {"/admin/x"}}, "", 403, "", ""},
 		{"public", false, http.Header{"X-Forwarded-Uri": {"/public/a.css"}}, "", 200, "", ""},
 		{"bearer", false, http.Header{"X-Forwarded-Uri": {"/admin/x"}, "Authorization": {"Bearer good-robot"}}, "", 200, "robot", ""},
-		{"no original URL", true, nil, "", 200, "alice", ""},
 		{"open redirect attempt in original URL", false, http.Header{"X-Forwarded-Uri": {"//evil.example/x"}}, "", 401, "", ""},
+		// Fail closed on anything ambiguous: deciding on a guess could pass the real request.
+		{"no original URL", true, nil, "", 400, "", ""},
+		{"client adds X-Forwarded-Uri the ingress does not set", false, http.Header{
+			"X-Original-Url": {"https://app.example/admin/x"}, "X-Forwarded-Uri": {"/public/x"}}, "", 400, "", ""},
+		{"headers agree", true, http.Header{"X-Original-Url": {"https://app.example/data?q=1"}, "X-Forwarded-Uri": {"/data?q=1"}}, "", 200, "alice", ""},
+		{"methods disagree", true, http.Header{"X-Forwarded-Uri": {"/data"}, "X-Forwarded-Method": {"GET"}, "X-Original-Method": {"DELETE"}}, "", 400, "", ""},
+		{"unparsable original URL", true, http.Header{"X-Original-Url": {"https://x%zz/admin/secret"}}, "", 400, "", ""},
+		{"relative original URL", true, http.Header{"X-Forwarded-Uri": {"admin/x"}}, "", 400, "", ""},
+		{"original URL twice", true, http.Header{"X-Forwarded-Uri": {"/public/x", "/admin/x"}}, "", 400, "", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -354,7 +354,10 @@ func benchHandler(b *testing.B, store *cookie.Store) *handler {
 	b.Helper()
 	cfg := Config{Upstream: benchUpstreamURL, UserHeader: "X-User", Sessions: store,
 		Trusted: func(*http.Request) bool { return false }}
-	p := &handler{cfg: cfg, identity: []string{normalize(cfg.UserHeader)}}
-	p.untrusted = append([]string{"x-original-url", "x-rewrite-url", "x-forwarded-uri", "x-forwarded-method", "x-real-ip"}, p.identity...)
+	p := &handler{cfg: cfg}
+	for _, h := range cfg.identityHeaders() {
+		p.identity = append(p.identity, normalize(h))
+	}
+	p.untrusted = append([]string{"x-original-url", "x-rewrite-url", "x-forwarded-uri", "x-forwarded-method", "x-original-method", "x-real-ip"}, p.identity...)
 	return p
 }

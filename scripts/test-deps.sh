@@ -11,6 +11,7 @@ cd "$(dirname "$0")/.."
 # Later: redis-server:/usr/bin/redis-server nginx:/usr/sbin/nginx
 APT_PACKAGES=(
 	chromium:/usr/bin/chromium
+	nginx:/usr/sbin/nginx
 )
 
 # Node.js (>= 20.19, for oidc-provider 9) and npm.

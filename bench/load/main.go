@@ -29,6 +29,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"debug/buildinfo"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -135,6 +136,14 @@ func run(ctx context.Context, o options) error {
 			return fmt.Errorf("go build authproxy: %w", err)
 		}
 	}
+	desc := describeBinary(bin)
+	if o.authproxyBin == "" && !strings.Contains(desc, "commit ") {
+		// GOFLAGS=-buildvcs=false leaves no stamp; ask git.
+		if out, err := exec.Command("git", "describe", "--always", "--dirty").Output(); err == nil {
+			desc += ", built from work tree " + strings.TrimSpace(string(out))
+		}
+	}
+	fmt.Printf("authproxy binary: %s\n", desc)
 	self, err := os.Executable()
 	if err != nil {
 		return err
@@ -205,7 +214,7 @@ func run(ctx context.Context, o options) error {
 		t.req = buildRequest(t.proc.addr, "/app/items?page=2", cookieHeader)
 	}
 
-	printMachine(o)
+	printMachine()
 	var failures []string
 
 	// Warm-up: fill each proxy's upstream pool and grow its heap, unmeasured.
@@ -246,20 +255,6 @@ func run(ctx context.Context, o options) error {
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
-
-	// Every counted authproxy request must have reached the upstream with
-	// the right X-User, and nothing else may have.
-	for _, t := range targets {
-		ok, bad := t.up.ok.Load(), t.up.bad.Load()
-		if bad > 0 {
-			failures = append(failures, fmt.Sprintf("%s: %d requests reached the upstream with a wrong X-User (e.g. %q)", t.name, bad, t.up.badSample()))
-		}
-		if ok != t.clientOK {
-			failures = append(failures, fmt.Sprintf("%s: the client counted %d answers of 200, the upstream %d correct requests", t.name, t.clientOK, ok))
-		}
-	}
-	fmt.Printf("\nupstream check: authproxy %d requests, all with X-User=%q: %v; bare %d requests, none with X-User: %v\n",
-		upAuth.ok.Load()+upAuth.bad.Load(), benchUser, upAuth.bad.Load() == 0, upBare.ok.Load()+upBare.bad.Load(), upBare.bad.Load() == 0)
 
 	bm, am := summarize(targets[0].rounds), summarize(targets[1].rounds)
 	fmt.Printf("\n== medians over %d rounds ==\n", o.rounds)
@@ -314,6 +309,20 @@ func run(ctx context.Context, o options) error {
 		}
 	}
 
+	// Every counted authproxy request must have reached the upstream with
+	// the right X-User, and nothing else may have.
+	for _, t := range targets {
+		ok, bad := t.up.ok.Load(), t.up.bad.Load()
+		if bad > 0 {
+			failures = append(failures, fmt.Sprintf("%s: %d requests reached the upstream with a wrong X-User (e.g. %q)", t.name, bad, t.up.badSample()))
+		}
+		if ok != t.clientOK {
+			failures = append(failures, fmt.Sprintf("%s: the client counted %d answers of 200, the upstream %d correct requests", t.name, t.clientOK, ok))
+		}
+	}
+	fmt.Printf("\nupstream check (whole run): authproxy %d requests, all with X-User=%q: %v; bare %d requests, none with X-User: %v\n",
+		upAuth.ok.Load()+upAuth.bad.Load(), benchUser, upAuth.bad.Load() == 0, upBare.ok.Load()+upBare.bad.Load(), upBare.bad.Load() == 0)
+
 	if len(failures) > 0 {
 		return fmt.Errorf("FAILED:\n  %s", strings.Join(failures, "\n  "))
 	}
@@ -335,7 +344,26 @@ type target struct {
 	rounds      []result
 }
 
-func printMachine(o options) {
+// describeBinary names the commit a binary was built from, and whether the
+// work tree had changes, so that a recorded run can be traced to its code.
+func describeBinary(bin string) string {
+	bi, err := buildinfo.ReadFile(bin)
+	if err != nil {
+		return bin
+	}
+	rev, dirty := "unknown commit", ""
+	for _, s := range bi.Settings {
+		switch {
+		case s.Key == "vcs.revision" && len(s.Value) >= 12:
+			rev = "commit " + s.Value[:12]
+		case s.Key == "vcs.modified" && s.Value == "true":
+			dirty = " with uncommitted changes"
+		}
+	}
+	return fmt.Sprintf("%s (%s%s, %s)", bin, rev, dirty, bi.GoVersion)
+}
+
+func printMachine() {
 	cpu := "unknown"
 	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
 		for line := range strings.SplitSeq(string(b), "\n") {

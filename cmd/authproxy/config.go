@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -16,6 +17,8 @@ import (
 
 	"github.com/joho/godotenv"
 	"github.com/kelseyhightower/envconfig"
+
+	"github.com/authproxy/authproxy/proxy"
 )
 
 // env is the process environment as envconfig reads it. Values that need
@@ -46,6 +49,16 @@ type env struct {
 	UpstreamTimeout      string `envconfig:"AUTHPROXY_UPSTREAM_TIMEOUT" default:"60s" desc:"wait for the upstream's response headers"`
 	UpstreamMaxIdleConns string `envconfig:"AUTHPROXY_UPSTREAM_MAX_IDLE_CONNS" default:"128" desc:"idle keep-alive connections kept to the upstream"`
 	ProviderTimeout      string `envconfig:"AUTHPROXY_PROVIDER_TIMEOUT" default:"10s" desc:"bound on each call to the identity provider"`
+	RulesFile            string `envconfig:"AUTHPROXY_RULES_FILE" desc:"access rules file (see README); unset lets every logged-in user through"`
+	Audience             string `envconfig:"AUTHPROXY_AUDIENCE" desc:"API identifier that bearer access tokens must carry; unset disables bearer tokens"`
+	EmailHeader          string `envconfig:"AUTHPROXY_EMAIL_HEADER" desc:"header carrying the user's email (off when empty)"`
+	NameHeader           string `envconfig:"AUTHPROXY_NAME_HEADER" desc:"header carrying the user's name (off when empty)"`
+	GroupsHeader         string `envconfig:"AUTHPROXY_GROUPS_HEADER" desc:"header carrying the user's groups, comma-separated (off when empty)"`
+	GroupsClaim          string `envconfig:"AUTHPROXY_GROUPS_CLAIM" default:"groups" desc:"claim read for the groups header"`
+	AccessTokenHeader    string `envconfig:"AUTHPROXY_ACCESS_TOKEN_HEADER" desc:"header carrying the user's access token (opt-in; off when empty)"`
+	IdentityJWT          string `envconfig:"AUTHPROXY_IDENTITY_JWT" default:"false" desc:"send X-Authproxy-Jwt-Assertion, a signed identity for the upstream"`
+	IdentityAudience     string `envconfig:"AUTHPROXY_IDENTITY_AUDIENCE" desc:"aud of the identity assertion (default: the upstream's origin)"`
+	IdentityKeyFile      string `envconfig:"AUTHPROXY_IDENTITY_KEY_FILE" desc:"PEM file of P-256 private keys; the first signs, all are published"`
 	MetricsAddr          string `envconfig:"AUTHPROXY_METRICS_ADDR" desc:"listen address of the internal /metrics endpoint (off when empty)"`
 	LogLevel             string `envconfig:"AUTHPROXY_LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
 	LogFormat            string `envconfig:"AUTHPROXY_LOG_FORMAT" default:"json" desc:"json or text"`
@@ -77,6 +90,12 @@ type config struct {
 	UpstreamMaxIdle int
 	ProviderTimeout time.Duration
 	MetricsAddr     string
+	RulesFile       string
+	Audience        string
+	Headers         proxy.Headers
+	IdentityJWT     bool
+	IdentityAud     string
+	IdentityKeyFile string
 	LogLevel        slog.Level
 	LogFormat       string
 	DrainDelay      time.Duration
@@ -94,6 +113,19 @@ func loadConfig() (config, error) {
 		return config{}, fmt.Errorf("read environment: %w", err)
 	}
 	return e.parse()
+}
+
+// defaultEnv is env with every default of its tags applied, as envconfig
+// would with an empty environment; the demo and tests start from it.
+func defaultEnv() env {
+	var e env
+	v := reflect.ValueOf(&e).Elem()
+	for i := range v.NumField() {
+		if d, ok := v.Type().Field(i).Tag.Lookup("default"); ok {
+			v.Field(i).SetString(d)
+		}
+	}
+	return e
 }
 
 // configError lists every problem of a configuration.
@@ -219,6 +251,36 @@ func (e env) parse() (config, error) {
 		}
 	}
 
+	c.RulesFile, c.Audience, c.IdentityKeyFile = e.RulesFile, e.Audience, e.IdentityKeyFile
+	if c.Audience != "" && c.Audience == c.ClientID {
+		problem("AUTHPROXY_AUDIENCE must be an API identifier, not the client id: ID tokens are not bearer credentials")
+	}
+	c.Headers = proxy.Headers{Email: e.EmailHeader, Name: e.NameHeader, Groups: e.GroupsHeader,
+		GroupsClaim: e.GroupsClaim, AccessToken: e.AccessTokenHeader}
+	seen := map[string]string{normalizeHeader(e.UserHeader): "AUTHPROXY_USER_HEADER"}
+	for _, h := range []struct{ name, v string }{
+		{"AUTHPROXY_EMAIL_HEADER", e.EmailHeader}, {"AUTHPROXY_NAME_HEADER", e.NameHeader},
+		{"AUTHPROXY_GROUPS_HEADER", e.GroupsHeader}, {"AUTHPROXY_ACCESS_TOKEN_HEADER", e.AccessTokenHeader},
+	} {
+		if h.v == "" {
+			continue
+		}
+		if !headerNameOK(h.v) {
+			problem("%s %q is not a usable header name", h.name, h.v)
+		} else if other, dup := seen[normalizeHeader(h.v)]; dup {
+			problem("%s %q is the same header as %s", h.name, h.v, other)
+		}
+		seen[normalizeHeader(h.v)] = h.name
+	}
+	if b, err := strconv.ParseBool(e.IdentityJWT); err != nil {
+		problem("AUTHPROXY_IDENTITY_JWT %q must be true or false", e.IdentityJWT)
+	} else {
+		c.IdentityJWT = b
+	}
+	c.IdentityAud = e.IdentityAudience
+	if c.IdentityAud == "" && c.Upstream != nil {
+		c.IdentityAud = c.Upstream.Scheme + "://" + c.Upstream.Host
+	}
 	c.MetricsAddr = e.MetricsAddr
 	if e.MetricsAddr != "" {
 		if _, _, err := net.SplitHostPort(e.MetricsAddr); err != nil {
@@ -316,6 +378,9 @@ func headerNameOK(h string) bool {
 	return true
 }
 
+// normalizeHeader is how upstream stacks compare header names.
+func normalizeHeader(h string) string { return strings.ReplaceAll(strings.ToLower(h), "_", "-") }
+
 func cookieNameOK(s string) bool { return s != "" && headerNameOK(s) }
 
 // LogValue is the effective configuration for the startup log line, with
@@ -351,5 +416,8 @@ func (c config) LogValue() slog.Value {
 		slog.Bool("pass_host_header", c.PassHostHeader),
 		slog.String("trusted_proxies", strings.Join(trusted, ",")),
 		slog.String("metrics_addr", c.MetricsAddr),
+		slog.String("rules_file", c.RulesFile),
+		slog.String("audience", c.Audience),
+		slog.Bool("identity_jwt", c.IdentityJWT),
 	)
 }

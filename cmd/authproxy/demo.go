@@ -52,31 +52,16 @@ func demo(ctx context.Context, stdout, stderr io.Writer) error {
 		return fmt.Errorf("listen: %w", err)
 	}
 	base := "http://" + ln.Addr().String()
-	cfg, err := env{
-		Addr:                 ln.Addr().String(),
-		Upstream:             "http://" + app.Addr().String(),
-		Issuer:               idp.Issuer(),
-		ClientID:             "authproxy-demo",
-		ClientSecret:         "demo-secret",
-		RedirectURL:          base + "/auth/callback",
-		PostLogoutURL:        base + "/",
-		CookieName:           "_authproxy",
-		CookieSecure:         "auto",
-		UserHeader:           "X-User",
-		UserClaim:            "sub",
-		Scopes:               "openid profile email",
-		SessionLifetime:      "12h",
-		PassHostHeader:       "false",
-		UpstreamTimeout:      "60s",
-		UpstreamMaxIdleConns: "128",
-		ProviderTimeout:      "10s",
-		LogLevel:             "info",
-		LogFormat:            "text",
-		DrainDelay:           "0s",
-		ShutdownTimeout:      "5s",
-		// A fixed demo key is fine here: nothing but the demo provider can log in.
-		CookieSecret: "ZGVtby1rZXktZGVtby1rZXktZGVtby1rZXktZGVtbyE=",
-	}.parse()
+	e := defaultEnv()
+	e.Addr = ln.Addr().String()
+	e.Upstream = "http://" + app.Addr().String()
+	e.Issuer = idp.Issuer()
+	e.ClientID, e.ClientSecret = "authproxy-demo", "demo-secret"
+	e.RedirectURL, e.PostLogoutURL = base+"/auth/callback", base+"/"
+	e.LogFormat, e.DrainDelay, e.ShutdownTimeout = "text", "0s", "5s"
+	// A fixed demo key is fine here: nothing but the demo provider can log in.
+	e.CookieSecret = "ZGVtby1rZXktZGVtby1rZXktZGVtby1rZXktZGVtbyE="
+	cfg, err := e.parse()
 	if err != nil {
 		return err
 	}

@@ -66,13 +66,12 @@ func startStack(t *testing.T, opts ...func(*env)) *stack {
 
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
 	s.base = "http://" + ln.Addr().String()
-	e := env{
-		Addr: ln.Addr().String(), Upstream: "http://" + appLn.Addr().String(), Issuer: idp.Issuer(),
-		ClientID: "authproxy-demo", ClientSecret: "demo-secret", RedirectURL: s.base + "/auth/callback", PostLogoutURL: "/",
-		CookieSecret: testSecret, CookieName: "_authproxy", CookieSecure: "auto", UserHeader: "X-User", UserClaim: "sub",
-		Scopes: "openid", SessionLifetime: "1h", PassHostHeader: "false", UpstreamTimeout: "10s", UpstreamMaxIdleConns: "8",
-		ProviderTimeout: "5s", LogLevel: "error", LogFormat: "json", DrainDelay: "0s", ShutdownTimeout: "5s",
-	}
+	e := defaultEnv()
+	e.Addr, e.Upstream, e.Issuer = ln.Addr().String(), "http://"+appLn.Addr().String(), idp.Issuer()
+	e.ClientID, e.ClientSecret = "authproxy-demo", "demo-secret"
+	e.RedirectURL, e.CookieSecret = s.base+"/auth/callback", testSecret
+	e.Scopes, e.SessionLifetime, e.UpstreamMaxIdleConns = "openid", "1h", "8"
+	e.LogLevel, e.DrainDelay, e.ShutdownTimeout = "error", "0s", "5s"
 	for _, o := range opts {
 		o(&e)
 	}

@@ -7,11 +7,13 @@
 //	authproxy            serve, configured by AUTHPROXY_* environment variables
 //	authproxy demo       run against an embedded development provider and app
 //	authproxy version    print the version
+//	authproxy explain    would these claims be allowed on METHOD PATH, by which rule?
 //	authproxy healthcheck  probe /healthz of a running proxy (exit 0 or 1)
 package main
 
 import (
 	"context"
+	"crypto/ecdsa"
 	"crypto/rand"
 	"errors"
 	"fmt"
@@ -30,6 +32,7 @@ import (
 	"github.com/authproxy/authproxy/metrics"
 	"github.com/authproxy/authproxy/oidc"
 	"github.com/authproxy/authproxy/proxy"
+	"github.com/authproxy/authproxy/proxy/assertion"
 )
 
 // version is stamped at build time with -ldflags "-X main.version=...".
@@ -66,6 +69,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, "authproxy", buildVersion())
 		return nil
+	case "explain":
+		return explain(args[1:], stdout, stderr)
 	case "healthcheck":
 		return healthcheck(ctx, os.Getenv("AUTHPROXY_ADDR"))
 	case "help", "-h", "-help", "--help":
@@ -128,10 +133,19 @@ func serve(ctx context.Context, cfg config, ln net.Listener, log *slog.Logger) e
 	if cfg.RedirectURL != nil {
 		redirect = cfg.RedirectURL.String()
 	}
+	access, err := loadRules(cfg.RulesFile)
+	if err != nil {
+		return err
+	}
+	keep := access.claimNames()
+	if cfg.Headers.Groups != "" {
+		keep = append(keep, cfg.Headers.GroupsClaim)
+	}
 	auth, err := oidc.New(providerCtx, oidc.Config{
 		Issuer: cfg.Issuer, ClientID: cfg.ClientID, ClientSecret: cfg.ClientSecret,
 		RedirectURL: redirect, Scopes: cfg.Scopes, UserClaim: cfg.UserClaim,
 		Auth0Domain: cfg.Auth0Domain, PostLogoutURL: cfg.PostLogoutURL,
+		Audience: cfg.Audience, KeepClaims: keep, KeepAccessToken: cfg.Headers.AccessToken != "",
 		SessionLifetime: cfg.SessionLifetime, Origin: origin,
 		HTTPClient: &http.Client{Timeout: cfg.ProviderTimeout, Transport: http.DefaultTransport.(*http.Transport).Clone()},
 		Logger:     log, Observer: m,
@@ -140,16 +154,31 @@ func serve(ctx context.Context, cfg config, ln net.Listener, log *slog.Logger) e
 		return err
 	}
 
+	signer, err := identitySigner(cfg, log)
+	if err != nil {
+		return err
+	}
 	var stopping atomic.Bool
-	handler, err := proxy.New(proxy.Config{
+	pcfg := proxy.Config{
 		Upstream: cfg.Upstream, UserHeader: cfg.UserHeader, PassHost: cfg.PassHostHeader,
 		Transport: upstreamTransport(cfg),
 		Auth:      auth, Sessions: store,
 		Ready:    func() bool { return !stopping.Load() && auth.Ready() },
 		Trusted:  origin.Trusted,
+		Headers:  cfg.Headers,
 		Observer: m,
 		Logger:   log,
-	})
+	}
+	if access.rules != nil {
+		pcfg.Rules = access.rules
+	}
+	if cfg.Audience != "" {
+		pcfg.Bearer = auth.VerifyAccessToken
+	}
+	if signer != nil {
+		pcfg.Assertion, pcfg.JWKS = signer, signer.JWKS()
+	}
+	handler, err := proxy.New(pcfg)
 	if err != nil {
 		return err
 	}
@@ -192,6 +221,38 @@ func serve(ctx context.Context, cfg config, ln net.Listener, log *slog.Logger) e
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// identitySigner builds the assertion signer when AUTHPROXY_IDENTITY_JWT is
+// on, with the configured keys or, loudly, a generated one.
+func identitySigner(cfg config, log *slog.Logger) (*assertion.Signer, error) {
+	if !cfg.IdentityJWT {
+		return nil, nil
+	}
+	var keys []*ecdsa.PrivateKey
+	if cfg.IdentityKeyFile != "" {
+		pemData, err := os.ReadFile(cfg.IdentityKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("AUTHPROXY_IDENTITY_KEY_FILE: %w", err)
+		}
+		if keys, err = assertion.LoadKeys(pemData); err != nil {
+			return nil, fmt.Errorf("AUTHPROXY_IDENTITY_KEY_FILE %s: %w", cfg.IdentityKeyFile, err)
+		}
+	} else {
+		key, err := assertion.GenerateKey()
+		if err != nil {
+			return nil, err
+		}
+		keys = []*ecdsa.PrivateKey{key}
+		log.Warn("AUTHPROXY_IDENTITY_KEY_FILE is not set: signing identity assertions with a generated key. " +
+			"Upstreams must refetch /auth/jwks.json after every restart, and replicas publish different keys. " +
+			"Create one with: openssl ecparam -name prime256v1 -genkey -noout")
+	}
+	issuer := "authproxy"
+	if cfg.RedirectURL != nil {
+		issuer = cfg.RedirectURL.Scheme + "://" + cfg.RedirectURL.Host
+	}
+	return assertion.New(assertion.Config{Issuer: issuer, Audience: cfg.IdentityAud, Keys: keys})
 }
 
 // serveMetrics starts the internal listener with /metrics.
@@ -258,6 +319,8 @@ func usage(w io.Writer) error {
 Usage:
   authproxy               serve; configured by AUTHPROXY_* environment variables (see README)
   authproxy demo          run with an embedded development provider and sample app on 127.0.0.1
+  authproxy explain [-rules FILE] [-claims JSON|@FILE] METHOD PATH
+                          which access rule decides the request, without starting the proxy
   authproxy version       print the version
   authproxy healthcheck   exit 0 if /healthz of the proxy at AUTHPROXY_ADDR answers 200
 `)

@@ -1,0 +1,94 @@
+package main
+
+import (
+	"bytes"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+const testRules = `# test rules
+public  GET  /public/
+allow   *    /admin/  group:admins
+allow   *    /        any
+`
+
+func writeRules(t *testing.T) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "rules.txt")
+	if err := os.WriteFile(p, []byte(testRules), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestExplain(t *testing.T) {
+	rules := writeRules(t)
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-rules", rules, "GET", "/public/a.css"}, "PUBLIC: GET /public/a.css"},
+		{[]string{"-rules", rules, "GET", "/admin/x"}, "NEED-LOGIN: GET /admin/x"},
+		{[]string{"-rules", rules, "-claims", `{"groups":["admins"]}`, "POST", "/admin/x"}, "ALLOW: POST /admin/x\n  " + rules + ":3:"},
+		{[]string{"-rules", rules, "-claims", `{"groups":["staff"]}`, "GET", "/admin/x?to=/public/"}, "DENY: GET /admin/x\n"},
+		{[]string{"-rules", rules, "GET", "/public/..;/admin/x"}, "NEED-LOGIN"},
+	} {
+		var out bytes.Buffer
+		if err := run(t.Context(), append([]string{"explain"}, tt.args...), &out, io.Discard); err != nil {
+			t.Errorf("explain %v: %v", tt.args, err)
+			continue
+		}
+		if !strings.Contains(out.String(), tt.want) {
+			t.Errorf("explain %v:\n%s\nwant it to contain %q", tt.args, out.String(), tt.want)
+		}
+	}
+	for _, args := range [][]string{
+		{"GET"},
+		{"-rules", rules, "-claims", "{not json", "GET", "/"},
+		{"-rules", filepath.Join(t.TempDir(), "missing.txt"), "GET", "/"},
+	} {
+		if err := run(t.Context(), append([]string{"explain"}, args...), io.Discard, io.Discard); err == nil {
+			t.Errorf("explain %v succeeded", args)
+		}
+	}
+}
+
+func TestBadRulesFileStopsStart(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "rules.txt")
+	os.WriteFile(p, []byte("allow * /admin/\npermit GET /x any\n"), 0o600)
+	_, err := loadRules(p)
+	if err == nil || !strings.Contains(err.Error(), ":1:") || !strings.Contains(err.Error(), ":2:") {
+		t.Errorf("loadRules = %v, want both bad lines reported", err)
+	}
+}
+
+// TestRulesThroughTheProxy: the rules file wired into a running proxy.
+func TestRulesThroughTheProxy(t *testing.T) {
+	rules := writeRules(t)
+	s := startStack(t, func(e *env) { e.RulesFile = rules })
+	c := &http.Client{Jar: s.jar}
+	for path, want := range map[string]int{"/public/a.css": 200, "/admin/x": 403, "/other": 200} {
+		resp, err := c.Get(s.base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("alice GET %s: %d, want %d", path, resp.StatusCode, want)
+		}
+	}
+	resp, err := http.Get(s.base + "/public/a.css")
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("anonymous public: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	for _, seen := range s.upstream() {
+		if strings.Contains(seen, "/admin/") {
+			t.Errorf("a denied request reached the upstream: %q", seen)
+		}
+	}
+}

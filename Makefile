@@ -8,7 +8,7 @@ GO          ?= go
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 BIN         ?= bin/authproxy
 
-.PHONY: all build test test-deps fmt-check vet lint demo clean
+.PHONY: all build test test-deps fmt-check vet lint demo bench clean
 
 all: build
 
@@ -37,6 +37,12 @@ lint:
 
 demo:
 	$(GO) run ./cmd/authproxy demo
+
+# Benchmarks of the hot path and the load script (authproxy vs a bare
+# httputil.ReverseProxy, interleaved); see BENCHMARKS.md.
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./cookie ./proxy
+	$(GO) run ./bench/load
 
 clean:
 	rm -rf bin

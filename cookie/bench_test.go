@@ -26,7 +26,14 @@ func benchSecret(seed byte) []byte {
 
 func benchStore(b *testing.B, secrets ...[]byte) *cookie.Store {
 	b.Helper()
-	s, err := cookie.NewStore(cookie.Config{Lifetime: 12 * time.Hour, Secrets: secrets})
+	return benchStoreCache(b, 0, secrets...)
+}
+
+// benchStoreCache is benchStore with a verified-session cache of the given
+// size (negative: none, so every Load decrypts).
+func benchStoreCache(b *testing.B, size int, secrets ...[]byte) *cookie.Store {
+	b.Helper()
+	s, err := cookie.NewStore(cookie.Config{Lifetime: 12 * time.Hour, Secrets: secrets, CacheSize: size})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -76,11 +83,14 @@ func sessionRequest(b *testing.B, s *cookie.Store, sess cookie.Session) *http.Re
 	return r
 }
 
-// BenchmarkLoad decodes and validates a session cookie (securecookie HMAC,
-// AES-CTR, JSON, expiry), and the failures that lead to a login redirect.
+// BenchmarkLoad reads and validates a session cookie: from the cache of
+// verified sessions (a user's every request after the first), uncached
+// (securecookie HMAC, AES-CTR, JSON, expiry), and the failures that lead to
+// a login redirect.
 func BenchmarkLoad(b *testing.B) {
 	store := benchStore(b, benchSecret(1))
-	rotated := benchStore(b, benchSecret(2), benchSecret(1)) // new key first; cookie sealed by the old one
+	uncached := benchStoreCache(b, -1, benchSecret(1))
+	rotated := benchStoreCache(b, -1, benchSecret(2), benchSecret(1)) // new key first; cookie sealed by the old one
 	tampered := sessionRequest(b, store, loginSession())
 	v, _ := tampered.Cookie(cookie.DefaultName)
 	tampered.Header.Set("Cookie", cookie.DefaultName+"="+v.Value[:len(v.Value)-4]+"AAAA")
@@ -92,7 +102,9 @@ func BenchmarkLoad(b *testing.B) {
 	}{
 		{"minimal", store, sessionRequest(b, store, minimalSession()), false},
 		{"login", store, sessionRequest(b, store, loginSession()), false},
-		{"login-old-key", rotated, sessionRequest(b, store, loginSession()), false},
+		{"minimal-uncached", uncached, sessionRequest(b, store, minimalSession()), false},
+		{"login-uncached", uncached, sessionRequest(b, store, loginSession()), false},
+		{"login-old-key-uncached", rotated, sessionRequest(b, store, loginSession()), false},
 		{"no-cookie", store, httptest.NewRequest("GET", "/app/page", nil), true},
 		{"tampered", store, tampered, true},
 	}

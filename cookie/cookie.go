@@ -93,6 +93,9 @@ type Config struct {
 	Secrets [][]byte
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
+	// CacheSize bounds the cache of verified sessions (DefaultCacheSize
+	// when zero; negative disables it).
+	CacheSize int
 }
 
 // Store reads and writes authproxy's cookies.
@@ -101,6 +104,7 @@ type Store struct {
 	codecs      []securecookie.Codec
 	loginCodecs []securecookie.Codec
 	loginPrefix string
+	cache       *sessionCache
 }
 
 // NewStore checks cfg and derives the cookie keys from its secrets.
@@ -123,7 +127,10 @@ func NewStore(cfg Config) (*Store, error) {
 	if !validName(cfg.Name) {
 		return nil, fmt.Errorf("cookie: invalid cookie name %q", cfg.Name)
 	}
-	s := &Store{cfg: cfg, loginPrefix: cfg.Name + "_login_"}
+	if cfg.CacheSize == 0 {
+		cfg.CacheSize = DefaultCacheSize
+	}
+	s := &Store{cfg: cfg, loginPrefix: cfg.Name + "_login_", cache: newSessionCache(cfg.CacheSize)}
 	for i, secret := range cfg.Secrets {
 		if n := len(secret); n != 32 && n != 64 {
 			return nil, fmt.Errorf("cookie: secret %d is %d bytes, want 32 or 64", i+1, n)
@@ -177,28 +184,48 @@ func (s *Store) Load(r *http.Request) (Session, error) {
 	if err != nil {
 		return Session{}, err
 	}
+	sess, cached := s.cache.get(value)
+	if !cached {
+		if sess, err = s.decode(value); err != nil {
+			return Session{}, err
+		}
+	}
+	if sess.User == "" || !s.cfg.Now().Before(sess.Expiry) {
+		if cached {
+			s.cache.remove(value)
+		}
+		return Session{}, errExpired
+	}
+	if !cached {
+		s.cache.put(value, sess)
+	}
+	return sess, nil
+}
+
+var errExpired = fmt.Errorf("%w: session expired", ErrNoSession)
+
+// decode verifies and decrypts a session value. (Apart from Load so that a
+// cache hit does not pay for the heap-allocated decode target.)
+func (s *Store) decode(value string) (Session, error) {
 	var sess Session
 	if err := securecookie.DecodeMulti(s.cfg.Name, value, &sess, s.codecs...); err != nil {
 		return Session{}, fmt.Errorf("%w: %w", ErrNoSession, err)
-	}
-	if sess.User == "" || !s.cfg.Now().Before(sess.Expiry) {
-		return Session{}, fmt.Errorf("%w: session expired", ErrNoSession)
 	}
 	return sess, nil
 }
 
 // read joins the session cookie value, whole or from numbered chunks.
 func (s *Store) read(r *http.Request) (string, error) {
-	if c, err := r.Cookie(s.cfg.Name); err == nil {
-		return c.Value, nil
+	if v, ok := cookieValue(r, s.cfg.Name); ok {
+		return v, nil
 	}
 	var b strings.Builder
 	for i := range maxChunks {
-		c, err := r.Cookie(s.chunkName(i))
-		if err != nil {
+		v, ok := cookieValue(r, s.chunkName(i))
+		if !ok {
 			break
 		}
-		b.WriteString(c.Value)
+		b.WriteString(v)
 	}
 	if b.Len() == 0 {
 		return "", fmt.Errorf("%w: no cookie", ErrNoSession)

@@ -158,7 +158,8 @@ func (p *handler) setIdentity(h http.Header, info *reqInfo) {
 	if sess.User == "" {
 		return
 	}
-	h[p.cfg.UserHeader] = []string{sess.User}
+	info.userValue[0] = sess.User
+	h[p.cfg.UserHeader] = info.userValue[:]
 	hs := p.cfg.Headers
 	if hs.Email != "" && sess.Email != "" {
 		h.Set(hs.Email, sess.Email)

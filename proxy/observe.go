@@ -39,13 +39,23 @@ func (nopObserver) UpstreamError(int)              {}
 // reqInfo travels with a request through the handlers, which fill in what
 // the access log and metrics report once the response is written.
 type reqInfo struct {
-	id        string
-	sess      cookie.Session // the authenticated user; zero when anonymous
-	outcome   string
-	forwarded time.Time // when the request left for the upstream
+	id string
+	// Backing arrays for the header values the proxy sets, so that they
+	// cost no allocation of their own (a one-element slice never grows in
+	// place: an append copies).
+	idValue, userValue [1]string
+	sess               cookie.Session // the authenticated user; zero when anonymous
+	outcome            string
+	forwarded          time.Time // when the request left for the upstream
 }
 
 type infoKey struct{}
+
+// reqState is a request's info and response recorder in one allocation.
+type reqState struct {
+	reqInfo
+	statusWriter
+}
 
 func infoOf(r *http.Request) *reqInfo {
 	if i, ok := r.Context().Value(infoKey{}).(*reqInfo); ok {
@@ -60,13 +70,16 @@ func infoOf(r *http.Request) *reqInfo {
 func (p *handler) observe(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		info := &reqInfo{id: r.Header.Get("X-Request-Id"), outcome: OutcomeError}
+		// One allocation holds what the request needs to carry.
+		st := &reqState{statusWriter: statusWriter{ResponseWriter: w}}
+		info, sw := &st.reqInfo, &st.statusWriter
+		info.id, info.outcome = r.Header.Get("X-Request-Id"), OutcomeError
 		if !validRequestID(info.id) {
 			info.id = newRequestID()
 		}
-		r.Header["X-Request-Id"] = []string{info.id}
-		w.Header()["X-Request-Id"] = []string{info.id}
-		sw := &statusWriter{ResponseWriter: w}
+		info.idValue[0] = info.id
+		r.Header["X-Request-Id"] = info.idValue[:]
+		w.Header()["X-Request-Id"] = info.idValue[:]
 		next.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), infoKey{}, info)))
 
 		p.cfg.Observer.Request(info.outcome)

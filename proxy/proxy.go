@@ -13,6 +13,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/authproxy/authproxy/cookie"
@@ -63,6 +64,15 @@ type Config struct {
 
 // New returns the proxy's handler.
 func New(cfg Config) (http.Handler, error) {
+	p, err := newHandler(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return p.observe(http.HandlerFunc(p.route)), nil
+}
+
+// newHandler checks cfg and builds the handler's parts.
+func newHandler(cfg Config) (*handler, error) {
 	var problems []string
 	if cfg.Upstream == nil || cfg.Upstream.Scheme == "" || cfg.Upstream.Host == "" {
 		problems = append(problems, "upstream URL is required")
@@ -101,14 +111,16 @@ func New(cfg Config) (http.Handler, error) {
 		ModifyResponse: p.upstreamResponded,
 		ErrorHandler:   p.upstreamError,
 		ErrorLog:       slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
+		BufferPool:     bufferPool{},
 	}
-	mux := http.NewServeMux()
-	p.routes(mux)
-	return p.observe(mux), nil
+	p.mux = http.NewServeMux()
+	p.routes(p.mux)
+	return p, nil
 }
 
 type handler struct {
 	cfg      Config
+	mux      *http.ServeMux
 	upstream *httputil.ReverseProxy
 	// identity holds the normalized names of every header the proxy sets.
 	identity []string
@@ -128,6 +140,30 @@ func (p *handler) routes(mux *http.ServeMux) {
 	})))
 	mux.Handle("GET /readyz", tag(OutcomeProbe, http.HandlerFunc(p.readyz)))
 	mux.HandleFunc("/", p.serveProxied)
+}
+
+// route sends the common case, a clean path that is not one of the proxy's
+// own, straight to serveProxied; ServeMux would pick the same handler but
+// allocates five times per request to find it. Everything else, including
+// paths ServeMux would redirect to their clean form, goes through the mux.
+func (p *handler) route(w http.ResponseWriter, r *http.Request) {
+	if direct(r) {
+		p.serveProxied(w, r)
+		return
+	}
+	p.mux.ServeHTTP(w, r)
+}
+
+// direct reports whether ServeMux would route r to the "/" pattern as it
+// is, without a redirect.
+func direct(r *http.Request) bool {
+	path := r.URL.Path
+	if r.Method == http.MethodConnect || path == "" || path[0] != '/' ||
+		strings.HasPrefix(path, "/auth") || path == "/healthz" || path == "/readyz" {
+		return false
+	}
+	return !strings.Contains(path, "//") && !strings.Contains(path, "/./") && !strings.Contains(path, "/../") &&
+		!strings.HasSuffix(path, "/.") && !strings.HasSuffix(path, "/..")
 }
 
 func (p *handler) readyz(w http.ResponseWriter, r *http.Request) {
@@ -265,24 +301,57 @@ func normalize(name string) string {
 // push legacy apps over header limits. Other cookies pass byte for byte.
 func (p *handler) stripCookies(h http.Header) {
 	lines := h["Cookie"]
-	if len(lines) == 0 {
-		return
-	}
-	var kept []string
+	ours, size := false, 0
 	for _, line := range lines {
+		size += len(line) + 2
 		for part := range strings.SplitSeq(line, ";") {
 			name, _, _ := strings.Cut(part, "=")
-			if p.cfg.Sessions.IsOwn(strings.TrimSpace(name)) || strings.TrimSpace(part) == "" {
-				continue
-			}
-			kept = append(kept, strings.TrimSpace(part))
+			ours = ours || p.cfg.Sessions.IsOwn(strings.TrimSpace(name))
 		}
 	}
-	if len(kept) == 0 {
-		h.Del("Cookie")
+	if !ours {
 		return
 	}
-	h["Cookie"] = []string{strings.Join(kept, "; ")}
+	var b strings.Builder
+	b.Grow(size)
+	for _, line := range lines {
+		for part := range strings.SplitSeq(line, ";") {
+			part = strings.TrimSpace(part)
+			name, _, _ := strings.Cut(part, "=")
+			if part == "" || p.cfg.Sessions.IsOwn(name) {
+				continue
+			}
+			if b.Len() > 0 {
+				b.WriteString("; ")
+			}
+			b.WriteString(part)
+		}
+	}
+	if b.Len() == 0 {
+		delete(h, "Cookie")
+		return
+	}
+	// The slice is the outbound request's own copy (ReverseProxy clones
+	// the headers), so it can be reused.
+	lines[0] = b.String()
+	h["Cookie"] = lines[:1]
+}
+
+// bufferPool recycles ReverseProxy's copy buffers, which it would otherwise
+// allocate (32 KiB) for every response. Buffers are pooled as array
+// pointers so that Put does not allocate either.
+type bufferPool struct{}
+
+const copyBufferSize = 32 << 10
+
+var copyBuffers = sync.Pool{New: func() any { return new([copyBufferSize]byte) }}
+
+func (bufferPool) Get() []byte { return copyBuffers.Get().(*[copyBufferSize]byte)[:] }
+
+func (bufferPool) Put(b []byte) {
+	if len(b) == copyBufferSize {
+		copyBuffers.Put((*[copyBufferSize]byte)(b))
+	}
 }
 
 // upstreamError answers when the upstream cannot be reached or fails

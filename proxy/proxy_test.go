@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -12,6 +13,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -595,4 +597,112 @@ func TestRequestID(t *testing.T) {
 			t.Errorf("sent %q: id %q is not well formed", tt.sent, got[0])
 		}
 	}
+}
+
+// TestDirectRouteMatchesMux: the fast path takes only requests that the
+// mux itself would hand to serveProxied unchanged.
+func TestDirectRouteMatchesMux(t *testing.T) {
+	for _, path := range []string{
+		"/", "/a", "/a/b/", "/a.b/c..d/", "/...", "/a/...", "/.well-known/x",
+		"/auth", "/auth/", "/auth/login", "/authx", "/healthz", "/readyz", "/healthz/x",
+		"//a", "/a//b", "/./a", "/a/./b", "/a/../b", "/a/.", "/a/..", "/..", "/%2e%2e/a", "/a%2F..%2Fb",
+	} {
+		for _, method := range []string{"GET", "POST", "CONNECT"} {
+			checkDirect(t, method, path)
+		}
+	}
+}
+
+// checkDirect: if the fast path takes the request, the mux alone must have
+// routed it to serveProxied too, which for an anonymous API call answers 401
+// (the mux's own redirects are 301/307/308, the auth routes a 418 here).
+func checkDirect(t *testing.T, method, path string) {
+	t.Helper()
+	u, err := url.Parse(path)
+	if err != nil {
+		u = &url.URL{Path: path}
+	}
+	r := &http.Request{Method: method, URL: u, Header: http.Header{}, Host: "x", RemoteAddr: "127.0.0.1:1"}
+	if !direct(r) {
+		return
+	}
+	p, err := newHandler(Config{Upstream: &url.URL{Scheme: "http", Host: "x"}, UserHeader: "X-User", Sessions: mustStore(t),
+		Auth:  http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusTeapot) }),
+		Ready: func() bool { return true }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := httptest.NewRecorder()
+	p.mux.ServeHTTP(rec, r.WithContext(context.Background()))
+	if rec.Code != http.StatusUnauthorized || rec.Header().Get("WWW-Authenticate") == "" {
+		t.Errorf("%s %q takes the fast path, but the mux answers %d %q", method, path, rec.Code, rec.Header().Get("Location"))
+	}
+}
+
+func mustStore(t testing.TB) *cookie.Store {
+	s, err := cookie.NewStore(cookie.Config{Lifetime: time.Hour, Secrets: [][]byte{make([]byte, 32)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// FuzzDirectRoute: whatever the path, the fast path agrees with the mux.
+func FuzzDirectRoute(f *testing.F) {
+	for _, p := range []string{"/", "/a//b", "/a/../b", "/auth/x", "/healthz"} {
+		f.Add(p)
+	}
+	f.Fuzz(func(t *testing.T, path string) {
+		checkDirect(t, "GET", path)
+	})
+}
+
+// TestLargeDownload streams 1 GiB through the proxy: it must arrive whole,
+// while the heap stays flat (the proxy copies, never buffers, a body).
+func TestLargeDownload(t *testing.T) {
+	const size = 1 << 30
+	big := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", fmt.Sprint(size))
+		io.CopyN(w, zeros{}, size)
+	})
+	f := newFixture(t, big)
+	runtime.GC()
+	var before runtime.MemStats
+	runtime.ReadMemStats(&before)
+	var peak atomic.Uint64
+	stop := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		var m runtime.MemStats
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			runtime.ReadMemStats(&m)
+			if m.HeapInuse > peak.Load() {
+				peak.Store(m.HeapInuse)
+			}
+		}
+	}()
+	resp := f.get(t, "/download", f.session, nil)
+	n, err := io.Copy(io.Discard, resp.Body)
+	close(stop)
+	<-sampled
+	if err != nil || n != size {
+		t.Fatalf("received %d bytes, %v; want %d", n, err, size)
+	}
+	if grew := int64(peak.Load()) - int64(before.HeapInuse); grew > 64<<20 {
+		t.Errorf("heap grew by %d MiB while streaming 1 GiB", grew>>20)
+	}
+	t.Logf("heap in use: %d MiB before, %d MiB peak", before.HeapInuse>>20, peak.Load()>>20)
+}
+
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
 }

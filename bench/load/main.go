@@ -70,6 +70,7 @@ type options struct {
 	authproxyBin                      string
 	env                               envList
 	strict                            bool
+	barePool                          bool
 }
 
 // envList collects repeated -env KEY=VALUE flags.
@@ -103,6 +104,7 @@ func main() {
 	flag.IntVar(&o.bodyBytes, "body-bytes", 256, "size of the upstream's response body")
 	flag.StringVar(&o.authproxyBin, "authproxy", "", "authproxy binary to measure (default: go build ./cmd/authproxy)")
 	flag.Var(&o.env, "env", "extra KEY=VALUE for authproxy's environment, e.g. AUTHPROXY_LOG_LEVEL=warn (repeatable)")
+	flag.BoolVar(&o.barePool, "bare-buffer-pool", true, "give the bare proxy a pooled copy buffer like authproxy's (a stricter baseline than ReverseProxy's default)")
 	flag.BoolVar(&o.strict, "strict", false, "also exit 1 when a target of issue 7 is missed")
 	flag.Parse()
 	if o.rounds < 1 || o.conns < 1 || o.duration <= 0 {
@@ -188,7 +190,7 @@ func run(ctx context.Context, o options) error {
 		return err
 	}
 	defer auth.stop()
-	bare, err := startProc(ctx, "bare", exec.Command(self, bareMode, "-upstream", upBare.url, "-max-idle", strconv.Itoa(o.maxIdle)),
+	bare, err := startProc(ctx, "bare", exec.Command(self, bareMode, "-upstream", upBare.url, "-max-idle", strconv.Itoa(o.maxIdle), "-buffer-pool="+strconv.FormatBool(o.barePool)),
 		tmp, nil, bareAddr)
 	if err != nil {
 		return err
@@ -612,6 +614,22 @@ func (t *tail) String() string {
 	return string(t.b[max(0, len(t.b)-t.max):])
 }
 
+// copyBuffers is the same buffer pool authproxy gives its ReverseProxy.
+type copyBuffers struct{ p sync.Pool }
+
+func (c *copyBuffers) Get() []byte {
+	if b, ok := c.p.Get().(*[32 << 10]byte); ok {
+		return b[:]
+	}
+	return make([]byte, 32<<10)
+}
+
+func (c *copyBuffers) Put(b []byte) {
+	if len(b) == 32<<10 {
+		c.p.Put((*[32 << 10]byte)(b))
+	}
+}
+
 // serveBare is the hidden mode: a bare httputil.ReverseProxy to -upstream,
 // with the transport tuning and server timeouts authproxy uses, so that the
 // difference measured is authentication and nothing else.
@@ -619,6 +637,7 @@ func serveBare(args []string) error {
 	fs := flag.NewFlagSet("bare", flag.ContinueOnError)
 	upstream := fs.String("upstream", "", "upstream URL")
 	maxIdle := fs.Int("max-idle", 128, "idle upstream connections")
+	pool := fs.Bool("buffer-pool", true, "pool the 32 KiB copy buffers")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -631,6 +650,9 @@ func serveBare(args []string) error {
 	t.ResponseHeaderTimeout = 60 * time.Second
 	rp := httputil.NewSingleHostReverseProxy(u)
 	rp.Transport = t
+	if *pool {
+		rp.BufferPool = &copyBuffers{}
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err

@@ -48,6 +48,7 @@ type env struct {
 	TrustedProxies       string `envconfig:"AUTHPROXY_TRUSTED_PROXIES" desc:"comma-separated CIDRs whose X-Forwarded-* headers are trusted"`
 	UpstreamTimeout      string `envconfig:"AUTHPROXY_UPSTREAM_TIMEOUT" default:"60s" desc:"wait for the upstream's response headers"`
 	UpstreamMaxIdleConns string `envconfig:"AUTHPROXY_UPSTREAM_MAX_IDLE_CONNS" default:"128" desc:"idle keep-alive connections kept to the upstream"`
+	UpstreamMaxConns     string `envconfig:"AUTHPROXY_UPSTREAM_MAX_CONNS" default:"0" desc:"cap on connections to the upstream; requests beyond it wait (0: no cap)"`
 	ProviderTimeout      string `envconfig:"AUTHPROXY_PROVIDER_TIMEOUT" default:"10s" desc:"bound on each call to the identity provider"`
 	RulesFile            string `envconfig:"AUTHPROXY_RULES_FILE" desc:"access rules file (see README); unset lets every logged-in user through"`
 	Audience             string `envconfig:"AUTHPROXY_AUDIENCE" desc:"API identifier that bearer access tokens must carry; unset disables bearer tokens"`
@@ -68,38 +69,39 @@ type env struct {
 
 // config is the checked configuration that run uses.
 type config struct {
-	Addr            string
-	Upstream        *url.URL
-	Issuer          string
-	Auth0Domain     string
-	ClientID        string
-	ClientSecret    string
-	RedirectURL     *url.URL // nil: derived per request
-	PostLogoutURL   string
-	CookieSecrets   [][]byte // empty: generated at start
-	CookieName      string
-	CookieDomain    string
-	CookieSecure    string // auto, true or false
-	UserHeader      string
-	UserClaim       string
-	Scopes          []string
-	SessionLifetime time.Duration
-	PassHostHeader  bool
-	TrustedProxies  []netip.Prefix
-	UpstreamTimeout time.Duration
-	UpstreamMaxIdle int
-	ProviderTimeout time.Duration
-	MetricsAddr     string
-	RulesFile       string
-	Audience        string
-	Headers         proxy.Headers
-	IdentityJWT     bool
-	IdentityAud     string
-	IdentityKeyFile string
-	LogLevel        slog.Level
-	LogFormat       string
-	DrainDelay      time.Duration
-	ShutdownTimeout time.Duration
+	Addr             string
+	Upstream         *url.URL
+	Issuer           string
+	Auth0Domain      string
+	ClientID         string
+	ClientSecret     string
+	RedirectURL      *url.URL // nil: derived per request
+	PostLogoutURL    string
+	CookieSecrets    [][]byte // empty: generated at start
+	CookieName       string
+	CookieDomain     string
+	CookieSecure     string // auto, true or false
+	UserHeader       string
+	UserClaim        string
+	Scopes           []string
+	SessionLifetime  time.Duration
+	PassHostHeader   bool
+	TrustedProxies   []netip.Prefix
+	UpstreamTimeout  time.Duration
+	UpstreamMaxIdle  int
+	UpstreamMaxConns int
+	ProviderTimeout  time.Duration
+	MetricsAddr      string
+	RulesFile        string
+	Audience         string
+	Headers          proxy.Headers
+	IdentityJWT      bool
+	IdentityAud      string
+	IdentityKeyFile  string
+	LogLevel         slog.Level
+	LogFormat        string
+	DrainDelay       time.Duration
+	ShutdownTimeout  time.Duration
 }
 
 // loadConfig reads .env (if present; real environment variables win) and
@@ -239,6 +241,11 @@ func (e env) parse() (config, error) {
 		problem("AUTHPROXY_UPSTREAM_MAX_IDLE_CONNS %q must be a whole number ≥ 0", e.UpstreamMaxIdleConns)
 	} else {
 		c.UpstreamMaxIdle = n
+	}
+	if n, err := strconv.Atoi(e.UpstreamMaxConns); err != nil || n < 0 {
+		problem("AUTHPROXY_UPSTREAM_MAX_CONNS %q must be a whole number ≥ 0", e.UpstreamMaxConns)
+	} else {
+		c.UpstreamMaxConns = n
 	}
 	for s := range strings.SplitSeq(e.TrustedProxies, ",") {
 		if s = strings.TrimSpace(s); s == "" {

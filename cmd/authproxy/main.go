@@ -280,6 +280,7 @@ func upstreamTransport(cfg config) *http.Transport {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.MaxIdleConns = cfg.UpstreamMaxIdle
 	t.MaxIdleConnsPerHost = cfg.UpstreamMaxIdle
+	t.MaxConnsPerHost = cfg.UpstreamMaxConns
 	t.ResponseHeaderTimeout = cfg.UpstreamTimeout
 	return t
 }

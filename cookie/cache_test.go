@@ -1,0 +1,106 @@
+package cookie
+
+import (
+	"errors"
+	"fmt"
+	"net/http/httptest"
+	"testing"
+	"time"
+)
+
+// TestCacheNeverWidensLoad: whatever the cache holds, Load answers as an
+// uncached Store would.
+func TestCacheNeverWidensLoad(t *testing.T) {
+	now := t0
+	cached := newStore(t, &now, keyA)
+	uncached, err := NewStore(Config{Lifetime: 12 * time.Hour, Secrets: [][]byte{keyA}, Now: func() time.Time { return now }, CacheSize: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cookies := save(t, cached, nil, Session{User: "alice", Expiry: now.Add(time.Hour)})
+	for _, s := range []*Store{cached, uncached} {
+		if _, err := load(s, cookies); err != nil {
+			t.Fatalf("first load: %v", err)
+		}
+	}
+	if _, ok := cached.cache.get(cookies[0].Value); !ok {
+		t.Fatal("a verified session was not cached")
+	}
+
+	// Expiry is checked on every hit, and the expired entry leaves.
+	now = t0.Add(time.Hour)
+	for name, s := range map[string]*Store{"cached": cached, "uncached": uncached} {
+		if _, err := load(s, cookies); !errors.Is(err, ErrNoSession) {
+			t.Errorf("%s store served an expired session: %v", name, err)
+		}
+	}
+	if _, ok := cached.cache.get(cookies[0].Value); ok {
+		t.Error("expired session still cached")
+	}
+	now = t0
+
+	// One changed byte is another key, decoded (and refused) afresh.
+	v := []byte(cookies[0].Value)
+	v[len(v)/2] ^= 1
+	r := httptest.NewRequest("GET", "/", nil)
+	r.Header.Set("Cookie", DefaultName+"="+string(v))
+	if _, err := cached.Load(r); !errors.Is(err, ErrNoSession) {
+		t.Errorf("tampered value accepted: %v", err)
+	}
+	if _, ok := cached.cache.get(string(v)); ok {
+		t.Error("a refused value was cached")
+	}
+
+	// A store without the old key (a restart after rotation) starts empty.
+	if _, err := load(newStore(t, &now, keyB), cookies); !errors.Is(err, ErrNoSession) {
+		t.Errorf("removed key still accepted: %v", err)
+	}
+}
+
+func TestCacheIsBounded(t *testing.T) {
+	now := t0
+	s, err := NewStore(Config{Lifetime: time.Hour, Secrets: [][]byte{keyA}, Now: func() time.Time { return now }, CacheSize: 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 100 {
+		cookies := save(t, s, nil, Session{User: fmt.Sprint("u", i), Expiry: now.Add(time.Hour)})
+		if got, err := load(s, cookies); err != nil || got.User != fmt.Sprint("u", i) {
+			t.Fatalf("load %d: %+v %v", i, got, err)
+		}
+		if n := len(s.cache.m); n > 16 {
+			t.Fatalf("cache holds %d entries, bound is 16", n)
+		}
+	}
+}
+
+func TestCachedLoadAllocations(t *testing.T) {
+	now := t0
+	s := newStore(t, &now, keyA)
+	cookies := save(t, s, nil, Session{User: "alice", IDToken: "header.payload.signature", Expiry: now.Add(time.Hour)})
+	r := httptest.NewRequest("GET", "/", nil)
+	for _, c := range cookies {
+		r.AddCookie(c)
+	}
+	if _, err := s.Load(r); err != nil {
+		t.Fatal(err)
+	}
+	if n := testing.AllocsPerRun(100, func() { _, _ = s.Load(r) }); n != 0 {
+		t.Errorf("cached Load allocates %v times, want 0", n)
+	}
+}
+
+func TestCookieValue(t *testing.T) {
+	r := httptest.NewRequest("GET", "/", nil)
+	r.Header["Cookie"] = []string{`a=1; _authproxy="quoted"; b=2`, "_authproxy_0=zero;_authproxy_1=one"}
+	for name, want := range map[string]string{"a": "1", "b": "2", "_authproxy": "quoted", "_authproxy_0": "zero", "_authproxy_1": "one"} {
+		if got, ok := cookieValue(r, name); !ok || got != want {
+			t.Errorf("cookieValue(%q) = %q, %v; want %q", name, got, ok, want)
+		}
+	}
+	for _, name := range []string{"_auth", "c", "_authproxy_2", ""} {
+		if got, ok := cookieValue(r, name); ok {
+			t.Errorf("cookieValue(%q) = %q, want none", name, got)
+		}
+	}
+}

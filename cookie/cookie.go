@@ -59,6 +59,12 @@ type Session struct {
 	Claims map[string]any `json:"c,omitempty"`
 	// AccessToken is kept only when it is passed to the upstream (opt-in).
 	AccessToken string `json:"a,omitempty"`
+	// SID is the provider's session id (the ID token's sid claim), which
+	// back-channel logout names.
+	SID string `json:"s,omitempty"`
+	// Ticket, in a cookie of a server-side store, stands for a session
+	// kept elsewhere; such a cookie carries nothing else but Expiry.
+	Ticket string `json:"k,omitempty"`
 }
 
 // Login is the state of one login in progress. Each login has its own cookie,
@@ -190,7 +196,7 @@ func (s *Store) Load(r *http.Request) (Session, error) {
 			return Session{}, err
 		}
 	}
-	if sess.User == "" || !s.cfg.Now().Before(sess.Expiry) {
+	if (sess.User == "" && sess.Ticket == "") || !s.cfg.Now().Before(sess.Expiry) {
 		if cached {
 			s.cache.remove(value)
 		}

@@ -194,6 +194,7 @@ func (h *Handler) complete(r *http.Request, l cookie.Login, loginErr error) (coo
 		IDToken: raw,
 		Expiry:  h.cfg.Now().Add(h.cfg.SessionLifetime),
 		Claims:  h.keep(claims),
+		SID:     claimString(claims["sid"]),
 	}
 	if h.cfg.KeepAccessToken {
 		sess.AccessToken = tok.AccessToken

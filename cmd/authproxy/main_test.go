@@ -227,7 +227,13 @@ func TestGracefulShutdown(t *testing.T) {
 
 func loginWithJar(t *testing.T, jar http.CookieJar, target, user string) string {
 	t.Helper()
-	c := &http.Client{Jar: jar, Timeout: 10 * time.Second}
+	return loginWith(t, &http.Client{Jar: jar, Timeout: 10 * time.Second}, target, user)
+}
+
+// loginWith opens target with c, signs in at the development provider as
+// user, and returns the page it lands on.
+func loginWith(t *testing.T, c *http.Client, target, user string) string {
+	t.Helper()
 	req, _ := http.NewRequest("GET", target, nil)
 	req.Header.Set("Accept", "text/html")
 	resp, err := c.Do(req)

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/cookiejar"
 	"net/url"
 	"regexp"
 	"strconv"
@@ -43,8 +44,32 @@ func TestObservability(t *testing.T) {
 		t.Fatalf("anonymous: %v %v", anon, err)
 	}
 	anon.Body.Close()
-	// Everything the session ever held, to look for in the logs.
-	var secrets []string
+	// A second login, recording every URL of it: the authorization code
+	// travels in one of them.
+	var visited []string
+	jar2, _ := cookiejar.New(nil)
+	recording := &http.Client{Jar: jar2, CheckRedirect: func(req *http.Request, via []*http.Request) error {
+		visited = append(visited, req.URL.String())
+		return nil
+	}}
+	if body := loginWith(t, recording, s.base+"/second", "bob"); body != "app:bob" {
+		t.Fatalf("second login: %q", body)
+	}
+	var code string
+	for _, v := range visited {
+		if u, err := url.Parse(v); err == nil && u.Query().Get("code") != "" {
+			code = u.Query().Get("code")
+		}
+	}
+	if code == "" {
+		t.Fatal("no authorization code seen during login")
+	}
+
+	// Everything the sessions ever held, to look for in the logs.
+	secrets := []string{code}
+	for _, ck := range jar2.Cookies(mustURL(s.base)) {
+		secrets = append(secrets, ck.Value)
+	}
 	for _, ck := range s.jar.Cookies(mustURL(s.base)) {
 		secrets = append(secrets, ck.Value)
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/ecdsa"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"os"
 	"reflect"
 	"slices"
 	"strconv"
@@ -19,6 +21,7 @@ import (
 	"github.com/kelseyhightower/envconfig"
 
 	"github.com/authproxy/authproxy/proxy"
+	"github.com/authproxy/authproxy/proxy/assertion"
 )
 
 // env is the process environment as envconfig reads it. Values that need
@@ -93,11 +96,13 @@ type config struct {
 	ProviderTimeout  time.Duration
 	MetricsAddr      string
 	RulesFile        string
+	Access           access // loaded from RulesFile
 	Audience         string
 	Headers          proxy.Headers
 	IdentityJWT      bool
 	IdentityAud      string
 	IdentityKeyFile  string
+	IdentityKeys     []*ecdsa.PrivateKey // loaded from IdentityKeyFile
 	LogLevel         slog.Level
 	LogFormat        string
 	DrainDelay       time.Duration
@@ -259,6 +264,18 @@ func (e env) parse() (config, error) {
 	}
 
 	c.RulesFile, c.Audience, c.IdentityKeyFile = e.RulesFile, e.Audience, e.IdentityKeyFile
+	if a, err := loadRules(e.RulesFile); err != nil {
+		problem("%v", err)
+	} else {
+		c.Access = a
+	}
+	if e.IdentityKeyFile != "" {
+		if pemData, err := os.ReadFile(e.IdentityKeyFile); err != nil {
+			problem("AUTHPROXY_IDENTITY_KEY_FILE: %v", err)
+		} else if c.IdentityKeys, err = assertion.LoadKeys(pemData); err != nil {
+			problem("AUTHPROXY_IDENTITY_KEY_FILE %s: %v", e.IdentityKeyFile, err)
+		}
+	}
 	if c.Audience != "" && c.Audience == c.ClientID {
 		problem("AUTHPROXY_AUDIENCE must be an API identifier, not the client id: ID tokens are not bearer credentials")
 	}

@@ -133,11 +133,7 @@ func serve(ctx context.Context, cfg config, ln net.Listener, log *slog.Logger) e
 	if cfg.RedirectURL != nil {
 		redirect = cfg.RedirectURL.String()
 	}
-	access, err := loadRules(cfg.RulesFile)
-	if err != nil {
-		return err
-	}
-	keep := access.claimNames()
+	keep := cfg.Access.claimNames()
 	if cfg.Headers.Groups != "" {
 		keep = append(keep, cfg.Headers.GroupsClaim)
 	}
@@ -169,8 +165,8 @@ func serve(ctx context.Context, cfg config, ln net.Listener, log *slog.Logger) e
 		Observer: m,
 		Logger:   log,
 	}
-	if access.rules != nil {
-		pcfg.Rules = access.rules
+	if cfg.Access.rules != nil {
+		pcfg.Rules = cfg.Access.rules
 	}
 	if cfg.Audience != "" {
 		pcfg.Bearer = auth.VerifyAccessToken
@@ -229,16 +225,8 @@ func identitySigner(cfg config, log *slog.Logger) (*assertion.Signer, error) {
 	if !cfg.IdentityJWT {
 		return nil, nil
 	}
-	var keys []*ecdsa.PrivateKey
-	if cfg.IdentityKeyFile != "" {
-		pemData, err := os.ReadFile(cfg.IdentityKeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("AUTHPROXY_IDENTITY_KEY_FILE: %w", err)
-		}
-		if keys, err = assertion.LoadKeys(pemData); err != nil {
-			return nil, fmt.Errorf("AUTHPROXY_IDENTITY_KEY_FILE %s: %w", cfg.IdentityKeyFile, err)
-		}
-	} else {
+	keys := cfg.IdentityKeys
+	if len(keys) == 0 {
 		key, err := assertion.GenerateKey()
 		if err != nil {
 			return nil, err

@@ -27,7 +27,10 @@ var allEnv = []string{
 	"AUTHPROXY_USER_HEADER", "AUTHPROXY_USER_CLAIM", "AUTHPROXY_SCOPES", "AUTHPROXY_SESSION_LIFETIME",
 	"AUTHPROXY_PASS_HOST_HEADER", "AUTHPROXY_TRUSTED_PROXIES", "AUTHPROXY_UPSTREAM_TIMEOUT",
 	"AUTHPROXY_UPSTREAM_MAX_IDLE_CONNS", "AUTHPROXY_PROVIDER_TIMEOUT", "AUTHPROXY_LOG_LEVEL", "AUTHPROXY_LOG_FORMAT",
-	"AUTHPROXY_DRAIN_DELAY", "AUTHPROXY_SHUTDOWN_TIMEOUT",
+	"AUTHPROXY_DRAIN_DELAY", "AUTHPROXY_SHUTDOWN_TIMEOUT", "AUTHPROXY_METRICS_ADDR", "AUTHPROXY_UPSTREAM_MAX_CONNS",
+	"AUTHPROXY_RULES_FILE", "AUTHPROXY_AUDIENCE", "AUTHPROXY_EMAIL_HEADER", "AUTHPROXY_NAME_HEADER", "AUTHPROXY_GROUPS_HEADER",
+	"AUTHPROXY_GROUPS_CLAIM", "AUTHPROXY_ACCESS_TOKEN_HEADER", "AUTHPROXY_IDENTITY_JWT", "AUTHPROXY_IDENTITY_AUDIENCE",
+	"AUTHPROXY_IDENTITY_KEY_FILE",
 }
 
 func setEnv(t *testing.T, kv map[string]string) {
@@ -94,6 +97,12 @@ func TestLoadConfigListsEveryProblem(t *testing.T) {
 		"AUTHPROXY_LOG_FORMAT":              "xml",
 		"AUTHPROXY_DRAIN_DELAY":             "5",
 		"AUTHPROXY_ADDR":                    "9001",
+		"AUTHPROXY_RULES_FILE":              "/nonexistent/rules.txt",
+		"AUTHPROXY_IDENTITY_KEY_FILE":       "/nonexistent/key.pem",
+		"AUTHPROXY_IDENTITY_JWT":            "sure",
+		"AUTHPROXY_EMAIL_HEADER":            "X-Email:",
+		"AUTHPROXY_UPSTREAM_MAX_CONNS":      "many",
+		"AUTHPROXY_METRICS_ADDR":            "9001",
 	})
 	_, err := loadConfig()
 	if err == nil {
@@ -105,6 +114,8 @@ func TestLoadConfigListsEveryProblem(t *testing.T) {
 		"AUTHPROXY_COOKIE_SECRET entry 1", "AUTHPROXY_COOKIE_SECRET entry 2", "AUTHPROXY_COOKIE_SECURE", "AUTHPROXY_USER_HEADER",
 		"AUTHPROXY_SCOPES", "AUTHPROXY_SESSION_LIFETIME", "AUTHPROXY_PASS_HOST_HEADER", "AUTHPROXY_TRUSTED_PROXIES",
 		"AUTHPROXY_UPSTREAM_MAX_IDLE_CONNS", "AUTHPROXY_LOG_LEVEL", "AUTHPROXY_LOG_FORMAT", "AUTHPROXY_DRAIN_DELAY", "AUTHPROXY_ADDR",
+		"AUTHPROXY_RULES_FILE", "AUTHPROXY_IDENTITY_KEY_FILE", "AUTHPROXY_IDENTITY_JWT", "AUTHPROXY_EMAIL_HEADER",
+		"AUTHPROXY_UPSTREAM_MAX_CONNS", "AUTHPROXY_METRICS_ADDR",
 	} {
 		if !strings.Contains(msg, name) {
 			t.Errorf("error does not mention %s:\n%s", name, msg)
@@ -309,5 +320,14 @@ func TestHealthcheck(t *testing.T) {
 	dead.Close()
 	if err := healthcheck(context.Background(), addr); err == nil {
 		t.Error("nothing listening passed the health check")
+	}
+}
+
+func TestIdentityHeadersMustDiffer(t *testing.T) {
+	e := defaultEnv()
+	e.Upstream, e.Issuer, e.ClientID, e.ClientSecret = "http://127.0.0.1:8080", "https://idp.example/", "c", "s"
+	e.EmailHeader = "x_user" // the same header as X-User to an upstream that merges _ and -
+	if _, err := e.parse(); err == nil || !strings.Contains(err.Error(), "same header as AUTHPROXY_USER_HEADER") {
+		t.Errorf("parse = %v", err)
 	}
 }

@@ -104,3 +104,34 @@ func TestCookieValue(t *testing.T) {
 		}
 	}
 }
+
+// TestIdleTimeout: a session unused for Idle ends, cached or not; Touch
+// asks for a save at most every quarter of Idle.
+func TestIdleTimeout(t *testing.T) {
+	now := t0
+	s, err := NewStore(Config{Lifetime: 12 * time.Hour, Idle: 30 * time.Minute, Secrets: [][]byte{keyA}, Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sess := Session{User: "alice", Expiry: now.Add(12 * time.Hour), Seen: now}
+	cookies := save(t, s, nil, sess)
+	if _, err := load(s, cookies); err != nil {
+		t.Fatal(err)
+	}
+	now = t0.Add(5 * time.Minute)
+	if s.Touch(&sess) {
+		t.Error("Touch after 5 min of a 30 min idle timeout")
+	}
+	now = t0.Add(10 * time.Minute)
+	if !s.Touch(&sess) || !sess.Seen.Equal(now) {
+		t.Error("Touch after 10 min did not record the use")
+	}
+	touched := save(t, s, cookies, sess)
+	now = t0.Add(35 * time.Minute)
+	if _, err := load(s, cookies); !errors.Is(err, ErrNoSession) {
+		t.Errorf("idle session (cached) accepted after 35 min: %v", err)
+	}
+	if _, err := load(s, touched); err != nil {
+		t.Errorf("session used 25 min ago refused: %v", err)
+	}
+}

@@ -65,6 +65,13 @@ type Session struct {
 	// Ticket, in a cookie of a server-side store, stands for a session
 	// kept elsewhere; such a cookie carries nothing else but Expiry.
 	Ticket string `json:"k,omitempty"`
+	// RefreshToken renews the tokens at the provider before TokenExpiry;
+	// present only with the offline_access scope.
+	RefreshToken string    `json:"r,omitempty"`
+	TokenExpiry  time.Time `json:"y,omitempty"`
+	// Seen is when the session was last used, for the idle timeout; it is
+	// rewritten at most every quarter of that timeout.
+	Seen time.Time `json:"l,omitempty"`
 }
 
 // Login is the state of one login in progress. Each login has its own cookie,
@@ -102,6 +109,8 @@ type Config struct {
 	// CacheSize bounds the cache of verified sessions (DefaultCacheSize
 	// when zero; negative disables it).
 	CacheSize int
+	// Idle ends a session not used for this long (0: never).
+	Idle time.Duration
 }
 
 // Store reads and writes authproxy's cookies.
@@ -173,6 +182,20 @@ func newCodec(hashKey, blockKey []byte, maxAge time.Duration, maxLen int) *secur
 	return c
 }
 
+// Touch reports whether sess should be saved again to record its use for
+// the idle timeout, and sets Seen if so.
+func (s *Store) Touch(sess *Session) bool {
+	if s.cfg.Idle <= 0 {
+		return false
+	}
+	now := s.cfg.Now()
+	if now.Sub(sess.Seen) < s.cfg.Idle/4 {
+		return false
+	}
+	sess.Seen = now
+	return true
+}
+
 // Name returns the session cookie's name.
 func (s *Store) Name() string { return s.cfg.Name }
 
@@ -196,7 +219,9 @@ func (s *Store) Load(r *http.Request) (Session, error) {
 			return Session{}, err
 		}
 	}
-	if (sess.User == "" && sess.Ticket == "") || !s.cfg.Now().Before(sess.Expiry) {
+	now := s.cfg.Now()
+	if (sess.User == "" && sess.Ticket == "") || !now.Before(sess.Expiry) ||
+		(s.cfg.Idle > 0 && !sess.Seen.IsZero() && now.Sub(sess.Seen) >= s.cfg.Idle) {
 		if cached {
 			s.cache.remove(value)
 		}

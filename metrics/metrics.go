@@ -26,6 +26,7 @@ type Metrics struct {
 	loginsCompleted prometheus.Counter
 	loginsFailed    *prometheus.CounterVec
 	logouts         prometheus.Counter
+	refreshes       prometheus.Counter
 	providerErrors  *prometheus.CounterVec
 	upstreamErrors  *prometheus.CounterVec
 	upstreamLatency prometheus.Histogram
@@ -56,6 +57,9 @@ func New(version string) *Metrics {
 		logouts: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "authproxy_logouts_total", Help: "Logouts.",
 		}),
+		refreshes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "authproxy_token_refreshes_total", Help: "Tokens renewed at the provider with a refresh token.",
+		}),
 		providerErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "authproxy_provider_errors_total", Help: "Failed calls to the identity provider, by operation.",
 		}, []string{"op"}),
@@ -72,7 +76,7 @@ func New(version string) *Metrics {
 		Name: "authproxy_build_info", Help: "Always 1; labels carry the version.",
 	}, []string{"version", "goversion"})
 	build.WithLabelValues(version, runtime.Version()).Set(1)
-	reg.MustRegister(m.requests, m.loginsStarted, m.loginsCompleted, m.loginsFailed, m.logouts,
+	reg.MustRegister(m.requests, m.loginsStarted, m.loginsCompleted, m.loginsFailed, m.logouts, m.refreshes,
 		m.providerErrors, m.upstreamErrors, m.upstreamLatency, build)
 	return m
 }
@@ -110,6 +114,9 @@ func (m *Metrics) LoginFailed(reason string) { m.loginsFailed.WithLabelValues(re
 
 // Logout counts a logout.
 func (m *Metrics) Logout() { m.logouts.Inc() }
+
+// TokenRefreshed counts a renewal of tokens with a refresh token.
+func (m *Metrics) TokenRefreshed() { m.refreshes.Inc() }
 
 // ProviderError counts a failed call to the provider by operation
 // (discovery, token, jwks).

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 
 	gooidc "github.com/coreos/go-oidc/v3/oidc"
 	"golang.org/x/oauth2"
@@ -45,6 +46,11 @@ func (h *Handler) login(w http.ResponseWriter, r *http.Request) {
 	if h.cfg.Audience != "" && h.cfg.Auth0Domain != "" {
 		// Auth0 issues a JWT access token for the API only when asked.
 		opts = append(opts, oauth2.SetAuthURLParam("audience", h.cfg.Audience))
+	}
+	if slices.Contains(h.cfg.Scopes, "offline_access") && h.cfg.Auth0Domain == "" {
+		// OpenID Connect Core 11: offline_access is ignored unless the user
+		// is asked to consent. Auth0 issues the refresh token without it.
+		opts = append(opts, oauth2.SetAuthURLParam("prompt", "consent"))
 	}
 	target := conf.AuthCodeURL(l.State, opts...)
 	h.cfg.Observer.LoginStarted()
@@ -195,9 +201,16 @@ func (h *Handler) complete(r *http.Request, l cookie.Login, loginErr error) (coo
 		Expiry:  h.cfg.Now().Add(h.cfg.SessionLifetime),
 		Claims:  h.keep(claims),
 		SID:     claimString(claims["sid"]),
+		Seen:    h.cfg.Now(),
 	}
 	if h.cfg.KeepAccessToken {
 		sess.AccessToken = tok.AccessToken
+	}
+	if tok.RefreshToken != "" {
+		sess.RefreshToken, sess.TokenExpiry = tok.RefreshToken, idt.Expiry
+		if !tok.Expiry.IsZero() && tok.Expiry.Before(idt.Expiry) {
+			sess.TokenExpiry = tok.Expiry
+		}
 	}
 	return sess, nil
 }

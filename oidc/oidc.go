@@ -80,6 +80,7 @@ type Observer interface {
 	LoginCompleted()
 	LoginFailed(reason string)
 	Logout()
+	TokenRefreshed()
 	ProviderError(op string)
 }
 
@@ -89,6 +90,7 @@ func (nopObserver) LoginStarted()        {}
 func (nopObserver) LoginCompleted()      {}
 func (nopObserver) LoginFailed(string)   {}
 func (nopObserver) Logout()              {}
+func (nopObserver) TokenRefreshed()      {}
 func (nopObserver) ProviderError(string) {}
 
 // sessionStore is what the handlers need from the cookie store.
@@ -108,6 +110,7 @@ type Handler struct {
 	log      *slog.Logger
 	provider atomic.Pointer[provider]
 	used     usedStates
+	refresh  refresher
 }
 
 // provider is everything discovery yields, swapped in atomically once ready.

@@ -33,8 +33,15 @@ type fixture struct {
 
 func newFixture(t *testing.T, mutate ...func(*Config)) *fixture {
 	t.Helper()
-	idp, err := oidctest.Start(oidctest.Options{ClientID: clientID, ClientSecret: secret,
-		Claims: func(user string) map[string]any { return map[string]any{"email": user + "@example.test"} }})
+	return newFixtureIDP(t, oidctest.Options{}, mutate...)
+}
+
+// newFixtureIDP is newFixture with options for the development provider.
+func newFixtureIDP(t *testing.T, opts oidctest.Options, mutate ...func(*Config)) *fixture {
+	t.Helper()
+	opts.ClientID, opts.ClientSecret = clientID, secret
+	opts.Claims = func(user string) map[string]any { return map[string]any{"email": user + "@example.test"} }
+	idp, err := oidctest.Start(opts)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -82,7 +82,7 @@ func (p *handler) authenticate(w http.ResponseWriter, r *http.Request, redirect 
 	}
 	sess, err := p.cfg.Sessions.Load(r)
 	if err == nil {
-		return sess, true
+		return p.renew(w, r, sess, redirect)
 	}
 	if !errors.Is(err, cookie.ErrNoSession) {
 		info.outcome = OutcomeError
@@ -96,6 +96,39 @@ func (p *handler) authenticate(w http.ResponseWriter, r *http.Request, redirect 
 }
 
 func returnTo(r *http.Request) string { return r.URL.RequestURI() }
+
+// renew refreshes the session's tokens when they are about to expire and
+// records its use for the idle timeout, saving the session when either
+// changed it. A provider that refuses the refresh token has ended the
+// session; one that cannot be reached leaves it as it is, so logged-in users
+// keep working through a provider outage.
+func (p *handler) renew(w http.ResponseWriter, r *http.Request, sess cookie.Session, redirect bool) (cookie.Session, bool) {
+	save := false
+	if p.cfg.Refresher != nil && p.cfg.Refresher.NeedsRefresh(sess) {
+		next, err := p.cfg.Refresher.Refresh(r.Context(), sess)
+		var temp interface{ Temporary() bool }
+		switch {
+		case err == nil:
+			sess, save = next, true
+		case errors.As(err, &temp) && temp.Temporary():
+			p.cfg.Logger.Warn("token refresh postponed: provider unreachable", "user", sess.User, "err", err)
+		default:
+			p.cfg.Logger.Info("session ended: the provider refused its refresh token", "user", sess.User, "err", err)
+			p.cfg.Sessions.Clear(w, r)
+			p.unauthenticated(w, r, returnTo(r), redirect)
+			return cookie.Session{}, false
+		}
+	}
+	if p.cfg.Sessions.Touch(&sess) {
+		save = true
+	}
+	if save {
+		if err := p.cfg.Sessions.Save(w, r, sess); err != nil {
+			p.cfg.Logger.Error("save session", "err", err)
+		}
+	}
+	return sess, true
+}
 
 // bearerToken returns the token of an "Authorization: Bearer" header.
 func bearerToken(r *http.Request) (string, bool) {

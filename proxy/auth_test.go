@@ -1,11 +1,14 @@
 package proxy
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -229,6 +232,69 @@ func TestGroupsHeader(t *testing.T) {
 	} {
 		if got := groups(tt.in); got != tt.want {
 			t.Errorf("groups(%v) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
+
+// fakeRefresher renews "old" to "new", refuses "revoked", cannot reach the
+// provider for "outage".
+type fakeRefresher struct{ calls atomic.Int32 }
+
+func (f *fakeRefresher) NeedsRefresh(s cookie.Session) bool { return s.RefreshToken != "new" }
+
+func (f *fakeRefresher) Refresh(_ context.Context, s cookie.Session) (cookie.Session, error) {
+	f.calls.Add(1)
+	switch s.RefreshToken {
+	case "old":
+		s.RefreshToken, s.Name = "new", "renewed"
+		return s, nil
+	case "outage":
+		return cookie.Session{}, temporary{}
+	}
+	return cookie.Session{}, errors.New("invalid_grant")
+}
+
+func TestRefreshThroughTheProxy(t *testing.T) {
+	ref := &fakeRefresher{}
+	f := newFixture(t, &recorder{}, func(c *Config) { c.Refresher = ref; c.Headers.Name = "X-Name" })
+	sessionWith := func(token string) []*http.Cookie {
+		w := httptest.NewRecorder()
+		if err := f.store.Save(w, httptest.NewRequest("GET", "/", nil), cookie.Session{User: "alice", RefreshToken: token, Expiry: time.Now().Add(time.Hour)}); err != nil {
+			t.Fatal(err)
+		}
+		return w.Result().Cookies()
+	}
+	for _, tt := range []struct {
+		token      string
+		status     int
+		name       string // X-Name the upstream must see; "" = not reached
+		newCookie  bool
+		clearsSess bool
+	}{
+		{"old", 200, "renewed", true, false},
+		{"outage", 200, "-", false, false},
+		{"revoked", 401, "", false, true},
+	} {
+		before := f.upstream.count()
+		resp := f.get(t, "/x", sessionWith(tt.token), nil)
+		if resp.StatusCode != tt.status {
+			t.Errorf("%s: status %d, want %d", tt.token, resp.StatusCode, tt.status)
+		}
+		reached := f.upstream.count() > before
+		if reached != (tt.name != "") {
+			t.Errorf("%s: upstream reached = %v", tt.token, reached)
+		} else if reached && tt.name != "-" && f.upstream.last(t).Header.Get("X-Name") != tt.name {
+			t.Errorf("%s: upstream saw X-Name %q", tt.token, f.upstream.last(t).Header.Get("X-Name"))
+		}
+		var saved, cleared bool
+		for _, c := range resp.Cookies() {
+			if c.Name == cookie.DefaultName {
+				saved = saved || c.MaxAge > 0
+				cleared = cleared || c.MaxAge < 0
+			}
+		}
+		if saved != tt.newCookie || cleared != tt.clearsSess {
+			t.Errorf("%s: session cookie saved=%v cleared=%v", tt.token, saved, cleared)
 		}
 	}
 }

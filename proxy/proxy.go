@@ -20,11 +20,25 @@ import (
 	"github.com/authproxy/authproxy/proxy/page"
 )
 
-// sessionLoader is what the proxy needs from the session store.
-type sessionLoader interface {
+// sessionStore is what the proxy needs from the session store.
+type sessionStore interface {
 	Load(*http.Request) (cookie.Session, error)
+	Save(http.ResponseWriter, *http.Request, cookie.Session) error
+	Clear(http.ResponseWriter, *http.Request)
+	// Touch reports whether the session must be saved to record its use
+	// (idle timeout), updating it if so.
+	Touch(*cookie.Session) bool
 	// IsOwn reports whether a cookie is authproxy's, to keep it from the upstream.
 	IsOwn(name string) bool
+}
+
+// Refresher renews a session's tokens at the provider before they expire.
+type Refresher interface {
+	NeedsRefresh(cookie.Session) bool
+	// Refresh returns the renewed session. An error that is Temporary
+	// (provider unreachable) leaves the session as it is; any other means
+	// the provider ended it.
+	Refresh(context.Context, cookie.Session) (cookie.Session, error)
 }
 
 // Config configures the handler returned by New.
@@ -38,7 +52,9 @@ type Config struct {
 	Transport http.RoundTripper
 	// Auth serves /auth/ (login, callback, logout).
 	Auth     http.Handler
-	Sessions sessionLoader
+	Sessions sessionStore
+	// Refresher, when set, renews tokens close to expiry (offline_access).
+	Refresher Refresher
 	// Ready reports whether the proxy should receive traffic (provider
 	// discovered, not shutting down).
 	Ready func() bool

@@ -47,6 +47,7 @@ type env struct {
 	UserClaim            string `envconfig:"AUTHPROXY_USER_CLAIM" default:"sub" desc:"ID-token claim used as the user"`
 	Scopes               string `envconfig:"AUTHPROXY_SCOPES" default:"openid profile email" desc:"space-separated scopes"`
 	SessionLifetime      string `envconfig:"AUTHPROXY_SESSION_LIFETIME" default:"12h" desc:"how long a login lasts"`
+	SessionIdle          string `envconfig:"AUTHPROXY_SESSION_IDLE" default:"0s" desc:"end a session unused for this long (0s: off)"`
 	PassHostHeader       string `envconfig:"AUTHPROXY_PASS_HOST_HEADER" default:"false" desc:"send the client's Host header upstream"`
 	TrustedProxies       string `envconfig:"AUTHPROXY_TRUSTED_PROXIES" desc:"comma-separated CIDRs whose X-Forwarded-* headers are trusted"`
 	UpstreamTimeout      string `envconfig:"AUTHPROXY_UPSTREAM_TIMEOUT" default:"60s" desc:"wait for the upstream's response headers"`
@@ -88,6 +89,7 @@ type config struct {
 	UserClaim        string
 	Scopes           []string
 	SessionLifetime  time.Duration
+	SessionIdle      time.Duration
 	PassHostHeader   bool
 	TrustedProxies   []netip.Prefix
 	UpstreamTimeout  time.Duration
@@ -232,6 +234,7 @@ func (e env) parse() (config, error) {
 	}
 
 	c.SessionLifetime = duration(problem, "AUTHPROXY_SESSION_LIFETIME", e.SessionLifetime, true)
+	c.SessionIdle = duration(problem, "AUTHPROXY_SESSION_IDLE", e.SessionIdle, false)
 	c.UpstreamTimeout = duration(problem, "AUTHPROXY_UPSTREAM_TIMEOUT", e.UpstreamTimeout, true)
 	c.ProviderTimeout = duration(problem, "AUTHPROXY_PROVIDER_TIMEOUT", e.ProviderTimeout, true)
 	c.DrainDelay = duration(problem, "AUTHPROXY_DRAIN_DELAY", e.DrainDelay, false)
@@ -437,6 +440,7 @@ func (c config) LogValue() slog.Value {
 		slog.String("user_claim", c.UserClaim),
 		slog.String("scopes", strings.Join(c.Scopes, " ")),
 		slog.Duration("session_lifetime", c.SessionLifetime),
+		slog.Duration("session_idle", c.SessionIdle),
 		slog.Bool("pass_host_header", c.PassHostHeader),
 		slog.String("trusted_proxies", strings.Join(trusted, ",")),
 		slog.String("metrics_addr", c.MetricsAddr),

@@ -119,7 +119,7 @@ func serve(ctx context.Context, cfg config, ln net.Listener, log *slog.Logger) e
 	}
 	store, err := cookie.NewStore(cookie.Config{
 		Name: cfg.CookieName, Domain: cfg.CookieDomain, Secure: secure,
-		Lifetime: cfg.SessionLifetime, Secrets: secrets,
+		Lifetime: cfg.SessionLifetime, Idle: cfg.SessionIdle, Secrets: secrets,
 	})
 	if err != nil {
 		return err
@@ -158,7 +158,7 @@ func serve(ctx context.Context, cfg config, ln net.Listener, log *slog.Logger) e
 	pcfg := proxy.Config{
 		Upstream: cfg.Upstream, UserHeader: cfg.UserHeader, PassHost: cfg.PassHostHeader,
 		Transport: upstreamTransport(cfg),
-		Auth:      auth, Sessions: store,
+		Auth:      auth, Sessions: store, Refresher: auth,
 		Ready:    func() bool { return !stopping.Load() && auth.Ready() },
 		Trusted:  origin.Trusted,
 		Headers:  cfg.Headers,

@@ -213,7 +213,21 @@ func (p *handler) serveProxied(w http.ResponseWriter, r *http.Request) {
 	}
 	info.outcome = OutcomeProxied
 	info.forwarded = time.Now()
+	if longLived(r) {
+		// A WebSocket or event stream would outlive the session; end it
+		// when the session ends. (Cancelling the request closes both the
+		// upstream connection and, for an upgrade, the client's.)
+		ctx, cancel := context.WithDeadline(r.Context(), sess.Expiry)
+		defer cancel()
+		r = r.WithContext(ctx)
+	}
 	p.upstream.ServeHTTP(w, r)
+}
+
+// longLived reports whether r opens a connection that may stay open for
+// hours: a protocol upgrade (WebSocket) or a server-sent event stream.
+func longLived(r *http.Request) bool {
+	return r.Header.Get("Upgrade") != "" || strings.Contains(r.Header.Get("Accept"), "text/event-stream")
 }
 
 // upstreamResponded records the upstream's time to response headers.

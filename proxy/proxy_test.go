@@ -706,3 +706,37 @@ func (zeros) Read(p []byte) (int, error) {
 	clear(p)
 	return len(p), nil
 }
+
+// TestLongLivedConnectionsEndWithTheSession: an event stream opened with a
+// session that expires in a moment is closed when it does, instead of
+// living on; the client sees the stream end.
+func TestLongLivedConnectionsEndWithTheSession(t *testing.T) {
+	sse := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		for {
+			fmt.Fprint(w, "data: tick\n\n")
+			w.(http.Flusher).Flush()
+			select {
+			case <-r.Context().Done():
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	})
+	f := newFixture(t, sse)
+	w := httptest.NewRecorder()
+	if err := f.store.Save(w, httptest.NewRequest("GET", "/", nil), cookie.Session{User: "alice", Expiry: time.Now().Add(1500 * time.Millisecond)}); err != nil {
+		t.Fatal(err)
+	}
+	resp := f.get(t, "/events", w.Result().Cookies(), http.Header{"Accept": {"text/event-stream"}})
+	done := make(chan error, 1)
+	go func() {
+		_, err := io.Copy(io.Discard, resp.Body)
+		done <- err
+	}()
+	select {
+	case <-done: // the stream ended: the session's end closed it
+	case <-time.After(10 * time.Second):
+		t.Fatal("the event stream outlived its session by 10 s")
+	}
+}

@@ -31,6 +31,25 @@ type providerConfig struct {
 	CookieKeys []string         `json:"cookie_keys,omitempty"`
 	TTL        map[string]int   `json:"ttl,omitempty"` // seconds, by oidc-provider model name: IdToken, AccessToken, Session, ...
 	Features   providerFeatures `json:"features"`
+	// Accounts adds claims to logins, by login name, over the defaults
+	// (email LOGIN@example.test, email_verified true, name the login).
+	// Claims other than the standard ones (groups, Auth0-style namespaced
+	// roles) go into every ID token whatever the scopes, and into JWT
+	// access tokens for a resource server.
+	Accounts map[string]map[string]any `json:"accounts,omitempty"`
+	// ResourceServers are the APIs (RFC 8707 resource indicators) the token
+	// endpoint issues JWT access tokens for, by indicator.
+	ResourceServers map[string]providerResourceServer `json:"resource_servers,omitempty"`
+	// LogRequests makes the provider print a "request" event for every
+	// request it serves, to count what reaches it.
+	LogRequests bool `json:"log_requests,omitempty"`
+}
+
+// providerResourceServer is an API that access tokens are issued for.
+type providerResourceServer struct {
+	Scope          string `json:"scope,omitempty"`            // scopes it knows, space-separated
+	Audience       string `json:"audience,omitempty"`         // aud of its tokens; the indicator when empty
+	AccessTokenTTL int    `json:"access_token_ttl,omitempty"` // seconds; the provider's default when 0
 }
 
 type providerTLS struct {
@@ -46,11 +65,16 @@ type providerClient struct {
 	PostLogoutRedirectURIs  []string `json:"post_logout_redirect_uris,omitempty"`
 	TokenEndpointAuthMethod string   `json:"token_endpoint_auth_method,omitempty"`
 	BackchannelLogoutURI    string   `json:"backchannel_logout_uri,omitempty"`
+	// GrantTypes defaults to ["authorization_code"]. A client with neither
+	// authorization_code nor implicit (say ["client_credentials"]) needs no
+	// RedirectURIs.
+	GrantTypes []string `json:"grant_types,omitempty"`
 }
 
 type providerFeatures struct {
 	RPInitiatedLogout bool `json:"rpInitiatedLogout"`
 	BackchannelLogout bool `json:"backchannelLogout"`
+	ClientCredentials bool `json:"clientCredentials,omitempty"`
 }
 
 // provider is a running oidc-provider.

@@ -21,6 +21,9 @@ const (
 	OutcomeAuth          = "auth"
 	OutcomeProbe         = "probe"
 	OutcomeError         = "error"
+	// OutcomeOther is a request no handler classified: the router's own
+	// redirects to a cleaned path and 404s.
+	OutcomeOther = "other"
 )
 
 // Observer is told what happened to each request (for metrics).
@@ -73,7 +76,7 @@ func (p *handler) observe(next http.Handler) http.Handler {
 		// One allocation holds what the request needs to carry.
 		st := &reqState{statusWriter: statusWriter{ResponseWriter: w}}
 		info, sw := &st.reqInfo, &st.statusWriter
-		info.id, info.outcome = r.Header.Get("X-Request-Id"), OutcomeError
+		info.id, info.outcome = r.Header.Get("X-Request-Id"), OutcomeOther
 		if !validRequestID(info.id) {
 			info.id = newRequestID()
 		}

@@ -18,18 +18,42 @@
 //     "signing_key": { private RSA JWK with kid, alg RS256, use sig },
 //     "cookie_keys": [ "secret to sign oidc-provider's cookies" ],
 //     "ttl": { "IdToken": 3600, "AccessToken": 3600, "Session": 86400, ... },
-//     "features": { "rpInitiatedLogout": true, "backchannelLogout": false }
+//     "features": { "rpInitiatedLogout": true, "backchannelLogout": false,
+//                   "clientCredentials": false },
+//     // Optional, all of them:
+//     "accounts": { "LOGIN": { "groups": ["admins"], "https://example.com/roles": ["analyst"], ... } },
+//     "resource_servers": { "https://api.example.test": { "scope": "read", "audience": "...", "access_token_ttl": 60 } },
+//     "log_requests": false
 //   }
+//
+// accounts: claims of a login on top of the defaults (sub = name = nickname
+// = the login, email LOGIN@example.test, email_verified true), which they
+// may override (but not sub). Claims other than the standard ones are put
+// in every ID token, whatever the scopes, as Auth0 Actions put custom
+// claims (groups, namespaced roles); they also go into JWT access tokens
+// for a resource server, as Actions' api.accessToken.setCustomClaim does.
+//
+// resource_servers: the APIs (RFC 8707 resource indicators) for which the
+// token endpoint issues JWT access tokens (RS256, typ at+jwt, aud =
+// audience, default the indicator; lifetime access_token_ttl seconds, by
+// default ttl.AccessToken or ttl.ClientCredentials). Any other resource is
+// refused with invalid_target.
+//
+// A client whose grant_types include neither authorization_code nor
+// implicit (a machine client, e.g. ["client_credentials"]) gets no
+// response_types and no redirect_uris unless it names some.
 //
 // Output on stdout, one JSON object a line: {"event":"ready",...} once it
 // listens, then {"event":...} for what the suite may want to assert on
-// (end-session requests, logouts, errors).
+// (end-session requests, logouts, errors; with log_requests, every request
+// as {"event":"request","method":...,"path":...,"status":...}, path without
+// the query).
 
 import { readFileSync } from 'node:fs';
 import { createServer } from 'node:https';
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 
-import Provider from 'oidc-provider';
+import Provider, { errors } from 'oidc-provider';
 
 const configPath = process.argv[2];
 if (!configPath) {
@@ -38,7 +62,11 @@ if (!configPath) {
 }
 const cfg = JSON.parse(readFileSync(configPath, 'utf8'));
 const host = cfg.host ?? '127.0.0.1';
-const features = { rpInitiatedLogout: true, backchannelLogout: false, ...cfg.features };
+const features = {
+  rpInitiatedLogout: true, backchannelLogout: false, clientCredentials: false, ...cfg.features,
+};
+const accounts = cfg.accounts ?? {};
+const resourceServers = cfg.resource_servers ?? {};
 
 function emit(event, fields = {}) {
   process.stdout.write(`${JSON.stringify({ event, ...fields })}\n`);
@@ -56,8 +84,40 @@ function signingKey() {
   return { ...privateKey.export({ format: 'jwk' }), kid: 'dev', alg: 'RS256', use: 'sig' };
 }
 
+// Claims by scope. The accounts' custom claims join openid, so that every
+// ID token carries them (see accounts above).
+const scopeClaims = {
+  openid: ['sub'],
+  profile: ['name', 'nickname'],
+  email: ['email', 'email_verified'],
+};
+const standardClaims = new Set(Object.values(scopeClaims).flat());
+const customClaims = [...new Set(Object.values(accounts).flatMap((c) => Object.keys(c)))]
+  .filter((c) => !standardClaims.has(c));
+scopeClaims.openid.push(...customClaims);
+
+function accountClaims(sub) {
+  return Object.hasOwn(accounts, sub) ? accounts[sub] : {};
+}
+
+// A client without a browser flow needs no redirect URIs or response types.
+function clientMetadata(client) {
+  const c = Object.fromEntries(Object.entries(client).filter(([, v]) => v !== null));
+  const browser = !c.grant_types || c.grant_types.some((g) => g === 'authorization_code' || g === 'implicit');
+  if (!browser) {
+    c.response_types ??= [];
+    c.redirect_uris ??= [];
+  }
+  return c;
+}
+
+// The lifetime of an access token: the resource server's, else the default.
+function accessTokenTTL(fallback) {
+  return (ctx, token) => token.resourceServer?.accessTokenTTL ?? fallback;
+}
+
 const configuration = {
-  clients: cfg.clients,
+  clients: cfg.clients.map(clientMetadata),
   jwks: { keys: [signingKey()] },
   cookies: { keys: cfg.cookie_keys ?? [randomBytes(32).toString('hex')] },
   // Auth0's endpoint paths.
@@ -70,11 +130,7 @@ const configuration = {
     revocation: '/oauth/revoke',
   },
   scopes: ['openid', 'offline_access'],
-  claims: {
-    openid: ['sub'],
-    profile: ['name', 'nickname'],
-    email: ['email', 'email_verified'],
-  },
+  claims: scopeClaims,
   // Auth0 puts the profile claims in the ID token too.
   conformIdTokenClaims: false,
   // authproxy always sends PKCE (S256); requiring it proves it does.
@@ -90,20 +146,47 @@ const configuration = {
       accountId: sub,
       async claims() {
         return {
-          sub, name: sub, nickname: sub, email: `${sub}@example.test`, email_verified: true,
+          name: sub, nickname: sub, email: `${sub}@example.test`, email_verified: true, ...accountClaims(sub), sub,
         };
       },
     };
+  },
+  // The account's custom claims in JWT access tokens for an API.
+  async extraTokenClaims(ctx, token) {
+    if (!token.resourceServer || !token.accountId) {
+      return undefined;
+    }
+    const own = accountClaims(token.accountId);
+    const extra = Object.fromEntries(customClaims.filter((c) => Object.hasOwn(own, c)).map((c) => [c, own[c]]));
+    return Object.keys(extra).length ? extra : undefined;
   },
   features: {
     devInteractions: { enabled: true },
     rpInitiatedLogout: { enabled: Boolean(features.rpInitiatedLogout) },
     backchannelLogout: { enabled: Boolean(features.backchannelLogout) },
+    clientCredentials: { enabled: Boolean(features.clientCredentials) },
+    resourceIndicators: {
+      enabled: true,
+      async getResourceServerInfo(ctx, indicator) {
+        if (!Object.hasOwn(resourceServers, indicator)) {
+          throw new errors.InvalidTarget();
+        }
+        const rs = resourceServers[indicator];
+        return {
+          scope: rs.scope ?? '',
+          audience: rs.audience ?? indicator,
+          accessTokenTTL: rs.access_token_ttl,
+          accessTokenFormat: 'jwt',
+          jwt: { sign: { alg: 'RS256' } },
+        };
+      },
+    },
   },
   // Explicit lifetimes (seconds), each overridable from the config file so
   // that a test can make ID tokens or sessions expire quickly.
   ttl: {
-    AccessToken: 3600,
+    AccessToken: accessTokenTTL(3600),
+    ClientCredentials: accessTokenTTL(600),
     AuthorizationCode: 60,
     IdToken: 3600,
     Interaction: 3600,
@@ -120,6 +203,17 @@ const configuration = {
 };
 
 const provider = new Provider(cfg.issuer, configuration);
+
+// Every request, when asked: the suite counts what reaches the provider.
+if (cfg.log_requests) {
+  provider.use(async (ctx, next) => {
+    try {
+      await next();
+    } finally {
+      emit('request', { method: ctx.method, path: ctx.path, status: ctx.status });
+    }
+  });
+}
 
 // Record what reached the end-session endpoint, after oidc-provider has
 // validated it: a rejected id_token_hint never gets here with status 200.

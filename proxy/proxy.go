@@ -55,6 +55,10 @@ type Config struct {
 	Sessions sessionStore
 	// Refresher, when set, renews tokens close to expiry (offline_access).
 	Refresher Refresher
+	// Revalidate is how often the session of a WebSocket or event stream is
+	// loaded again, so that revocation closes it. Zero checks only sessions
+	// of a server-side store (with a ticket), every DefaultRevalidate.
+	Revalidate time.Duration
 	// Ready reports whether the proxy should receive traffic (provider
 	// discovered, not shutting down).
 	Ready func() bool
@@ -215,13 +219,45 @@ func (p *handler) serveProxied(w http.ResponseWriter, r *http.Request) {
 	info.forwarded = time.Now()
 	if longLived(r) {
 		// A WebSocket or event stream would outlive the session; end it
-		// when the session ends. (Cancelling the request closes both the
-		// upstream connection and, for an upgrade, the client's.)
+		// when the session ends or is revoked. (Cancelling the request
+		// closes the upstream connection and, for an upgrade, the client's.)
 		ctx, cancel := context.WithDeadline(r.Context(), sess.Expiry)
 		defer cancel()
+		if sess.Ticket != "" || p.cfg.Revalidate > 0 {
+			go p.watch(ctx, cancel, r)
+		}
 		r = r.WithContext(ctx)
 	}
 	p.upstream.ServeHTTP(w, r)
+}
+
+// DefaultRevalidate is how often a long-lived connection's session is
+// checked again with the store (revocation, logout elsewhere).
+const DefaultRevalidate = 15 * time.Second
+
+// watch loads the session of a long-lived request again every Revalidate
+// and cancels the request once the store no longer knows it. Only an
+// authoritative "no session" cancels: a store that cannot be reached leaves
+// the connection alone.
+func (p *handler) watch(ctx context.Context, cancel context.CancelFunc, r *http.Request) {
+	every := p.cfg.Revalidate
+	if every <= 0 {
+		every = DefaultRevalidate
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if _, err := p.cfg.Sessions.Load(r.WithContext(ctx)); errors.Is(err, cookie.ErrNoSession) {
+			p.cfg.Logger.Info("closing a long-lived connection: its session ended", "path", r.URL.Path)
+			cancel()
+			return
+		}
+	}
 }
 
 // longLived reports whether r opens a connection that may stay open for

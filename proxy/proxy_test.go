@@ -740,3 +740,54 @@ func TestLongLivedConnectionsEndWithTheSession(t *testing.T) {
 		t.Fatal("the event stream outlived its session by 10 s")
 	}
 }
+
+// revocable is a session store whose sessions can be revoked, like the
+// Redis store.
+type revocable struct {
+	*cookie.Store
+	revoked atomic.Bool
+}
+
+func (s *revocable) Load(r *http.Request) (cookie.Session, error) {
+	if s.revoked.Load() {
+		return cookie.Session{}, cookie.ErrNoSession
+	}
+	return s.Store.Load(r)
+}
+
+func TestLongLivedConnectionsEndOnRevocation(t *testing.T) {
+	sse := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		for {
+			fmt.Fprint(w, "data: tick\n\n")
+			w.(http.Flusher).Flush()
+			select {
+			case <-r.Context().Done():
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	})
+	store := &revocable{Store: mustStore(t)}
+	f := newFixture(t, sse, func(c *Config) { c.Sessions = store; c.Revalidate = 50 * time.Millisecond })
+	w := httptest.NewRecorder()
+	if err := store.Save(w, httptest.NewRequest("GET", "/", nil), cookie.Session{User: "alice", Expiry: time.Now().Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	resp := f.get(t, "/events", w.Result().Cookies(), http.Header{"Accept": {"text/event-stream"}})
+	br := bufio.NewReader(resp.Body)
+	if line, err := br.ReadString('\n'); err != nil || line != "data: tick\n" {
+		t.Fatalf("stream did not start: %q %v", line, err)
+	}
+	store.revoked.Store(true)
+	done := make(chan error, 1)
+	go func() {
+		_, err := io.Copy(io.Discard, br)
+		done <- err
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the event stream outlived the revocation of its session by 10 s")
+	}
+}

@@ -67,6 +67,9 @@ type Config struct {
 	// issued for (Auth0: the API's identifier). Empty disables bearer
 	// tokens. With Auth0Domain set, logins ask Auth0 for it too.
 	Audience string
+	// Revoker ends sessions named by back-channel logout tokens; nil (the
+	// cookie store) answers them 501.
+	Revoker Revoker
 	// Observer hears about logins and provider errors; nil means nobody.
 	Observer Observer
 	// KeyRefetchInterval is the least time between JWKS fetches triggered
@@ -111,6 +114,7 @@ type Handler struct {
 	provider atomic.Pointer[provider]
 	used     usedStates
 	refresh  refresher
+	jtis     seenJTIs
 }
 
 // provider is everything discovery yields, swapped in atomically once ready.
@@ -120,6 +124,9 @@ type provider struct {
 	endSession string
 	// bearer verifies API access tokens; nil without an audience.
 	bearer *gooidc.IDTokenVerifier
+	// keys and algs verify other provider tokens (logout tokens).
+	keys *keySet
+	algs []string
 }
 
 // New checks cfg and starts discovery in the background. ctx bounds the
@@ -237,6 +244,8 @@ func (h *Handler) discoverOnce(ctx context.Context) (*provider, error) {
 		verifier: gooidc.NewVerifier(h.cfg.Issuer, keys,
 			&gooidc.Config{ClientID: h.cfg.ClientID, Now: h.cfg.Now, SupportedSigningAlgs: algs}),
 		bearer:     h.bearerVerifier(keys),
+		keys:       keys,
+		algs:       algs,
 		endSession: meta.EndSession,
 	}, nil
 }
@@ -325,6 +334,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.callback(w, r)
 	case "/auth/logout":
 		h.logout(w, r)
+	case "/auth/backchannel-logout":
+		h.backchannelLogout(w, r)
 	default:
 		http.NotFound(w, r)
 	}

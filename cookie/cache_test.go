@@ -135,3 +135,25 @@ func TestIdleTimeout(t *testing.T) {
 		t.Errorf("session used 25 min ago refused: %v", err)
 	}
 }
+
+// TestTicketsAndSessionsDoNotMix: a cookie store refuses a ticket cookie
+// (left from the Redis store) and a ticket store refuses a session cookie.
+func TestTicketsAndSessionsDoNotMix(t *testing.T) {
+	now := t0
+	plain := newStore(t, &now, keyA)
+	tickets, err := NewStore(Config{Tickets: true, Lifetime: 12 * time.Hour, Secrets: [][]byte{keyA}, Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ticketCookie := save(t, tickets, nil, Session{Ticket: "id.key", Expiry: now.Add(time.Hour)})
+	sessionCookie := save(t, plain, nil, Session{User: "alice", Expiry: now.Add(time.Hour)})
+	if _, err := load(plain, ticketCookie); !errors.Is(err, ErrNoSession) {
+		t.Errorf("cookie store accepted a ticket: %v", err)
+	}
+	if _, err := load(tickets, sessionCookie); !errors.Is(err, ErrNoSession) {
+		t.Errorf("ticket store accepted a session cookie: %v", err)
+	}
+	if got, err := load(tickets, ticketCookie); err != nil || got.Ticket != "id.key" {
+		t.Errorf("ticket store: %+v, %v", got, err)
+	}
+}

@@ -68,10 +68,10 @@ type Session struct {
 	// RefreshToken renews the tokens at the provider before TokenExpiry;
 	// present only with the offline_access scope.
 	RefreshToken string    `json:"r,omitempty"`
-	TokenExpiry  time.Time `json:"y,omitempty"`
+	TokenExpiry  time.Time `json:"y,omitzero"`
 	// Seen is when the session was last used, for the idle timeout; it is
 	// rewritten at most every quarter of that timeout.
-	Seen time.Time `json:"l,omitempty"`
+	Seen time.Time `json:"l,omitzero"`
 }
 
 // Login is the state of one login in progress. Each login has its own cookie,
@@ -111,6 +111,11 @@ type Config struct {
 	CacheSize int
 	// Idle ends a session not used for this long (0: never).
 	Idle time.Duration
+	// Tickets makes the session cookie carry a server-side store's ticket
+	// instead of the session: Load then accepts only ticket cookies, and
+	// without it only session cookies. Switching stores means logging in
+	// again, never a half-read session.
+	Tickets bool
 }
 
 // Store reads and writes authproxy's cookies.
@@ -220,7 +225,7 @@ func (s *Store) Load(r *http.Request) (Session, error) {
 		}
 	}
 	now := s.cfg.Now()
-	if (sess.User == "" && sess.Ticket == "") || !now.Before(sess.Expiry) ||
+	if (s.cfg.Tickets != (sess.Ticket != "")) || (!s.cfg.Tickets && sess.User == "") || !now.Before(sess.Expiry) ||
 		(s.cfg.Idle > 0 && !sess.Seen.IsZero() && now.Sub(sess.Seen) >= s.cfg.Idle) {
 		if cached {
 			s.cache.remove(value)

@@ -8,10 +8,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the e2e suite needs: "package:command that proves it is there".
-# Later: redis-server:/usr/bin/redis-server nginx:/usr/sbin/nginx
+
 APT_PACKAGES=(
 	chromium:/usr/bin/chromium
 	nginx:/usr/sbin/nginx
+	redis-server:/usr/bin/redis-server
 )
 
 # Node.js (>= 20.19, for oidc-provider 9) and npm.

@@ -1,0 +1,502 @@
+// Package redisstore keeps authproxy sessions in Redis, with only an opaque
+// ticket in the browser. It has the method set of cookie.Store, so the proxy
+// can use either.
+//
+// # Why
+//
+// The cookie store needs no server, but what it wrote stays valid until it
+// expires: a copy of a cookie taken before logout still works. Some
+// deployments need sessions that can be ended everywhere and at once (logout,
+// OpenID Connect back-channel logout, an administrator revoking a user), or
+// carry tokens too large for cookies. Those sessions must live on a server
+// that every replica asks. Redis is what operations teams already run, as a
+// standalone server, with Sentinel or as a Cluster; go-redis's
+// UniversalClient speaks to all three, and this package only uses commands
+// that work on each (no transaction or script spans two keys).
+//
+// # Design
+//
+// The session cookie carries only a ticket: a random session id (16 bytes)
+// and a random per-session key (32 bytes), sealed by cookie.Store with the
+// same securecookie codecs, key rotation and attributes as any session
+// cookie (a cookie.Session with only Ticket and Expiry). It stays under 300
+// bytes whatever the session holds.
+//
+// Redis holds, under prefix+"s:"+id, the session JSON sealed with AES-256-GCM
+// under the ticket's key, with the id and a short plaintext header (format
+// version, creation and expiry times) as additional data. Redis never sees
+// the key, so a dump of Redis reveals no token, e-mail or claim, and an entry
+// cannot be moved to another id. The entry's TTL is the session's remaining
+// lifetime (the sooner of Expiry and Seen+Config.Idle); Load also checks
+// both against Config.Now.
+//
+// Three sorted sets, scored by expiry in Unix milliseconds, index the
+// entries: prefix+"u:"+H(user) and prefix+"sid:"+H(sid) for Sessions,
+// RevokeUser and RevokeSID, and prefix+"all" for Count. H is SHA-256 in
+// base64url: it bounds key lengths and keeps user names and e-mail addresses
+// (when the user claim is one) out of key names, although someone holding a
+// dump can still test a guessed name. Each index is updated by a one-key Lua
+// script that drops expired members, adds the new one and sets the set's TTL
+// to its latest member's, so indexes never outlive their sessions and stay
+// bounded by the live sessions. Members whose entry was deleted (logout,
+// Revoke) are dropped lazily, by Sessions or when they expire.
+//
+// Load costs one GET: no cache in the process, so a revocation is seen by
+// every replica on its next request. The ticket cookie itself is verified
+// through cookie.Store's cache of verified values.
+//
+// Save tells a refresh from a login by the session it is given. Load sets
+// Session.Ticket to the session id, so a session that was loaded, then
+// updated (new tokens, a later expiry, the idle timeout's last use) and saved
+// again is a refresh: the entry is rewritten under the same id and key, and
+// the cookie is left alone unless the expiry moved. The rewrite uses SET XX
+// after checking the entry, so a refresh never brings back a session revoked
+// while it was in flight; it fails with ErrNoSession instead. A session built
+// by a login has no Ticket: it always gets a new id and key, and the entry of
+// the ticket the request carried, if any, is deleted. So a ticket planted in
+// a browser before login (session fixation) never receives the victim's
+// session, and one browser holds one session.
+//
+// Every Redis call runs under the request's (or caller's) context bounded by
+// Config.Timeout. A Redis that fails or does not answer yields an
+// *UnavailableError, whose Temporary method reports true: the proxy answers
+// 503 rather than sending the user to log in again, and recovers when Redis
+// returns (go-redis reconnects by itself). No goroutine is started.
+//
+// # Operating
+//
+// Redis 4.0 or later (UNLINK), Valkey included. Set maxmemory-policy to
+// noeviction: an evicted entry is a logout, and an evicted index a session
+// that RevokeUser cannot find. Every key expires by itself, so memory
+// follows the number of live sessions (about 1 kB each with an ID token).
+// On a Cluster, prefix+"all" is one key on one shard, written at each login,
+// refresh and logout; everything else spreads over the slots.
+package redisstore
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/authproxy/authproxy/cookie"
+)
+
+const (
+	// DefaultPrefix starts every key the store writes.
+	DefaultPrefix = "authproxy:"
+	// DefaultTimeout bounds each Redis call. A GET on a healthy server takes
+	// well under a millisecond; past this the server is in trouble.
+	DefaultTimeout = time.Second
+)
+
+// Config configures a Store.
+type Config struct {
+	// Client reaches Redis: *redis.Client, a Sentinel failover client or
+	// *redis.ClusterClient, as redis.NewUniversalClient returns. Build it
+	// with ContextTimeoutEnabled (context_timeout_enabled=true in a URL):
+	// without it go-redis ignores context deadlines on socket reads and
+	// writes, and a hung server holds a request for ReadTimeout times
+	// MaxRetries+1 instead of Timeout.
+	Client redis.UniversalClient
+	// Cookies writes the ticket cookie, and the login cookies, which Store
+	// delegates to it.
+	Cookies *cookie.Store
+	// Prefix starts every key (DefaultPrefix when empty), so several
+	// deployments can share one Redis.
+	Prefix string
+	// Now is the clock; time.Now when nil.
+	Now func() time.Time
+	// Timeout bounds each Redis call (DefaultTimeout when zero).
+	Timeout time.Duration
+	// Idle ends a session not used for this long (0: never), as
+	// cookie.Config.Idle does for the cookie store; give both the same value.
+	Idle time.Duration
+}
+
+// Store keeps sessions in Redis and their tickets in cookies. It is safe for
+// concurrent use.
+type Store struct {
+	rdb     redis.UniversalClient
+	cookies *cookie.Store
+	prefix  string
+	now     func() time.Time
+	timeout time.Duration
+	idle    time.Duration
+}
+
+// UnavailableError reports that Redis could not serve a call: down,
+// unreachable, too slow, or answering with an error. The session may well be
+// valid; the caller should answer 503, not ask for a new login.
+type UnavailableError struct {
+	Op  string
+	Err error
+}
+
+func (e *UnavailableError) Error() string {
+	return "redisstore: redis unavailable: " + e.Op + ": " + e.Err.Error()
+}
+
+func (e *UnavailableError) Unwrap() error { return e.Err }
+
+// Temporary reports true: retrying later may succeed.
+func (e *UnavailableError) Temporary() bool { return true }
+
+func unavailable(op string, err error) error { return &UnavailableError{Op: op, Err: err} }
+
+// ErrNotFound means Revoke found no live session with that id.
+var ErrNotFound = errors.New("redisstore: no such session")
+
+var (
+	errNoTicket = fmt.Errorf("%w: cookie carries no ticket", cookie.ErrNoSession)
+	errUnknown  = fmt.Errorf("%w: unknown, expired or revoked ticket", cookie.ErrNoSession)
+	errExpired  = fmt.Errorf("%w: session expired", cookie.ErrNoSession)
+)
+
+// New checks cfg and PINGs Redis, so that a Redis unreachable at start is a
+// clear error naming its address rather than a 503 on the first request.
+// ctx bounds the PING.
+func New(ctx context.Context, cfg Config) (*Store, error) {
+	if cfg.Client == nil {
+		return nil, errors.New("redisstore: Config.Client is required")
+	}
+	if cfg.Cookies == nil {
+		return nil, errors.New("redisstore: Config.Cookies is required")
+	}
+	if cfg.Prefix == "" {
+		cfg.Prefix = DefaultPrefix
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = DefaultTimeout
+	}
+	s := &Store{rdb: cfg.Client, cookies: cfg.Cookies, prefix: cfg.Prefix, now: cfg.Now, timeout: cfg.Timeout, idle: cfg.Idle}
+	ctx, cancel := context.WithTimeout(ctx, max(cfg.Timeout, 5*time.Second))
+	defer cancel()
+	if err := s.rdb.Ping(ctx).Err(); err != nil {
+		return nil, fmt.Errorf("redisstore: redis at %s unreachable: %w", addrOf(cfg.Client), err)
+	}
+	return s, nil
+}
+
+// addrOf names where a client connects, for error messages.
+func addrOf(c redis.UniversalClient) string {
+	switch c := c.(type) {
+	case *redis.Client:
+		if a := c.Options().Addr; a != "FailoverClient" {
+			return a
+		}
+		return "(Sentinel master)"
+	case *redis.ClusterClient:
+		return strings.Join(c.Options().Addrs, ",")
+	}
+	return "(configured address)"
+}
+
+// callCtx bounds one Redis call.
+func (s *Store) callCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, s.timeout)
+}
+
+func (s *Store) sessionKey(id string) string { return s.prefix + "s:" + id }
+
+// Load returns the request's session, with Ticket set to the session id (the
+// ID of Info and Revoke; never the key). A missing, tampered, foreign,
+// unknown, expired or revoked ticket yields an error wrapping
+// cookie.ErrNoSession; a Redis failure yields an *UnavailableError.
+func (s *Store) Load(r *http.Request) (cookie.Session, error) {
+	t, err := s.ticket(r)
+	if err != nil {
+		return cookie.Session{}, err
+	}
+	ctx, cancel := s.callCtx(r.Context())
+	defer cancel()
+	e, err := s.get(ctx, t)
+	if err != nil {
+		return cookie.Session{}, err
+	}
+	if !s.now().Before(s.end(e.sess)) {
+		return cookie.Session{}, errExpired
+	}
+	e.sess.Ticket = t.id
+	return e.sess, nil
+}
+
+// ticket reads and parses the ticket cookie of r.
+func (s *Store) ticket(r *http.Request) (ticket, error) {
+	t, _, err := s.ticketCookie(r)
+	return t, err
+}
+
+// ticketCookie is ticket, with the cookie's expiry.
+func (s *Store) ticketCookie(r *http.Request) (ticket, time.Time, error) {
+	c, err := s.cookies.Load(r)
+	if err != nil {
+		return ticket{}, time.Time{}, err
+	}
+	if c.Ticket == "" {
+		// A session cookie of the cookie store: not ours.
+		return ticket{}, time.Time{}, errNoTicket
+	}
+	t, err := parseTicket(c.Ticket)
+	return t, c.Expiry, err
+}
+
+// entry is a stored session, opened.
+type entry struct {
+	sess    cookie.Session
+	created time.Time
+}
+
+// get fetches and opens t's entry. A missing entry, or one t's key does not
+// open, is ErrNoSession.
+func (s *Store) get(ctx context.Context, t ticket) (entry, error) {
+	raw, err := s.rdb.Get(ctx, s.sessionKey(t.id)).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return entry{}, errUnknown
+	}
+	if err != nil {
+		return entry{}, unavailable("load session", err)
+	}
+	h, plain, err := open(t, raw)
+	if err != nil {
+		return entry{}, err
+	}
+	var sess cookie.Session
+	if err := json.Unmarshal(plain, &sess); err != nil {
+		return entry{}, fmt.Errorf("%w: stored session: %w", cookie.ErrNoSession, err)
+	}
+	return entry{sess: sess, created: h.created}, nil
+}
+
+// Save stores sess and writes its ticket cookie.
+//
+// A session that came from Load (its Ticket holds the session id) is a
+// refresh: the entry of that id is rewritten and the ticket kept, provided
+// the request still carries that ticket and the entry is alive; otherwise
+// (revoked or expired meanwhile) Save fails with an error wrapping
+// cookie.ErrNoSession and writes nothing. A refresh cannot change User or
+// SID. Any other session (Ticket empty) is a new login: it gets a new id and
+// key, and the entry of the ticket the request carried, if any, is deleted.
+func (s *Store) Save(w http.ResponseWriter, r *http.Request, sess cookie.Session) error {
+	now := s.now()
+	end := s.end(sess)
+	ttl := end.Sub(now)
+	if ttl < time.Second {
+		return errors.New("redisstore: session already expired")
+	}
+	if sess.User == "" {
+		return errors.New("redisstore: session has no user")
+	}
+	refreshOf := sess.Ticket
+	sess.Ticket = ""
+	plain, err := json.Marshal(sess)
+	if err != nil {
+		return fmt.Errorf("redisstore: encode session: %w", err)
+	}
+	ctx := r.Context()
+
+	current, cookieExpiry, curErr := s.ticketCookie(r)
+	var t ticket
+	created, mode := now, "NX"
+	if refreshOf != "" {
+		if curErr != nil || current.id != refreshOf {
+			return fmt.Errorf("%w: refresh of a session whose ticket the request does not carry", cookie.ErrNoSession)
+		}
+		cctx, cancel := s.callCtx(ctx)
+		e, err := s.get(cctx, current)
+		cancel()
+		if err != nil {
+			return err // gone: revoked or expired since Load
+		}
+		if e.sess.User != sess.User || e.sess.SID != sess.SID {
+			return errors.New("redisstore: a refresh cannot change the session's user or sid")
+		}
+		t, created, mode = current, e.created, "XX"
+	} else {
+		t = newTicket()
+	}
+
+	val, err := seal(t, header{created: created, expiry: end}, plain)
+	if err != nil {
+		return err
+	}
+	nowMS, expMS := now.UnixMilli(), end.UnixMilli()
+	cctx, cancel := s.callCtx(ctx)
+	defer cancel()
+	pipe := s.rdb.Pipeline()
+	set := pipe.SetArgs(cctx, s.sessionKey(t.id), val, redis.SetArgs{Mode: mode, TTL: ttl})
+	s.index(cctx, pipe, s.userKey(sess.User), nowMS, expMS, t.id, mode)
+	if sess.SID != "" {
+		s.index(cctx, pipe, s.sidKey(sess.SID), nowMS, expMS, t.id, mode)
+	}
+	s.index(cctx, pipe, s.allKey(), nowMS, expMS, t.id, mode)
+	if mode == "NX" && curErr == nil {
+		// A login replaces whatever session this browser had.
+		pipe.Unlink(cctx, s.sessionKey(current.id))
+		pipe.ZRem(cctx, s.allKey(), current.id)
+	}
+	_, err = pipe.Exec(cctx)
+	if errors.Is(set.Err(), redis.Nil) {
+		if mode == "XX" {
+			// Revoked or expired between the GET above and the SET.
+			return errUnknown
+		}
+		return errors.New("redisstore: session id collision") // 2^-128
+	}
+	if err != nil {
+		return unavailable("save session", err)
+	}
+
+	// A refresh that keeps the expiry leaves the cookie as it is.
+	exp := ceilSecond(sess.Expiry)
+	if mode == "XX" && cookieExpiry.Equal(exp) {
+		return nil
+	}
+	return s.cookies.Save(w, r, cookie.Session{Ticket: t.String(), Expiry: exp})
+}
+
+// end is when sess ends: at its Expiry, or earlier when unused for Idle. The
+// entry's TTL and index scores follow it, so an idle session leaves Redis
+// by itself; the ticket cookie keeps the Expiry, so recording a use (Touch,
+// then Save) does not rewrite it.
+func (s *Store) end(sess cookie.Session) time.Time {
+	if s.idle > 0 && !sess.Seen.IsZero() {
+		if idleEnd := sess.Seen.Add(s.idle); idleEnd.Before(sess.Expiry) {
+			return idleEnd
+		}
+	}
+	return sess.Expiry
+}
+
+// Touch reports whether sess should be saved again to record its use for
+// the idle timeout, and sets Seen if so: at most every quarter of Idle, as
+// cookie.Store.Touch.
+func (s *Store) Touch(sess *cookie.Session) bool {
+	if s.idle <= 0 {
+		return false
+	}
+	now := s.now()
+	if now.Sub(sess.Seen) < s.idle/4 {
+		return false
+	}
+	sess.Seen = now
+	return true
+}
+
+// ceilSecond rounds t up to a whole second in UTC: the ticket cookie's
+// expiry, short to encode and never before the session's.
+func ceilSecond(t time.Time) time.Time {
+	c := t.Truncate(time.Second)
+	if c.Before(t) {
+		c = c.Add(time.Second)
+	}
+	return c.UTC()
+}
+
+// Clear expires the ticket cookie and deletes the session it names, so the
+// cookie replayed later is refused. Errors are dropped (Clear has the
+// signature of cookie.Store.Clear); use Logout to learn of them.
+func (s *Store) Clear(w http.ResponseWriter, r *http.Request) {
+	_ = s.Logout(w, r)
+}
+
+// Logout is Clear that reports whether the server-side session is gone. The
+// cookie is expired in any case. An *UnavailableError means the session may
+// still be alive in Redis until its expiry.
+func (s *Store) Logout(w http.ResponseWriter, r *http.Request) error {
+	s.cookies.Clear(w, r)
+	t, err := s.ticket(r)
+	if err != nil {
+		return nil // no ticket of ours: nothing to delete
+	}
+	ctx, cancel := s.callCtx(r.Context())
+	defer cancel()
+	if _, err := s.deleteCount(ctx, []string{t.id}, nil); err != nil {
+		return unavailable("delete session", err)
+	}
+	return nil
+}
+
+// IsOwn reports whether a cookie name belongs to authproxy.
+func (s *Store) IsOwn(name string) bool { return s.cookies.IsOwn(name) }
+
+// SaveLogin stores a login in progress; see cookie.Store.SaveLogin.
+func (s *Store) SaveLogin(w http.ResponseWriter, r *http.Request, l cookie.Login) error {
+	return s.cookies.SaveLogin(w, r, l)
+}
+
+// LoadLogin returns the login started with state; see cookie.Store.LoadLogin.
+func (s *Store) LoadLogin(r *http.Request, state string) (cookie.Login, error) {
+	return s.cookies.LoadLogin(r, state)
+}
+
+// ClearLogin expires the login cookie of state.
+func (s *Store) ClearLogin(w http.ResponseWriter, r *http.Request, state string) {
+	s.cookies.ClearLogin(w, r, state)
+}
+
+// ticket is what the cookie carries: a session id, public within authproxy
+// (Redis key, admin API), and the key that opens the session, which only the
+// browser holds.
+type ticket struct {
+	id  string // base64url of 16 random bytes
+	key [32]byte
+}
+
+const (
+	idLen     = 22 // base64url of 16 bytes
+	keyLen    = 43 // base64url of 32 bytes
+	ticketLen = idLen + keyLen
+)
+
+func newTicket() ticket {
+	var id [16]byte
+	var t ticket
+	// crypto/rand.Read never returns an error; it crashes the program
+	// rather than return predictable bytes.
+	_, _ = rand.Read(id[:])
+	_, _ = rand.Read(t.key[:])
+	t.id = base64.RawURLEncoding.EncodeToString(id[:])
+	return t
+}
+
+func (t ticket) String() string { return t.id + base64.RawURLEncoding.EncodeToString(t.key[:]) }
+
+var errBadTicket = fmt.Errorf("%w: malformed ticket", cookie.ErrNoSession)
+
+// parseTicket accepts only what newTicket makes. (The cookie is
+// authenticated, so anything else is a bug or an old format.)
+func parseTicket(s string) (ticket, error) {
+	if len(s) != ticketLen || !validID(s[:idLen]) {
+		return ticket{}, errBadTicket
+	}
+	var t ticket
+	if n, err := base64.RawURLEncoding.Decode(t.key[:], []byte(s[idLen:])); err != nil || n != len(t.key) {
+		return ticket{}, errBadTicket
+	}
+	t.id = s[:idLen]
+	return t, nil
+}
+
+// validID reports whether id is the canonical base64url of 16 bytes (the
+// last character carries 4 unused bits, which must be zero).
+func validID(id string) bool {
+	if len(id) != idLen {
+		return false
+	}
+	var b [16]byte
+	var again [idLen]byte
+	n, err := base64.RawURLEncoding.Decode(b[:], []byte(id))
+	base64.RawURLEncoding.Encode(again[:], b[:])
+	return err == nil && n == len(b) && string(again[:]) == id
+}

@@ -6,6 +6,8 @@
 package metrics
 
 import (
+	"context"
+	"math"
 	"net/http"
 	"runtime"
 	"strconv"
@@ -79,6 +81,23 @@ func New(version string) *Metrics {
 	reg.MustRegister(m.requests, m.loginsStarted, m.loginsCompleted, m.loginsFailed, m.logouts, m.refreshes,
 		m.providerErrors, m.upstreamErrors, m.upstreamLatency, build)
 	return m
+}
+
+// ActiveSessions publishes authproxy_active_sessions from count, which is
+// asked at every scrape (a server-side store knows its sessions; the cookie
+// store does not, so it has no such metric). A failed count reads NaN.
+func (m *Metrics) ActiveSessions(count func(context.Context) (int, error)) {
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "authproxy_active_sessions", Help: "Sessions in the server-side store that have not expired.",
+	}, func() float64 {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		n, err := count(ctx)
+		if err != nil {
+			return math.NaN()
+		}
+		return float64(n)
+	}))
 }
 
 // Handler serves the metrics in the Prometheus text format.

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -66,8 +67,7 @@ func (p *handler) authenticate(w http.ResponseWriter, r *http.Request, redirect 
 				return sess, true
 			}
 			p.cfg.Logger.Info("bearer token refused", "path", r.URL.Path, "err", err)
-			var temp interface{ Temporary() bool }
-			if errors.As(err, &temp) && temp.Temporary() {
+			if isTemporary(err) {
 				info.outcome = OutcomeError
 				page.WriteJSON(w, page.Page{Status: http.StatusServiceUnavailable, Code: "provider_unavailable",
 					Detail: "Tokens cannot be checked until the identity provider has been reached."})
@@ -87,6 +87,12 @@ func (p *handler) authenticate(w http.ResponseWriter, r *http.Request, redirect 
 	if !errors.Is(err, cookie.ErrNoSession) {
 		info.outcome = OutcomeError
 		p.cfg.Logger.Error("load session", "err", err)
+		if isTemporary(err) { // the session store is down: the session may well be fine
+			page.Write(w, r, page.Page{Status: http.StatusServiceUnavailable, Code: "session_store_unavailable",
+				Title: "Temporarily unavailable", Detail: "authproxy cannot reach its session store. Please try again in a moment.",
+				Links: []page.Link{{Href: r.URL.RequestURI(), Text: "Try again"}}})
+			return cookie.Session{}, false
+		}
 		page.Write(w, r, page.Page{Status: http.StatusInternalServerError, Code: "internal_error",
 			Title: "Something went wrong", Detail: "authproxy could not read the session."})
 		return cookie.Session{}, false
@@ -105,12 +111,11 @@ func returnTo(r *http.Request) string { return r.URL.RequestURI() }
 func (p *handler) renew(w http.ResponseWriter, r *http.Request, sess cookie.Session, redirect bool) (cookie.Session, bool) {
 	save := false
 	if p.cfg.Refresher != nil && p.cfg.Refresher.NeedsRefresh(sess) {
-		next, err := p.cfg.Refresher.Refresh(r.Context(), sess)
-		var temp interface{ Temporary() bool }
+		next, err := p.refresh(r, sess)
 		switch {
 		case err == nil:
-			sess, save = next, true
-		case errors.As(err, &temp) && temp.Temporary():
+			sess, save = next, next.TokenExpiry != sess.TokenExpiry || next.RefreshToken != sess.RefreshToken
+		case isTemporary(err):
 			p.cfg.Logger.Warn("token refresh postponed: provider unreachable", "user", sess.User, "err", err)
 		default:
 			p.cfg.Logger.Info("session ended: the provider refused its refresh token", "user", sess.User, "err", err)
@@ -128,6 +133,37 @@ func (p *handler) renew(w http.ResponseWriter, r *http.Request, sess cookie.Sess
 		}
 	}
 	return sess, true
+}
+
+// refreshLocker is a session store shared by replicas, which takes turns
+// refreshing a session so that the provider sees one refresh, not one per
+// replica.
+type refreshLocker interface {
+	LockRefresh(context.Context, cookie.Session) (unlock func(), err error)
+}
+
+// refresh renews sess, under the store's cross-replica lock when it has one:
+// once the lock is taken, the session is read again, and if another replica
+// has renewed it meanwhile, that renewal is used.
+func (p *handler) refresh(r *http.Request, sess cookie.Session) (cookie.Session, error) {
+	if l, ok := p.cfg.Sessions.(refreshLocker); ok && sess.Ticket != "" {
+		unlock, err := l.LockRefresh(r.Context(), sess)
+		if err != nil {
+			return sess, err
+		}
+		defer unlock()
+		if again, err := p.cfg.Sessions.Load(r); err == nil && !p.cfg.Refresher.NeedsRefresh(again) {
+			return again, nil
+		}
+	}
+	return p.cfg.Refresher.Refresh(r.Context(), sess)
+}
+
+// isTemporary reports whether err says a dependency could not be reached,
+// rather than that the request or session is bad.
+func isTemporary(err error) bool {
+	var t interface{ Temporary() bool }
+	return errors.As(err, &t) && t.Temporary()
 }
 
 // bearerToken returns the token of an "Authorization: Bearer" header.

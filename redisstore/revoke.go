@@ -22,10 +22,10 @@ const (
 
 // Info describes a live session, for the admin API.
 type Info struct {
-	ID      string
-	User    string
-	Created time.Time
-	Expiry  time.Time
+	ID      string    `json:"id"`
+	User    string    `json:"user"`
+	Created time.Time `json:"created"`
+	Expiry  time.Time `json:"expiry"`
 }
 
 func (s *Store) userKey(user string) string { return s.prefix + "u:" + hashName("user", user) }

@@ -8,7 +8,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the e2e suite needs: "package:command that proves it is there".
-
 APT_PACKAGES=(
 	chromium:/usr/bin/chromium
 	nginx:/usr/sbin/nginx

@@ -19,6 +19,7 @@ import (
 
 	"github.com/joho/godotenv"
 	"github.com/kelseyhightower/envconfig"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/authproxy/authproxy/proxy"
 	"github.com/authproxy/authproxy/proxy/assertion"
@@ -64,6 +65,12 @@ type env struct {
 	IdentityJWT          string `envconfig:"AUTHPROXY_IDENTITY_JWT" default:"false" desc:"send X-Authproxy-Jwt-Assertion, a signed identity for the upstream"`
 	IdentityAudience     string `envconfig:"AUTHPROXY_IDENTITY_AUDIENCE" desc:"aud of the identity assertion (default: the upstream's origin)"`
 	IdentityKeyFile      string `envconfig:"AUTHPROXY_IDENTITY_KEY_FILE" desc:"PEM file of P-256 private keys; the first signs, all are published"`
+	SessionStore         string `envconfig:"AUTHPROXY_SESSION_STORE" default:"cookie" desc:"cookie or redis"`
+	RedisURL             string `envconfig:"AUTHPROXY_REDIS_URL" desc:"redis:// or rediss:// URL of a standalone Redis"`
+	RedisAddrs           string `envconfig:"AUTHPROXY_REDIS_ADDRS" desc:"comma-separated host:port of a Redis Cluster or of Sentinels"`
+	RedisMaster          string `envconfig:"AUTHPROXY_REDIS_MASTER" desc:"Sentinel master name (with AUTHPROXY_REDIS_ADDRS)"`
+	RedisPassword        string `envconfig:"AUTHPROXY_REDIS_PASSWORD" desc:"password for AUTHPROXY_REDIS_ADDRS (a URL carries its own)"`
+	AdminToken           string `envconfig:"AUTHPROXY_ADMIN_TOKEN" desc:"bearer token of the session admin API on the metrics listener (off when empty)"`
 	MetricsAddr          string `envconfig:"AUTHPROXY_METRICS_ADDR" desc:"listen address of the internal /metrics endpoint (off when empty)"`
 	LogLevel             string `envconfig:"AUTHPROXY_LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
 	LogFormat            string `envconfig:"AUTHPROXY_LOG_FORMAT" default:"json" desc:"json or text"`
@@ -97,6 +104,9 @@ type config struct {
 	UpstreamMaxConns int
 	ProviderTimeout  time.Duration
 	MetricsAddr      string
+	SessionStore     string // cookie or redis
+	Redis            *redis.UniversalOptions
+	AdminToken       string
 	RulesFile        string
 	Access           access // loaded from RulesFile
 	Audience         string
@@ -308,6 +318,26 @@ func (e env) parse() (config, error) {
 	if c.IdentityAud == "" && c.Upstream != nil {
 		c.IdentityAud = c.Upstream.Scheme + "://" + c.Upstream.Host
 	}
+	c.SessionStore, c.AdminToken = e.SessionStore, e.AdminToken
+	switch e.SessionStore {
+	case "cookie":
+		if e.RedisURL != "" || e.RedisAddrs != "" {
+			problem("AUTHPROXY_REDIS_URL/ADDRS are set but AUTHPROXY_SESSION_STORE is cookie; set it to redis")
+		}
+		if e.AdminToken != "" {
+			problem("AUTHPROXY_ADMIN_TOKEN needs AUTHPROXY_SESSION_STORE=redis: the cookie store has no sessions to list or revoke")
+		}
+	case "redis":
+		c.Redis = redisOptions(problem, e)
+	default:
+		problem("AUTHPROXY_SESSION_STORE %q must be cookie or redis", e.SessionStore)
+	}
+	if e.AdminToken != "" && e.MetricsAddr == "" {
+		problem("AUTHPROXY_ADMIN_TOKEN needs AUTHPROXY_METRICS_ADDR: the admin API is served on the internal listener only")
+	}
+	if e.AdminToken != "" && len(e.AdminToken) < 16 {
+		problem("AUTHPROXY_ADMIN_TOKEN is too short: use at least 16 random characters (openssl rand -base64 24)")
+	}
 	c.MetricsAddr = e.MetricsAddr
 	if e.MetricsAddr != "" {
 		if _, _, err := net.SplitHostPort(e.MetricsAddr); err != nil {
@@ -328,6 +358,40 @@ func (e env) parse() (config, error) {
 		return config{}, p
 	}
 	return c, nil
+}
+
+// redisOptions reads the Redis settings: a URL for a standalone server, or
+// addresses of a Cluster (or, with a master name, of Sentinels). Context
+// timeouts are always on: without them go-redis ignores request deadlines.
+func redisOptions(problem func(string, ...any), e env) *redis.UniversalOptions {
+	switch {
+	case e.RedisURL != "" && e.RedisAddrs != "":
+		problem("set AUTHPROXY_REDIS_URL or AUTHPROXY_REDIS_ADDRS, not both")
+	case e.RedisURL != "":
+		o, err := redis.ParseURL(e.RedisURL)
+		if err != nil {
+			// Never echo the URL: it may carry the password.
+			problem("AUTHPROXY_REDIS_URL is not a redis:// or rediss:// URL")
+			return nil
+		}
+		return &redis.UniversalOptions{Addrs: []string{o.Addr}, Username: o.Username, Password: o.Password,
+			DB: o.DB, TLSConfig: o.TLSConfig, ContextTimeoutEnabled: true}
+	case e.RedisAddrs != "":
+		var addrs []string
+		for a := range strings.SplitSeq(e.RedisAddrs, ",") {
+			if a = strings.TrimSpace(a); a == "" {
+				continue
+			}
+			if _, _, err := net.SplitHostPort(a); err != nil {
+				problem("AUTHPROXY_REDIS_ADDRS entry %q is not host:port", a)
+			}
+			addrs = append(addrs, a)
+		}
+		return &redis.UniversalOptions{Addrs: addrs, MasterName: e.RedisMaster, Password: e.RedisPassword, ContextTimeoutEnabled: true}
+	default:
+		problem("AUTHPROXY_SESSION_STORE=redis needs AUTHPROXY_REDIS_URL or AUTHPROXY_REDIS_ADDRS")
+	}
+	return nil
 }
 
 // alias merges a variable with its Auth0-named alias.
@@ -444,6 +508,8 @@ func (c config) LogValue() slog.Value {
 		slog.Bool("pass_host_header", c.PassHostHeader),
 		slog.String("trusted_proxies", strings.Join(trusted, ",")),
 		slog.String("metrics_addr", c.MetricsAddr),
+		slog.String("session_store", c.SessionStore),
+		slog.Bool("admin_api", c.AdminToken != ""),
 		slog.String("rules_file", c.RulesFile),
 		slog.String("audience", c.Audience),
 		slog.Bool("identity_jwt", c.IdentityJWT),

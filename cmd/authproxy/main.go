@@ -28,11 +28,14 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/authproxy/authproxy/cookie"
 	"github.com/authproxy/authproxy/metrics"
 	"github.com/authproxy/authproxy/oidc"
 	"github.com/authproxy/authproxy/proxy"
 	"github.com/authproxy/authproxy/proxy/assertion"
+	"github.com/authproxy/authproxy/redisstore"
 )
 
 // version is stamped at build time with -ldflags "-X main.version=...".
@@ -117,12 +120,25 @@ func serve(ctx context.Context, cfg config, ln net.Listener, log *slog.Logger) e
 		always := cfg.CookieSecure == "true"
 		secure = func(*http.Request) bool { return always }
 	}
-	store, err := cookie.NewStore(cookie.Config{
+	cookies, err := cookie.NewStore(cookie.Config{
 		Name: cfg.CookieName, Domain: cfg.CookieDomain, Secure: secure,
 		Lifetime: cfg.SessionLifetime, Idle: cfg.SessionIdle, Secrets: secrets,
+		Tickets: cfg.SessionStore == "redis",
 	})
 	if err != nil {
 		return err
+	}
+	var store sessionStore = cookies
+	var redisSessions *redisstore.Store
+	if cfg.SessionStore == "redis" {
+		rdb := redis.NewUniversalClient(cfg.Redis)
+		defer rdb.Close()
+		redisSessions, err = redisstore.New(ctx, redisstore.Config{Client: rdb, Cookies: cookies, Idle: cfg.SessionIdle})
+		if err != nil {
+			return err
+		}
+		store = redisSessions
+		m.ActiveSessions(redisSessions.Count)
 	}
 
 	// The provider's key set outlives requests; give discovery the
@@ -144,7 +160,7 @@ func serve(ctx context.Context, cfg config, ln net.Listener, log *slog.Logger) e
 		Audience: cfg.Audience, KeepClaims: keep, KeepAccessToken: cfg.Headers.AccessToken != "",
 		SessionLifetime: cfg.SessionLifetime, Origin: origin,
 		HTTPClient: &http.Client{Timeout: cfg.ProviderTimeout, Transport: http.DefaultTransport.(*http.Transport).Clone()},
-		Logger:     log, Observer: m,
+		Logger:     log, Observer: m, Revoker: revoker(redisSessions),
 	}, store)
 	if err != nil {
 		return err
@@ -190,7 +206,11 @@ func serve(ctx context.Context, cfg config, ln net.Listener, log *slog.Logger) e
 	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(ln) }()
 	if cfg.MetricsAddr != "" {
-		msrv, err := serveMetrics(cfg.MetricsAddr, m, log, errc)
+		var admin http.Handler
+		if redisSessions != nil && cfg.AdminToken != "" {
+			admin = redisSessions.AdminHandler(cfg.AdminToken)
+		}
+		msrv, err := serveMetrics(cfg.MetricsAddr, m, admin, log, errc)
 		if err != nil {
 			_ = srv.Close()
 			return err
@@ -243,14 +263,40 @@ func identitySigner(cfg config, log *slog.Logger) (*assertion.Signer, error) {
 	return assertion.New(assertion.Config{Issuer: issuer, Audience: cfg.IdentityAud, Keys: keys})
 }
 
-// serveMetrics starts the internal listener with /metrics.
-func serveMetrics(addr string, m *metrics.Metrics, log *slog.Logger, errc chan<- error) (*http.Server, error) {
+// sessionStore is what both the login handlers and the proxy need: the
+// cookie store or the Redis store.
+type sessionStore interface {
+	Load(*http.Request) (cookie.Session, error)
+	Save(http.ResponseWriter, *http.Request, cookie.Session) error
+	Clear(http.ResponseWriter, *http.Request)
+	Touch(*cookie.Session) bool
+	IsOwn(string) bool
+	SaveLogin(http.ResponseWriter, *http.Request, cookie.Login) error
+	LoadLogin(*http.Request, string) (cookie.Login, error)
+	ClearLogin(http.ResponseWriter, *http.Request, string)
+}
+
+// revoker is the Redis store as the back-channel logout's Revoker, or nil
+// (a nil *redisstore.Store must not become a non-nil interface).
+func revoker(s *redisstore.Store) oidc.Revoker {
+	if s == nil {
+		return nil
+	}
+	return s
+}
+
+// serveMetrics starts the internal listener: /metrics, and the admin API
+// when admin is set.
+func serveMetrics(addr string, m *metrics.Metrics, admin http.Handler, log *slog.Logger, errc chan<- error) (*http.Server, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("metrics listener: %w", err)
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", m.Handler())
+	if admin != nil {
+		mux.Handle("/admin/", admin)
+	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	log.Info("metrics listening", "addr", ln.Addr().String())
 	go func() {

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/cookiejar"
@@ -329,5 +330,68 @@ func TestIdentityHeadersMustDiffer(t *testing.T) {
 	e.EmailHeader = "x_user" // the same header as X-User to an upstream that merges _ and -
 	if _, err := e.parse(); err == nil || !strings.Contains(err.Error(), "same header as AUTHPROXY_USER_HEADER") {
 		t.Errorf("parse = %v", err)
+	}
+}
+
+func TestRedisConfig(t *testing.T) {
+	base := func() env {
+		e := defaultEnv()
+		e.Upstream, e.Issuer, e.ClientID, e.ClientSecret = "http://127.0.0.1:8080", "https://idp.example/", "c", "s"
+		return e
+	}
+	for _, tt := range []struct {
+		name string
+		set  func(*env)
+		want string // "" = valid
+	}{
+		{"cookie store by default", func(e *env) {}, ""},
+		{"redis URL", func(e *env) { e.SessionStore, e.RedisURL = "redis", "redis://:pw@127.0.0.1:6379/2" }, ""},
+		{"rediss URL", func(e *env) { e.SessionStore, e.RedisURL = "redis", "rediss://redis.example:6380" }, ""},
+		{"sentinel", func(e *env) { e.SessionStore, e.RedisAddrs, e.RedisMaster = "redis", "s1:26379, s2:26379", "mymaster" }, ""},
+		{"redis without address", func(e *env) { e.SessionStore = "redis" }, "needs AUTHPROXY_REDIS_URL or AUTHPROXY_REDIS_ADDRS"},
+		{"both", func(e *env) { e.SessionStore, e.RedisURL, e.RedisAddrs = "redis", "redis://x:1", "y:2" }, "not both"},
+		{"bad URL keeps its password secret", func(e *env) { e.SessionStore, e.RedisURL = "redis", "http://:hunter2@x" }, "AUTHPROXY_REDIS_URL is not"},
+		{"bad addr", func(e *env) { e.SessionStore, e.RedisAddrs = "redis", "nohost" }, "not host:port"},
+		{"address with cookie store", func(e *env) { e.RedisURL = "redis://x:1" }, "set it to redis"},
+		{"unknown store", func(e *env) { e.SessionStore = "memcached" }, "must be cookie or redis"},
+		{"admin token with cookie store", func(e *env) { e.AdminToken, e.MetricsAddr = "0123456789abcdef0123", "127.0.0.1:9090" }, "needs AUTHPROXY_SESSION_STORE=redis"},
+		{"admin token without metrics listener", func(e *env) {
+			e.SessionStore, e.RedisURL, e.AdminToken = "redis", "redis://x:1", "0123456789abcdef0123"
+		}, "needs AUTHPROXY_METRICS_ADDR"},
+		{"short admin token", func(e *env) {
+			e.SessionStore, e.RedisURL, e.AdminToken, e.MetricsAddr = "redis", "redis://x:1", "short", "127.0.0.1:9090"
+		}, "too short"},
+	} {
+		e := base()
+		tt.set(&e)
+		cfg, err := e.parse()
+		switch {
+		case tt.want == "" && err != nil:
+			t.Errorf("%s: %v", tt.name, err)
+		case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+			t.Errorf("%s: %v, want %q", tt.name, err, tt.want)
+		case err != nil && strings.Contains(err.Error(), "hunter2"):
+			t.Errorf("%s: the error shows the password", tt.name)
+		case err == nil && cfg.Redis != nil && !cfg.Redis.ContextTimeoutEnabled:
+			t.Errorf("%s: context timeouts are off", tt.name)
+		}
+	}
+}
+
+func TestRedisUnreachableAtStart(t *testing.T) {
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	addr := ln.Addr().String()
+	ln.Close()
+	e := defaultEnv()
+	e.Upstream, e.Issuer, e.ClientID, e.ClientSecret = "http://127.0.0.1:8080", "https://idp.example/", "c", "s"
+	e.SessionStore, e.RedisURL = "redis", "redis://"+addr
+	cfg, err := e.parse()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pln, _ := net.Listen("tcp", "127.0.0.1:0")
+	err = serve(context.Background(), cfg, pln, slog.New(slog.DiscardHandler))
+	if err == nil || !strings.Contains(err.Error(), addr) {
+		t.Errorf("serve with Redis down: %v, want a clear error naming %s", err, addr)
 	}
 }

@@ -26,6 +26,11 @@ import (
 // Callers treat it as "log in again"; it is never a server error.
 var ErrNoSession = errors.New("no valid session")
 
+// ErrTooLarge means a session does not fit in the cookies a browser keeps
+// for one site (maxChunks chunks); such a session belongs in a server-side
+// store.
+var ErrTooLarge = errors.New("session too large for cookies")
+
 // ErrNoLogin means the login cookie for a state is missing or unusable.
 var ErrNoLogin = errors.New("no valid login in progress")
 
@@ -159,7 +164,9 @@ func NewStore(cfg Config) (*Store, error) {
 		if err != nil {
 			return nil, err
 		}
-		s.codecs = append(s.codecs, newCodec(hashKey, blockKey, cfg.Lifetime, chunkSize*maxChunks))
+		// No length limit in the codec: Save checks the size itself, to
+		// report ErrTooLarge. (Decoding is bounded by what read joins.)
+		s.codecs = append(s.codecs, newCodec(hashKey, blockKey, cfg.Lifetime, 0))
 		s.loginCodecs = append(s.loginCodecs, newCodec(hashKey, blockKey, cfg.LoginTTL, chunkSize))
 	}
 	return s, nil
@@ -276,6 +283,9 @@ func (s *Store) Save(w http.ResponseWriter, r *http.Request, sess Session) error
 	value, err := securecookie.EncodeMulti(s.cfg.Name, sess, s.codecs...)
 	if err != nil {
 		return fmt.Errorf("cookie: encode session: %w", err)
+	}
+	if len(value) > chunkSize*maxChunks {
+		return fmt.Errorf("%w: %d bytes encoded, at most %d fit", ErrTooLarge, len(value), chunkSize*maxChunks)
 	}
 	maxAge := int(sess.Expiry.Sub(s.cfg.Now()) / time.Second)
 	if maxAge <= 0 {

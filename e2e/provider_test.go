@@ -43,6 +43,21 @@ type providerConfig struct {
 	// LogRequests makes the provider print a "request" event for every
 	// request it serves, to count what reaches it.
 	LogRequests bool `json:"log_requests,omitempty"`
+	// RotateRefreshToken makes every refresh_token grant consume the token
+	// and issue a new one; a consumed token used again is refused and its
+	// grant revoked. (oidc-provider's default rotates only public clients'
+	// tokens, or those past 70% of their lifetime.)
+	RotateRefreshToken bool `json:"rotate_refresh_token,omitempty"`
+	// Admin turns on the test-only POST /e2e/revoke-grants?sub=LOGIN, which
+	// revokes every grant of an account, as an admin would.
+	Admin bool `json:"admin,omitempty"`
+	// MaxHeaderSize is the largest request head the provider accepts, in
+	// bytes; Node's 16 KiB when 0. On 127.0.0.1 browsers send the proxy's
+	// cookies to the provider too.
+	MaxHeaderSize int `json:"max_header_size,omitempty"`
+	// ClockTolerance is how many seconds oidc-provider still accepts an
+	// expired token; its default (15) when 0.
+	ClockTolerance int `json:"clock_tolerance,omitempty"`
 }
 
 // providerResourceServer is an API that access tokens are issued for.

@@ -106,7 +106,24 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request) {
 			Links: []page.Link{{Href: "/auth/login?rd=" + url.QueryEscape(l.ReturnTo), Text: "Try again"}}})
 		return
 	}
-	if err := h.store.Save(w, r, sess); err != nil {
+	err = h.store.Save(w, r, sess)
+	if errors.Is(err, cookie.ErrTooLarge) && sess.IDToken != "" {
+		// The raw ID token is kept only as a logout hint; without it the
+		// provider may ask the user to confirm the logout.
+		h.log.Warn("session too large for cookies: dropping the ID token kept for logout; "+
+			"consider AUTHPROXY_SESSION_STORE=redis", "user", sess.User)
+		sess.IDToken = ""
+		err = h.store.Save(w, r, sess)
+	}
+	if errors.Is(err, cookie.ErrTooLarge) {
+		h.log.Error("session too large for cookies even without the ID token: use AUTHPROXY_SESSION_STORE=redis, "+
+			"or keep fewer claims (access rules, AUTHPROXY_GROUPS_HEADER)", "user", sess.User, "err", err)
+		h.cfg.Observer.LoginFailed("session_too_large")
+		page.Write(w, r, page.Page{Status: http.StatusInternalServerError, Code: "session_too_large", Title: "Sign-in failed",
+			Detail: "Your account carries more information (groups, roles) than fits in browser cookies. The administrator needs to switch authproxy to its Redis session store."})
+		return
+	}
+	if err != nil {
 		h.log.Error("save session", "err", err)
 		h.internalError(w, r)
 		return

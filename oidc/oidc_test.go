@@ -40,7 +40,9 @@ func newFixture(t *testing.T, mutate ...func(*Config)) *fixture {
 func newFixtureIDP(t *testing.T, opts oidctest.Options, mutate ...func(*Config)) *fixture {
 	t.Helper()
 	opts.ClientID, opts.ClientSecret = clientID, secret
-	opts.Claims = func(user string) map[string]any { return map[string]any{"email": user + "@example.test"} }
+	if opts.Claims == nil {
+		opts.Claims = func(user string) map[string]any { return map[string]any{"email": user + "@example.test"} }
+	}
 	idp, err := oidctest.Start(opts)
 	if err != nil {
 		t.Fatal(err)

@@ -149,7 +149,12 @@ func (h *Handler) refreshOnce(ctx context.Context, sess cookie.Session) (cookie.
 		if user := claimString(claims[h.cfg.UserClaim]); user != sess.User {
 			return cookie.Session{}, fmt.Errorf("%w: the refreshed ID token names another user", ErrRefreshRejected)
 		}
-		next.IDToken, next.TokenExpiry = raw, idt.Expiry
+		next.IDToken = raw
+		// Renew before the first of the two tokens expires: an access
+		// token passed to the upstream may live shorter than the ID token.
+		if tok.Expiry.IsZero() || idt.Expiry.Before(tok.Expiry) {
+			next.TokenExpiry = idt.Expiry
+		}
 		if kept := h.keep(claims); kept != nil {
 			next.Claims = kept
 		}

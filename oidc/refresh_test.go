@@ -3,6 +3,8 @@ package oidc
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -127,5 +129,51 @@ func TestNoRefreshWithoutOfflineAccess(t *testing.T) {
 	sess := f.loginSession(t, "alice")
 	if sess.RefreshToken != "" || f.h.NeedsRefresh(sess) {
 		t.Errorf("session without offline_access has a refresh token: %+v", sess)
+	}
+}
+
+// TestOversizedSession: a session too large for cookies first drops the
+// raw ID token it keeps for logout; if it is still too large, the login
+// fails with a page that names the cause, not a bare 500.
+func TestOversizedSession(t *testing.T) {
+	groups := func(n, size int) []any {
+		g := make([]any, n)
+		for i := range g {
+			g[i] = fmt.Sprintf("%0*d", size, i)
+		}
+		return g
+	}
+	for _, tt := range []struct {
+		name     string
+		groups   []any
+		status   int
+		idToken  bool
+		pageCode string
+	}{
+		{"fits", groups(20, 10), http.StatusFound, true, ""},
+		{"fits without the ID token", groups(300, 40), http.StatusFound, false, ""},
+		{"does not fit at all", groups(800, 40), http.StatusInternalServerError, false, "session_too_large"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixtureIDP(t, oidctest.Options{Claims: func(string) map[string]any { return map[string]any{"groups": tt.groups} }},
+				func(c *Config) { c.KeepClaims = []string{"groups"} })
+			b := &browser{}
+			cb := f.authorize(t, f.startLogin(t, b, "/"), "alice")
+			resp := b.do(f.h, callbackPath(cb))
+			body, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != tt.status {
+				t.Fatalf("status %d, want %d: %s", resp.StatusCode, tt.status, body)
+			}
+			if tt.pageCode != "" && !strings.Contains(string(body), tt.pageCode) {
+				t.Errorf("page does not name %s: %s", tt.pageCode, body)
+			}
+			if tt.status != http.StatusFound {
+				return
+			}
+			sess, err := f.store.Load(requestWith(b))
+			if err != nil || len(sess.Claims["groups"].([]any)) != len(tt.groups) || (sess.IDToken != "") != tt.idToken {
+				t.Errorf("session: groups %d, ID token kept %v, err %v", len(sess.Claims["groups"].([]any)), sess.IDToken != "", err)
+			}
+		})
 	}
 }

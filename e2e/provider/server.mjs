@@ -23,7 +23,11 @@
 //     // Optional, all of them:
 //     "accounts": { "LOGIN": { "groups": ["admins"], "https://example.com/roles": ["analyst"], ... } },
 //     "resource_servers": { "https://api.example.test": { "scope": "read", "audience": "...", "access_token_ttl": 60 } },
-//     "log_requests": false
+//     "log_requests": false,
+//     "rotate_refresh_token": false,
+//     "admin": false,
+//     "max_header_size": 16384,
+//     "clock_tolerance": 15
 //   }
 //
 // accounts: claims of a login on top of the defaults (sub = name = nickname
@@ -39,6 +43,24 @@
 // default ttl.AccessToken or ttl.ClientCredentials). Any other resource is
 // refused with invalid_target.
 //
+// rotate_refresh_token: every refresh_token grant consumes the refresh
+// token and issues a new one (oidc-provider's rotateRefreshToken = true).
+// By default oidc-provider rotates only public clients' tokens, or those
+// past 70% of their lifetime. A consumed token used again is refused and its
+// whole grant revoked.
+//
+// admin: a test-only endpoint, POST /e2e/revoke-grants?sub=LOGIN, revokes
+// every grant of that account (its refresh and access tokens), as an admin
+// would in a tenant's dashboard; it answers {"grants": N} and prints an
+// "admin.revoke_grants" event. Off unless true.
+//
+// max_header_size: the largest request head (request line and headers) the
+// HTTPS server accepts, in bytes; Node's default (16 KiB) when 0. Browsers
+// send the proxy's cookies to the provider too when both are on 127.0.0.1.
+//
+// clock_tolerance: seconds for which oidc-provider still accepts an expired
+// token (its default, 15, when absent or 0).
+//
 // A client whose grant_types include neither authorization_code nor
 // implicit (a machine client, e.g. ["client_credentials"]) gets no
 // response_types and no redirect_uris unless it names some.
@@ -47,7 +69,10 @@
 // listens, then {"event":...} for what the suite may want to assert on
 // (end-session requests, logouts, errors; with log_requests, every request
 // as {"event":"request","method":...,"path":...,"status":...}, path without
-// the query).
+// the query). Every token endpoint answer is a "grant.success" event with
+// grant_type (authorization_code, refresh_token, ...), sub, and for
+// refresh_token whether the token was rotated; a refusal is "grant.error"
+// with grant_type too.
 
 import { readFileSync } from 'node:fs';
 import { createServer } from 'node:https';
@@ -117,6 +142,8 @@ function accessTokenTTL(fallback) {
 }
 
 const configuration = {
+  ...(cfg.rotate_refresh_token ? { rotateRefreshToken: true } : {}),
+  ...(cfg.clock_tolerance ? { clockTolerance: cfg.clock_tolerance } : {}),
   clients: cfg.clients.map(clientMetadata),
   jwks: { keys: [signingKey()] },
   cookies: { keys: cfg.cookie_keys ?? [randomBytes(32).toString('hex')] },
@@ -204,6 +231,41 @@ const configuration = {
 
 const provider = new Provider(cfg.issuer, configuration);
 
+// The grants of each account, for the admin endpoint.
+const grantsByAccount = new Map();
+provider.on('grant.saved', (grant) => {
+  if (!grantsByAccount.has(grant.accountId)) {
+    grantsByAccount.set(grant.accountId, new Set());
+  }
+  grantsByAccount.get(grant.accountId).add(grant.jti);
+});
+
+// Test-only admin API: revoke every grant of an account.
+if (cfg.admin) {
+  provider.use(async (ctx, next) => {
+    if (ctx.path !== '/e2e/revoke-grants') {
+      await next();
+      return;
+    }
+    if (ctx.method !== 'POST') {
+      ctx.status = 405;
+      return;
+    }
+    const sub = ctx.query.sub ?? '';
+    const ids = [...(grantsByAccount.get(sub) ?? [])];
+    grantsByAccount.delete(sub);
+    await Promise.all(ids.flatMap((id) => [
+      provider.AccessToken.revokeByGrantId(id),
+      provider.RefreshToken.revokeByGrantId(id),
+      provider.AuthorizationCode.revokeByGrantId(id),
+      provider.Grant.adapter.destroy(id),
+    ]));
+    emit('admin.revoke_grants', { sub, grants: ids.length });
+    ctx.type = 'json';
+    ctx.body = { grants: ids.length };
+  });
+}
+
 // Every request, when asked: the suite counts what reaches the provider.
 if (cfg.log_requests) {
   provider.use(async (ctx, next) => {
@@ -235,19 +297,31 @@ provider.use(async (ctx, next) => {
 
 provider.on('end_session.success', (ctx) => emit('end_session.success', { client_id: ctx.oidc.client?.clientId }));
 // The token endpoint issued tokens: sub is the account the ID token names.
-provider.on('grant.success', (ctx) => emit('grant.success', {
-  client_id: ctx.oidc.client?.clientId,
-  sub: ctx.oidc.entities?.AuthorizationCode?.accountId,
-}));
+provider.on('grant.success', (ctx) => {
+  const { AuthorizationCode: code, RefreshToken: refresh, RotatedRefreshToken: rotated } = ctx.oidc.entities ?? {};
+  const grantType = ctx.oidc.params?.grant_type;
+  emit('grant.success', {
+    client_id: ctx.oidc.client?.clientId,
+    grant_type: grantType,
+    sub: code?.accountId ?? (grantType === 'refresh_token' ? refresh?.accountId : undefined),
+    rotated: grantType === 'refresh_token' ? Boolean(rotated) : undefined,
+  });
+});
 provider.on('backchannel.success', (ctx, client, accountId, sid) => emit('backchannel.success', { client_id: client.clientId, sub: accountId, sid }));
 provider.on('backchannel.error', (ctx, err, client, accountId, sid) => emit('backchannel.error', {
   client_id: client.clientId, sub: accountId, sid, error: String(err),
 }));
 for (const name of ['server_error', 'authorization.error', 'grant.error', 'end_session.error', 'userinfo.error']) {
-  provider.on(name, (ctx, err) => emit(name, { error: String(err), description: err?.error_description }));
+  provider.on(name, (ctx, err) => emit(name, {
+    error: String(err), description: err?.error_description, grant_type: ctx?.oidc?.params?.grant_type,
+  }));
 }
 
-const server = createServer({ cert: readFileSync(cfg.tls.cert), key: readFileSync(cfg.tls.key) }, provider.callback());
+const server = createServer({
+  cert: readFileSync(cfg.tls.cert),
+  key: readFileSync(cfg.tls.key),
+  ...(cfg.max_header_size ? { maxHeaderSize: cfg.max_header_size } : {}),
+}, provider.callback());
 server.listen(cfg.port, host, () => {
   const { port } = server.address();
   emit('ready', { issuer: cfg.issuer, host, port });

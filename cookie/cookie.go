@@ -51,7 +51,7 @@ const (
 // Session is what a completed login leaves behind. It is a plain value.
 type Session struct {
 	// User is the value of the configured ID-token claim (sub by default).
-	User  string `json:"u"`
+	User  string `json:"u,omitempty"`
 	Email string `json:"e,omitempty"`
 	Name  string `json:"n,omitempty"`
 	// IDToken is the raw ID token, kept as id_token_hint for logout.

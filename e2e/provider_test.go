@@ -58,6 +58,10 @@ type providerConfig struct {
 	// ClockTolerance is how many seconds oidc-provider still accepts an
 	// expired token; its default (15) when 0.
 	ClockTolerance int `json:"clock_tolerance,omitempty"`
+	// AllowLoopbackFetch lets the provider's own requests (back-channel
+	// logout POSTs) reach 127.0.0.1, which oidc-provider's SSRF protection
+	// refuses by default.
+	AllowLoopbackFetch bool `json:"allow_loopback_fetch,omitempty"`
 }
 
 // providerResourceServer is an API that access tokens are issued for.
@@ -80,6 +84,9 @@ type providerClient struct {
 	PostLogoutRedirectURIs  []string `json:"post_logout_redirect_uris,omitempty"`
 	TokenEndpointAuthMethod string   `json:"token_endpoint_auth_method,omitempty"`
 	BackchannelLogoutURI    string   `json:"backchannel_logout_uri,omitempty"`
+	// BackchannelLogoutSessionRequired puts sid in the client's ID tokens
+	// and logout tokens; without it a logout token names only sub.
+	BackchannelLogoutSessionRequired bool `json:"backchannel_logout_session_required,omitempty"`
 	// GrantTypes defaults to ["authorization_code"]. A client with neither
 	// authorization_code nor implicit (say ["client_credentials"]) needs no
 	// RedirectURIs.

@@ -125,6 +125,13 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request) {
 	}
 	if err != nil {
 		h.log.Error("save session", "err", err)
+		if isTemporary(err) { // the session store is down; the login itself was fine
+			h.cfg.Observer.LoginFailed("session_store_unavailable")
+			page.Write(w, r, page.Page{Status: http.StatusServiceUnavailable, Code: "session_store_unavailable",
+				Title: "Sign-in is temporarily unavailable", Detail: "authproxy cannot reach its session store. Please sign in again in a moment.",
+				Links: []page.Link{{Href: "/auth/login?rd=" + url.QueryEscape(l.ReturnTo), Text: "Sign in again"}}})
+			return
+		}
 		h.internalError(w, r)
 		return
 	}

@@ -144,3 +144,20 @@ func TestLockRefresh(t *testing.T) {
 		unlock2()
 	}
 }
+
+func TestOnceAcrossReplicas(t *testing.T) {
+	r := startRedis(t)
+	a, b := newReplica(t, r, replicaOpts{}), newReplica(t, r, replicaOpts{})
+	ctx := context.Background()
+	if fresh, err := a.Once(ctx, "jti-1", time.Minute); err != nil || !fresh {
+		t.Fatalf("first sight: %v, %v", fresh, err)
+	}
+	for _, s := range []replica{a, b} {
+		if fresh, err := s.Once(ctx, "jti-1", time.Minute); err != nil || fresh {
+			t.Errorf("second sight: fresh=%v, %v", fresh, err)
+		}
+	}
+	if fresh, _ := b.Once(ctx, "jti-2", time.Minute); !fresh {
+		t.Error("another key was not fresh")
+	}
+}

@@ -27,7 +27,8 @@
 //     "rotate_refresh_token": false,
 //     "admin": false,
 //     "max_header_size": 16384,
-//     "clock_tolerance": 15
+//     "clock_tolerance": 15,
+//     "allow_loopback_fetch": false
 //   }
 //
 // accounts: claims of a login on top of the defaults (sub = name = nickname
@@ -60,6 +61,12 @@
 //
 // clock_tolerance: seconds for which oidc-provider still accepts an expired
 // token (its default, 15, when absent or 0).
+//
+// allow_loopback_fetch: let the provider's own outgoing requests (back-channel
+// logout POSTs to clients' backchannel_logout_uri, jwks_uri fetches) reach
+// 127.0.0.1. oidc-provider's SSRF protection otherwise drops every connection
+// to a special-use address, loopback included, and the suite's relying
+// parties all listen on 127.0.0.1. Off unless true.
 //
 // A client whose grant_types include neither authorization_code nor
 // implicit (a machine client, e.g. ["client_credentials"]) gets no
@@ -144,6 +151,11 @@ function accessTokenTTL(fallback) {
 const configuration = {
   ...(cfg.rotate_refresh_token ? { rotateRefreshToken: true } : {}),
   ...(cfg.clock_tolerance ? { clockTolerance: cfg.clock_tolerance } : {}),
+  // Without the SSRF-protected dispatcher oidc-provider passes in, fetch uses
+  // Node's default one, which connects to loopback addresses too.
+  ...(cfg.allow_loopback_fetch ? {
+    fetch: (url, { dispatcher, ...options }) => globalThis.fetch(url, options),
+  } : {}),
   clients: cfg.clients.map(clientMetadata),
   jwks: { keys: [signingKey()] },
   cookies: { keys: cfg.cookie_keys ?? [randomBytes(32).toString('hex')] },

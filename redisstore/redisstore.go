@@ -334,18 +334,16 @@ func (s *Store) Save(w http.ResponseWriter, r *http.Request, sess cookie.Session
 	cctx, cancel := s.callCtx(ctx)
 	defer cancel()
 	pipe := s.rdb.Pipeline()
-	// Order matters, as the pipeline is not atomic: a revocation finds
-	// sessions through the user and sid indexes, so those are written last.
-	// Whoever finds the id there finds the entry and the count member
-	// already written, and removes both; nobody can remove the count member
-	// of a session before it is indexed (which would leave it counted
-	// forever, or, the other way round, leave a live session unindexed).
-	s.index(cctx, pipe, s.allKey(), nowMS, expMS, t.id, mode)
+	// The pipeline is not atomic. A revocation that runs between the user
+	// index and the count index of a new login leaves a count member
+	// without a session, which only inflates authproxy_active_sessions
+	// until that member's expiry passes; it never leaves a session alive.
 	set := pipe.SetArgs(cctx, s.sessionKey(t.id), val, redis.SetArgs{Mode: mode, TTL: ttl})
 	s.index(cctx, pipe, s.userKey(sess.User), nowMS, expMS, t.id, mode)
 	if sess.SID != "" {
 		s.index(cctx, pipe, s.sidKey(sess.SID), nowMS, expMS, t.id, mode)
 	}
+	s.index(cctx, pipe, s.allKey(), nowMS, expMS, t.id, mode)
 	if mode == "NX" && curErr == nil {
 		// A login replaces whatever session this browser had.
 		pipe.Unlink(cctx, s.sessionKey(current.id))

@@ -46,6 +46,14 @@ if ((${#missing[@]} > 0)); then
 	fi
 	echo "test-deps: apt-get install ${missing[*]}"
 	export DEBIAN_FRONTEND=noninteractive
+	# The tests start nginx and redis-server themselves, on 127.0.0.1 ports
+	# of their own; keep the packages from starting system-wide daemons
+	# (nginx on :80, redis on :6379) while installing.
+	if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+		printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+		chmod +x /usr/sbin/policy-rc.d
+		trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+	fi
 	apt-get update -qq
 	apt-get install -y -qq "${missing[@]}"
 fi

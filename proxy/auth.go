@@ -152,7 +152,9 @@ func (p *handler) refresh(r *http.Request, sess cookie.Session) (cookie.Session,
 			return sess, err
 		}
 		defer unlock()
-		if again, err := p.cfg.Sessions.Load(r); err == nil && !p.cfg.Refresher.NeedsRefresh(again) {
+		// Renewed by another replica (or request) while we waited: use that.
+		again, err := p.cfg.Sessions.Load(r)
+		if err == nil && (again.RefreshToken != sess.RefreshToken || again.TokenExpiry.After(sess.TokenExpiry)) {
 			return again, nil
 		}
 	}

@@ -135,3 +135,46 @@ func TestBackchannelLogoutNeedsServerSideStore(t *testing.T) {
 		t.Errorf("cookie store: %d, want 501", code)
 	}
 }
+
+// onceRevoker also remembers jtis, as the Redis store does for all replicas.
+type onceRevoker struct {
+	fakeRevoker
+	seen map[string]bool
+}
+
+func (o *onceRevoker) Once(_ context.Context, key string, _ time.Duration) (bool, error) {
+	if o.seen[key] {
+		return false, nil
+	}
+	o.seen[key] = true
+	return true, nil
+}
+
+// TestBackchannelReplayOnAnotherReplica: a jti another replica has already
+// seen (the store says so) is refused here too.
+func TestBackchannelReplayOnAnotherReplica(t *testing.T) {
+	shared := &onceRevoker{seen: map[string]bool{}}
+	a := newFixture(t, func(c *Config) { c.Revoker = shared })
+	tok, err := a.idp.SignIDToken(map[string]any{"iss": a.idp.Issuer(), "aud": clientID, "sid": "s1", "jti": "j1",
+		"iat": time.Now().Unix(), "events": map[string]any{backchannelEvent: map[string]any{}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code := postLogoutToken(a.h, tok); code != 200 {
+		t.Fatalf("first delivery: %d", code)
+	}
+	shared.take()
+	// Another replica: its own in-process memory is empty, the store's is not.
+	b, err := New(t.Context(), Config{Issuer: a.idp.Issuer(), ClientID: clientID, ClientSecret: secret, RedirectURL: callbackURL,
+		Scopes: []string{"openid"}, SessionLifetime: time.Hour, HTTPClient: &http.Client{Timeout: 5 * time.Second}, Revoker: shared}, a.store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitReady(t, b)
+	if code := postLogoutToken(b, tok); code != 400 {
+		t.Errorf("replay on another replica: %d, want 400", code)
+	}
+	if got := shared.take(); len(got) != 0 {
+		t.Errorf("replay ended sessions: %v", got)
+	}
+}

@@ -59,24 +59,8 @@ func TestBackchannelLogout(t *testing.T) {
 			"jti": "jti-" + string(rune('a'+jti)), "sid": "sid-1", "sub": "alice",
 			"events": map[string]any{backchannelEvent: map[string]any{}}}
 	}
-	with := func(kv ...any) map[string]any {
-		c := base()
-		for i := 0; i < len(kv); i += 2 {
-			if kv[i+1] == nil {
-				delete(c, kv[i].(string))
-			} else {
-				c[kv[i].(string)] = kv[i+1]
-			}
-		}
-		return c
-	}
-	sign := func(c map[string]any) string {
-		tok, err := f.idp.SignIDToken(c)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return tok
-	}
+	with := func(kv ...any) map[string]any { return withClaims(base(), kv...) }
+	sign := func(c map[string]any) string { return f.sign(t, c) }
 
 	valid := sign(base())
 	if code := postLogoutToken(f.h, valid); code != 200 {

@@ -19,24 +19,8 @@ func TestVerifyAccessToken(t *testing.T) {
 		return map[string]any{"iss": f.idp.Issuer(), "aud": []string{apiAudience, f.idp.Issuer() + "/userinfo"}, "sub": "machine-1",
 			"iat": now.Unix(), "exp": now.Add(time.Hour).Unix(), "scope": "read", "https://example.com/roles": []string{"reader"}}
 	}
-	with := func(kv ...any) map[string]any {
-		c := base()
-		for i := 0; i < len(kv); i += 2 {
-			if kv[i+1] == nil {
-				delete(c, kv[i].(string))
-			} else {
-				c[kv[i].(string)] = kv[i+1]
-			}
-		}
-		return c
-	}
-	sign := func(c map[string]any) string {
-		tok, err := f.idp.SignIDToken(c)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return tok
-	}
+	with := func(kv ...any) map[string]any { return withClaims(base(), kv...) }
+	sign := func(c map[string]any) string { return f.sign(t, c) }
 	good := sign(base())
 	r := httptest.NewRequest("GET", "/api", nil)
 	sess, err := f.h.VerifyAccessToken(r, good)

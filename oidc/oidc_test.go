@@ -220,23 +220,8 @@ func TestCallbackRefuses(t *testing.T) {
 		return map[string]any{"iss": f.idp.Issuer(), "aud": clientID, "sub": "mallory", "nonce": nonce,
 			"iat": now.Unix(), "exp": now.Add(time.Hour).Unix()}
 	}
-	with := func(c map[string]any, kv ...any) map[string]any {
-		for i := 0; i < len(kv); i += 2 {
-			if kv[i+1] == nil {
-				delete(c, kv[i].(string))
-			} else {
-				c[kv[i].(string)] = kv[i+1]
-			}
-		}
-		return c
-	}
-	signed := func(c map[string]any) string {
-		tok, err := f.idp.SignIDToken(c)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return tok
-	}
+	with := withClaims
+	signed := func(c map[string]any) string { return f.sign(t, c) }
 	tests := []struct {
 		name string
 		// token returns the ID token the token endpoint will answer with,
@@ -369,6 +354,29 @@ func TestAuth0Logout(t *testing.T) {
 		got.Query().Get("returnTo") != "https://app.example/bye" || got.Query().Get("client_id") != "cid" {
 		t.Errorf("Auth0 logout URL = %s", got)
 	}
+}
+
+// withClaims sets claims in c, given as name, value pairs; a nil value
+// deletes the claim. It returns c.
+func withClaims(c map[string]any, kv ...any) map[string]any {
+	for i := 0; i < len(kv); i += 2 {
+		if kv[i+1] == nil {
+			delete(c, kv[i].(string))
+		} else {
+			c[kv[i].(string)] = kv[i+1]
+		}
+	}
+	return c
+}
+
+// sign has the development provider sign claims as a token.
+func (f *fixture) sign(t *testing.T, claims map[string]any) string {
+	t.Helper()
+	tok, err := f.idp.SignIDToken(claims)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
 }
 
 func setQuery(u *url.URL, k, v string) {

@@ -1,9 +1,6 @@
 package e2e
 
-import (
-	"fmt"
-	"testing"
-)
+import "testing"
 
 // stack is the usual set-up: one provider, one upstream, one proxy, and a
 // landing page for after logout, all on 127.0.0.1 and all stopped when the
@@ -28,35 +25,10 @@ type stackOptions struct {
 // AUTHPROXY_E2E=1) when a dependency is missing.
 func newStack(t *testing.T, opts stackOptions) *stack {
 	t.Helper()
-	requireE2E(t)
-	s := &stack{PKI: newPKI(t), Upstream: newRecorder(t), Landing: newRecorder(t)}
-	proxyPort := freePort(t)
-	proxyBase := fmt.Sprintf("http://127.0.0.1:%d", proxyPort)
-	postLogout := s.Landing.URL.String() + "/signed-out"
-
-	s.Client = providerClient{
-		ClientID:                "e2e-proxy",
-		ClientSecret:            newCookieSecret(t), // any random string will do
-		RedirectURIs:            []string{proxyBase + "/auth/callback"},
-		PostLogoutRedirectURIs:  []string{postLogout},
-		TokenEndpointAuthMethod: "client_secret_basic",
-	}
-	s.Provider = startProvider(t, s.PKI, providerConfig{
-		Clients:  []providerClient{s.Client},
-		TTL:      opts.ProviderTTL,
-		Features: providerFeatures{RPInitiatedLogout: true},
+	return newCustomStack(t, customStackOptions{
+		Provider: func(c *providerConfig) { c.TTL = opts.ProviderTTL },
+		ProxyEnv: opts.ProxyEnv,
 	})
-	s.Proxy = startProxy(t, s.PKI, proxyConfig{
-		Port:          proxyPort,
-		Upstream:      s.Upstream.URL.String(),
-		Issuer:        s.Provider.Issuer,
-		ClientID:      s.Client.ClientID,
-		ClientSecret:  s.Client.ClientSecret,
-		CookieSecret:  newCookieSecret(t),
-		PostLogoutURL: postLogout,
-		Env:           opts.ProxyEnv,
-	})
-	return s
 }
 
 // ProxyURL returns the proxy's absolute URL for a path with query, such as

@@ -182,7 +182,13 @@ func (b *browser) Submit(p *page, f form, fields url.Values) *page {
 // the browser lands on after the proxy's callback.
 func (b *browser) Login(start, user string) *page {
 	b.t.Helper()
-	p := b.Navigate(start)
+	return submitProviderForms(b, b.Navigate(start), user)
+}
+
+// submitProviderForms fills the provider's login form with user and accepts
+// its consent form, starting from p, and returns where the browser lands.
+func submitProviderForms(b *browser, p *page, user string) *page {
+	b.t.Helper()
 	for range 5 {
 		if f, ok := findForm(p, providerForm("login")); ok {
 			fields := cloneValues(f.Fields)

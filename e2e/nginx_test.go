@@ -434,28 +434,6 @@ func TestNginxAuthRequest(t *testing.T) {
 	}
 }
 
-// submitProviderForms fills the provider's login form with user and accepts
-// its consent form, starting from p, and returns where the browser lands.
-func submitProviderForms(b *browser, p *page, user string) *page {
-	b.t.Helper()
-	for range 5 {
-		if f, ok := findForm(p, providerForm("login")); ok {
-			fields := cloneValues(f.Fields)
-			fields.Set("login", user)
-			fields.Set("password", "any password works")
-			p = b.Submit(p, f, fields)
-			continue
-		}
-		if f, ok := findForm(p, providerForm("consent")); ok {
-			p = b.Submit(p, f, nil)
-			continue
-		}
-		return p
-	}
-	b.t.Fatalf("still on the provider's forms after 5 submissions; hops:\n%s", b.HopsString())
-	return nil
-}
-
 // normalize maps a header name to the form upstream stacks compare on: lower
 // case, "_" as "-".
 func normalize(name string) string {

@@ -707,22 +707,26 @@ func (zeros) Read(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// ticker is an event stream that sends a tick every 20 ms until the
+// request ends.
+func ticker(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/event-stream")
+	for {
+		fmt.Fprint(w, "data: tick\n\n")
+		w.(http.Flusher).Flush()
+		select {
+		case <-r.Context().Done():
+			return
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
 // TestLongLivedConnectionsEndWithTheSession: an event stream opened with a
 // session that expires in a moment is closed when it does, instead of
 // living on; the client sees the stream end.
 func TestLongLivedConnectionsEndWithTheSession(t *testing.T) {
-	sse := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/event-stream")
-		for {
-			fmt.Fprint(w, "data: tick\n\n")
-			w.(http.Flusher).Flush()
-			select {
-			case <-r.Context().Done():
-				return
-			case <-time.After(20 * time.Millisecond):
-			}
-		}
-	})
+	sse := http.HandlerFunc(ticker)
 	f := newFixture(t, sse)
 	w := httptest.NewRecorder()
 	if err := f.store.Save(w, httptest.NewRequest("GET", "/", nil), cookie.Session{User: "alice", Expiry: time.Now().Add(1500 * time.Millisecond)}); err != nil {
@@ -756,18 +760,7 @@ func (s *revocable) Load(r *http.Request) (cookie.Session, error) {
 }
 
 func TestLongLivedConnectionsEndOnRevocation(t *testing.T) {
-	sse := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/event-stream")
-		for {
-			fmt.Fprint(w, "data: tick\n\n")
-			w.(http.Flusher).Flush()
-			select {
-			case <-r.Context().Done():
-				return
-			case <-time.After(20 * time.Millisecond):
-			}
-		}
-	})
+	sse := http.HandlerFunc(ticker)
 	store := &revocable{Store: mustStore(t)}
 	f := newFixture(t, sse, func(c *Config) { c.Sessions = store; c.Revalidate = 50 * time.Millisecond })
 	w := httptest.NewRecorder()

@@ -10,7 +10,7 @@ import (
 
 	gooidc "github.com/coreos/go-oidc/v3/oidc"
 
-	"github.com/authproxy/authproxy/proxy/page"
+	"github.com/authproxy/authproxy/page"
 )
 
 // Revoker ends sessions on every replica: a server-side session store.

@@ -11,7 +11,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/authproxy/authproxy/cookie"
-	"github.com/authproxy/authproxy/proxy/page"
+	"github.com/authproxy/authproxy/page"
 )
 
 // login starts the authorization-code flow: a fresh state, nonce and PKCE

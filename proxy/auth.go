@@ -9,8 +9,8 @@ import (
 	"strings"
 
 	"github.com/authproxy/authproxy/cookie"
+	"github.com/authproxy/authproxy/page"
 	"github.com/authproxy/authproxy/proxy/assertion"
-	"github.com/authproxy/authproxy/proxy/page"
 )
 
 // Rules decides who may pass. Paths are the request's escaped path; the

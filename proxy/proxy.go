@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"github.com/authproxy/authproxy/cookie"
-	"github.com/authproxy/authproxy/proxy/page"
+	"github.com/authproxy/authproxy/page"
 )
 
 // sessionStore is what the proxy needs from the session store.

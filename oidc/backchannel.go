@@ -58,16 +58,12 @@ func (s *seenJTIs) fresh(jti string, now time.Time) bool {
 	return true
 }
 
-// backchannelLogout ends the sessions a provider's logout token names
+// BackchannelLogout ends the sessions a provider's logout token names
 // (OpenID Connect Back-Channel Logout 1.0). It needs a server-side store:
-// with cookies alone there is nothing to end, so it answers 501.
-func (h *Handler) backchannelLogout(w http.ResponseWriter, r *http.Request) {
+// with cookies alone there is nothing to end, so it answers 501. The proxy
+// routes only POST here.
+func (h *Handler) BackchannelLogout(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
-	if r.Method != http.MethodPost {
-		w.Header().Set("Allow", "POST")
-		page.WriteJSON(w, page.Page{Status: http.StatusMethodNotAllowed, Code: "method_not_allowed", Detail: "POST a logout_token."})
-		return
-	}
 	if h.cfg.Revoker == nil {
 		page.WriteJSON(w, page.Page{Status: http.StatusNotImplemented, Code: "not_implemented",
 			Detail: "Back-channel logout needs the Redis session store (AUTHPROXY_SESSION_STORE=redis)."})

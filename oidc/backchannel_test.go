@@ -38,11 +38,11 @@ func (f *fakeRevoker) take() []string {
 	return c
 }
 
-func postLogoutToken(h http.Handler, token string) int {
+func postLogoutToken(h *Handler, token string) int {
 	r := httptest.NewRequest("POST", "/auth/backchannel-logout", strings.NewReader(url.Values{"logout_token": {token}}.Encode()))
 	r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	w := httptest.NewRecorder()
-	h.ServeHTTP(w, r)
+	h.BackchannelLogout(w, r)
 	return w.Code
 }
 
@@ -101,13 +101,6 @@ func TestBackchannelLogout(t *testing.T) {
 		if got := rev.take(); len(got) != 0 {
 			t.Errorf("%s: revoked %v", name, got)
 		}
-	}
-
-	r := httptest.NewRequest("GET", "/auth/backchannel-logout", nil)
-	w := httptest.NewRecorder()
-	f.h.ServeHTTP(w, r)
-	if w.Code != http.StatusMethodNotAllowed {
-		t.Errorf("GET: %d", w.Code)
 	}
 }
 

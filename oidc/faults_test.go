@@ -153,7 +153,7 @@ func TestProviderFaults(t *testing.T) {
 				r.AddCookie(c)
 			}
 			w := httptest.NewRecorder()
-			h.ServeHTTP(w, r)
+			h.Callback(w, r)
 			if w.Code != tt.status {
 				t.Errorf("status %d, want %d; body %q", w.Code, tt.status, w.Body.String())
 			}

@@ -14,15 +14,10 @@ import (
 	"github.com/authproxy/authproxy/page"
 )
 
-// login starts the authorization-code flow: a fresh state, nonce and PKCE
+// Login starts the authorization-code flow: a fresh state, nonce and PKCE
 // verifier go into a login cookie of their own, the browser to the provider.
-func (h *Handler) login(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		w.Header().Set("Allow", "GET, HEAD")
-		page.Write(w, r, page.Page{Status: http.StatusMethodNotAllowed, Code: "method_not_allowed",
-			Title: "Method not allowed", Detail: "Sign in with a GET request."})
-		return
-	}
+// The proxy routes GET and HEAD here.
+func (h *Handler) Login(w http.ResponseWriter, r *http.Request) {
 	p := h.provider.Load()
 	if p == nil {
 		h.providerDown(w, r)
@@ -80,9 +75,9 @@ type callbackError struct {
 
 func (e *callbackError) Error() string { return e.code + ": " + e.err.Error() }
 
-// callback completes the flow: state, code exchange with the PKCE verifier,
+// Callback completes the flow: state, code exchange with the PKCE verifier,
 // ID-token verification, nonce, then the session cookie.
-func (h *Handler) callback(w http.ResponseWriter, r *http.Request) {
+func (h *Handler) Callback(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	state := q.Get("state")
 	// Every outcome consumes the login: a state is good for one try.
@@ -239,8 +234,8 @@ func (h *Handler) complete(r *http.Request, l cookie.Login, loginErr error) (coo
 	return sess, nil
 }
 
-// logout ends the session here, then at the provider.
-func (h *Handler) logout(w http.ResponseWriter, r *http.Request) {
+// Logout ends the session here, then at the provider.
+func (h *Handler) Logout(w http.ResponseWriter, r *http.Request) {
 	sess, _ := h.store.Load(r) // an unreadable session still gets cleared
 	h.store.Clear(w, r)
 	if sess.User != "" {

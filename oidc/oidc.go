@@ -1,5 +1,6 @@
-// Package oidc talks to the OpenID Provider: discovery, the /auth/login,
-// /auth/callback and /auth/logout handlers, and ID-token verification.
+// Package oidc talks to the OpenID Provider: discovery, the handlers of
+// /auth/login, /auth/callback, /auth/logout and /auth/backchannel-logout
+// (routed by proxy, which holds the route table), and token verification.
 //
 // Discovery runs in the background with backoff, so the proxy starts and
 // serves logged-in users while the provider is unreachable; only new logins
@@ -106,7 +107,8 @@ type sessionStore interface {
 	ClearLogin(http.ResponseWriter, *http.Request, string)
 }
 
-// Handler serves the /auth/ routes.
+// Handler holds the provider and serves the sign-in flow's routes through
+// its Login, Callback, Logout and BackchannelLogout methods.
 type Handler struct {
 	cfg      Config
 	store    sessionStore
@@ -323,22 +325,6 @@ func (h *Handler) keep(claims map[string]any) map[string]any {
 		}
 	}
 	return kept
-}
-
-// ServeHTTP routes the /auth/ paths.
-func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	switch r.URL.Path {
-	case "/auth/login":
-		h.login(w, r)
-	case "/auth/callback":
-		h.callback(w, r)
-	case "/auth/logout":
-		h.logout(w, r)
-	case "/auth/backchannel-logout":
-		h.backchannelLogout(w, r)
-	default:
-		http.NotFound(w, r)
-	}
 }
 
 // randomString returns n random bytes as base64url.

@@ -154,7 +154,7 @@ func newBenchAuthproxy(b *testing.B, store *cookie.Store, upstream *url.URL, rt 
 	b.Helper()
 	h, err := New(Config{
 		Upstream: upstream, UserHeader: "X-User", Transport: rt, Sessions: store,
-		Auth: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		Auth: authFunc(func(w http.ResponseWriter, r *http.Request) {
 			b.Errorf("auth handler called for %s", r.URL)
 		}),
 		Ready: func() bool { return true },
@@ -354,7 +354,7 @@ func BenchmarkRewrite(b *testing.B) {
 func benchHandler(b *testing.B, store *cookie.Store) *handler {
 	b.Helper()
 	p, err := newHandler(Config{Upstream: benchUpstreamURL, UserHeader: "X-User", Sessions: store,
-		Auth: http.NotFoundHandler(), Ready: func() bool { return true }})
+		Auth: authFunc(http.NotFound), Ready: func() bool { return true }})
 	if err != nil {
 		b.Fatal(err)
 	}

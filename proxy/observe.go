@@ -39,25 +39,27 @@ func (nopObserver) Request(string)                 {}
 func (nopObserver) UpstreamResponse(time.Duration) {}
 func (nopObserver) UpstreamError(int)              {}
 
-// reqInfo travels with a request through the handlers, which fill in what
-// the access log and metrics report once the response is written.
+// reqInfo travels with a request in its context. It holds what
+// ReverseProxy's hooks need (Rewrite the session, ModifyResponse the time of
+// forwarding, ErrorHandler the outcome to override), and the outcome that
+// the handlers report to observe for the log and metrics.
 type reqInfo struct {
-	id string
-	// Backing arrays for the header values the proxy sets, so that they
-	// cost no allocation of their own (a one-element slice never grows in
-	// place: an append copies).
-	idValue, userValue [1]string
-	sess               cookie.Session // the authenticated user; zero when anonymous
-	outcome            string
-	forwarded          time.Time // when the request left for the upstream
+	sess cookie.Session // the authenticated user; zero when anonymous
+	// userValue backs the user header's value, so that it costs no
+	// allocation of its own (a one-element slice never grows in place: an
+	// append copies).
+	userValue [1]string
+	outcome   string
+	forwarded time.Time // when the request left for the upstream
 }
 
 type infoKey struct{}
 
-// reqState is a request's info and response recorder in one allocation.
+// reqState is a request's info, response recorder and id in one allocation.
 type reqState struct {
 	reqInfo
 	statusWriter
+	idValue [1]string // backs the X-Request-Id values, like userValue
 }
 
 func infoOf(r *http.Request) *reqInfo {
@@ -76,13 +78,14 @@ func (p *handler) observe(next http.Handler) http.Handler {
 		// One allocation holds what the request needs to carry.
 		st := &reqState{statusWriter: statusWriter{ResponseWriter: w}}
 		info, sw := &st.reqInfo, &st.statusWriter
-		info.id, info.outcome = r.Header.Get("X-Request-Id"), OutcomeOther
-		if !validRequestID(info.id) {
-			info.id = newRequestID()
+		info.outcome = OutcomeOther
+		id := r.Header.Get("X-Request-Id")
+		if !validRequestID(id) {
+			id = newRequestID()
 		}
-		info.idValue[0] = info.id
-		r.Header["X-Request-Id"] = info.idValue[:]
-		w.Header()["X-Request-Id"] = info.idValue[:]
+		st.idValue[0] = id
+		r.Header["X-Request-Id"] = st.idValue[:]
+		w.Header()["X-Request-Id"] = st.idValue[:]
 		next.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), infoKey{}, info)))
 
 		p.cfg.Observer.Request(info.outcome)
@@ -98,7 +101,7 @@ func (p *handler) observe(next http.Handler) http.Handler {
 			slog.Float64("duration_ms", float64(time.Since(start).Microseconds())/1000),
 			slog.String("user", info.sess.User),
 			slog.String("outcome", info.outcome),
-			slog.String("request_id", info.id))
+			slog.String("request_id", id))
 	})
 }
 

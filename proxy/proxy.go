@@ -1,5 +1,6 @@
-// Package proxy is authproxy's front door: it routes the /auth/ paths to the
-// login handlers, answers health checks, and sends every other request
+// Package proxy is authproxy's front door: it holds the route table, which
+// sends the /auth/ paths to the sign-in handlers, answers health checks and
+// forward-auth checks, and sends every other request
 // either to the login page or, with a valid session, to the upstream with
 // the user's identity in a header that the client cannot forge.
 package proxy
@@ -32,6 +33,15 @@ type sessionStore interface {
 	IsOwn(name string) bool
 }
 
+// Auth is the sign-in flow's handlers (an *oidc.Handler). Which paths and
+// methods reach each of them is decided by routes.
+type Auth interface {
+	Login(http.ResponseWriter, *http.Request)
+	Callback(http.ResponseWriter, *http.Request)
+	Logout(http.ResponseWriter, *http.Request)
+	BackchannelLogout(http.ResponseWriter, *http.Request)
+}
+
 // Refresher renews a session's tokens at the provider before they expire.
 type Refresher interface {
 	NeedsRefresh(cookie.Session) bool
@@ -50,8 +60,9 @@ type Config struct {
 	PassHost bool
 	// Transport reaches the upstream; set its timeouts and pool size.
 	Transport http.RoundTripper
-	// Auth serves /auth/ (login, callback, logout).
-	Auth     http.Handler
+	// Auth serves the sign-in flow: login, callback, logout, back-channel
+	// logout.
+	Auth     Auth
 	Sessions sessionStore
 	// Refresher, when set, renews tokens close to expiry (offline_access).
 	Refresher Refresher
@@ -134,7 +145,7 @@ func newHandler(cfg Config) (*handler, error) {
 		BufferPool:     bufferPool{},
 	}
 	p.mux = http.NewServeMux()
-	p.routes(p.mux)
+	p.routes(p.mux, http.NewServeMux())
 	return p, nil
 }
 
@@ -148,18 +159,36 @@ type handler struct {
 	untrusted []string
 }
 
-func (p *handler) routes(mux *http.ServeMux) {
-	mux.Handle("/auth/", tag(OutcomeAuth, p.cfg.Auth))
-	mux.Handle("/auth/check", tag(OutcomeAuth, http.HandlerFunc(p.check)))
+// router is what routes needs of an *http.ServeMux; TestRouteTable passes
+// a recorder instead.
+type router interface {
+	http.Handler
+	Handle(pattern string, h http.Handler)
+}
+
+// routes is the route table: the one place that says which paths and
+// methods reach which handler. README's route table is checked against it.
+// A pattern without a method accepts every method; GET accepts HEAD too.
+//
+// The /auth/ routes have a mux of their own, mounted at /auth/. Every
+// request matches the "/" catch-all, so one mux would send a wrong method
+// to the upstream rather than answer 405. The /auth/ mux answers 405 (with
+// Allow) for a known path and 404 for any other: no /auth/ path reaches
+// the upstream.
+func (p *handler) routes(mux, auth router) {
+	a := p.cfg.Auth
+	auth.Handle("GET /auth/login", http.HandlerFunc(a.Login))
+	auth.Handle("/auth/callback", http.HandlerFunc(a.Callback))
+	auth.Handle("/auth/logout", http.HandlerFunc(a.Logout))
+	auth.Handle("POST /auth/backchannel-logout", http.HandlerFunc(a.BackchannelLogout))
+	auth.Handle("/auth/check", http.HandlerFunc(p.check))
 	if p.cfg.JWKS != nil {
-		mux.Handle("/auth/jwks.json", tag(OutcomeAuth, p.cfg.JWKS))
+		auth.Handle("GET /auth/jwks.json", p.cfg.JWKS)
 	}
-	mux.Handle("GET /healthz", tag(OutcomeProbe, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		_, _ = w.Write([]byte("ok\n"))
-	})))
+	mux.Handle("/auth/", tag(OutcomeAuth, auth))
+	mux.Handle("GET /healthz", tag(OutcomeProbe, http.HandlerFunc(healthz)))
 	mux.Handle("GET /readyz", tag(OutcomeProbe, http.HandlerFunc(p.readyz)))
-	mux.HandleFunc("/", p.serveProxied)
+	mux.Handle("/", http.HandlerFunc(p.serveProxied))
 }
 
 // route sends the common case, a clean path that is not one of the proxy's
@@ -186,6 +215,11 @@ func direct(r *http.Request) bool {
 		!strings.HasSuffix(path, "/.") && !strings.HasSuffix(path, "/..")
 }
 
+func healthz(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	_, _ = w.Write([]byte("ok\n"))
+}
+
 func (p *handler) readyz(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
@@ -201,23 +235,13 @@ func (p *handler) readyz(w http.ResponseWriter, r *http.Request) {
 // everything else, and forwards what passes.
 func (p *handler) serveProxied(w http.ResponseWriter, r *http.Request) {
 	info := infoOf(r)
-	if p.cfg.Rules != nil && p.cfg.Rules.Public(r.Method, r.URL.EscapedPath()) {
-		info.outcome = OutcomePublic
-		info.forwarded = time.Now()
-		p.upstream.ServeHTTP(w, r)
-		return
+	sess, outcome := p.admit(w, r, target{method: r.Method, url: r.URL, redirect: page.IsNavigation(r)})
+	// Rewrite reads the session from info to set the identity headers.
+	info.sess, info.outcome = sess, outcome
+	if outcome != OutcomeProxied && outcome != OutcomePublic {
+		return // refused; admit has answered
 	}
-	sess, ok := p.authenticate(w, r, page.IsNavigation(r))
-	if !ok {
-		return
-	}
-	info.sess = sess
-	if !p.authorize(w, r, r.Method, r.URL.EscapedPath()) {
-		return
-	}
-	info.outcome = OutcomeProxied
-	info.forwarded = time.Now()
-	if longLived(r) {
+	if outcome == OutcomeProxied && longLived(r) {
 		// A WebSocket or event stream would outlive the session; end it
 		// when the session ends or is revoked. (Cancelling the request
 		// closes the upstream connection and, for an upgrade, the client's.)
@@ -228,6 +252,7 @@ func (p *handler) serveProxied(w http.ResponseWriter, r *http.Request) {
 		}
 		r = r.WithContext(ctx)
 	}
+	info.forwarded = time.Now()
 	p.upstream.ServeHTTP(w, r)
 }
 
@@ -274,22 +299,22 @@ func (p *handler) upstreamResponded(resp *http.Response) error {
 	return nil
 }
 
-// unauthenticated sends browsers to the login page and gives everything
-// else a 401 it can act on. returnTo is the path and query to come back to.
-func (p *handler) unauthenticated(w http.ResponseWriter, r *http.Request, returnTo string, redirect bool) {
-	login := "/auth/login?rd=" + url.QueryEscape(returnTo)
+// unauthenticated sends browsers (t.redirect) to the login page, to come
+// back to t's path and query, and gives everything else a 401 it can act
+// on. It returns the outcome.
+func (p *handler) unauthenticated(w http.ResponseWriter, r *http.Request, t target) string {
+	login := "/auth/login?rd=" + url.QueryEscape(t.url.RequestURI())
 	w.Header().Set("Cache-Control", "no-store")
-	if redirect {
-		infoOf(r).outcome = OutcomeLoginRedirect
+	if t.redirect {
 		http.Redirect(w, r, login, http.StatusFound)
-		return
+		return OutcomeLoginRedirect
 	}
-	infoOf(r).outcome = OutcomeUnauth
 	// Not a page load: a script or API client, which needs JSON it can act
 	// on even if its Accept header mentions text/html.
 	w.Header().Set("WWW-Authenticate", `Bearer realm="authproxy"`)
 	page.WriteJSON(w, page.Page{Status: http.StatusUnauthorized, Code: "unauthenticated",
 		Detail: "Sign in to continue.", Extra: map[string]string{"login_url": login}})
+	return OutcomeUnauth
 }
 
 // rewrite builds the upstream request. It runs after ReverseProxy has

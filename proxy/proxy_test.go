@@ -10,7 +10,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -68,7 +70,7 @@ func newFixture(t *testing.T, upstream http.Handler, mutate ...func(*Config)) *f
 	u, _ := url.Parse(back.URL)
 	cfg := Config{
 		Upstream: u, UserHeader: "X-User", Sessions: store,
-		Auth: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		Auth: authFunc(func(w http.ResponseWriter, r *http.Request) {
 			w.WriteHeader(http.StatusTeapot) // marks "handled by the auth handler"
 		}),
 		Ready:     func() bool { return true },
@@ -287,21 +289,47 @@ func TestUnauthenticated(t *testing.T) {
 	}
 }
 
+// TestRoutes: each route takes the methods it accepts; under /auth/, other
+// methods get 405 with Allow and unknown paths 404; none of the proxy's own
+// routes reaches the upstream.
 func TestRoutes(t *testing.T) {
 	ready := true
-	f := newFixture(t, &recorder{}, func(c *Config) { c.Ready = func() bool { return ready } })
+	f := newFixture(t, &recorder{}, func(c *Config) {
+		c.Ready = func() bool { return ready }
+		c.JWKS = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusAccepted) })
+	})
 	for _, tt := range []struct {
-		path   string
-		status int
+		method, path string
+		status       int
+		allow        string
 	}{
-		{"/auth/login", http.StatusTeapot},
-		{"/auth/callback?code=x", http.StatusTeapot},
-		{"/auth/logout", http.StatusTeapot},
-		{"/healthz", 200},
-		{"/readyz", 200},
+		{"GET", "/auth/login", http.StatusTeapot, ""},
+		{"HEAD", "/auth/login", http.StatusTeapot, ""},
+		{"POST", "/auth/login", 405, "GET, HEAD"},
+		{"GET", "/auth/callback?code=x", http.StatusTeapot, ""},
+		{"POST", "/auth/callback", http.StatusTeapot, ""},
+		{"GET", "/auth/logout", http.StatusTeapot, ""},
+		{"POST", "/auth/logout", http.StatusTeapot, ""},
+		{"POST", "/auth/backchannel-logout", http.StatusTeapot, ""},
+		{"GET", "/auth/backchannel-logout", 405, "POST"},
+		{"GET", "/auth/check", 400, ""}, // no X-Forwarded-Uri
+		{"POST", "/auth/check", 400, ""},
+		{"GET", "/auth/jwks.json", http.StatusAccepted, ""},
+		{"DELETE", "/auth/jwks.json", 405, "GET, HEAD"},
+		{"GET", "/auth/nope", 404, ""},
+		{"POST", "/auth/", 404, ""},
+		{"GET", "/auth", http.StatusTemporaryRedirect, ""}, // ServeMux: to /auth/
+		{"GET", "/healthz", 200, ""},
+		{"HEAD", "/readyz", 200, ""},
 	} {
-		if resp := f.get(t, tt.path, nil, nil); resp.StatusCode != tt.status {
-			t.Errorf("GET %s: %d, want %d", tt.path, resp.StatusCode, tt.status)
+		req, _ := http.NewRequest(tt.method, f.front.URL+tt.path, nil)
+		resp, err := f.front.Client().Transport.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tt.status || resp.Header.Get("Allow") != tt.allow {
+			t.Errorf("%s %s: %d, Allow %q; want %d, Allow %q", tt.method, tt.path, resp.StatusCode, resp.Header.Get("Allow"), tt.status, tt.allow)
 		}
 	}
 	ready = false
@@ -315,6 +343,53 @@ func TestRoutes(t *testing.T) {
 		t.Errorf("upstream received %d requests for the proxy's own routes", n)
 	}
 }
+
+// TestRouteTable: README's route table lists exactly the patterns that
+// routes registers.
+func TestRouteTable(t *testing.T) {
+	p, err := newHandler(Config{Upstream: &url.URL{Scheme: "http", Host: "x"}, UserHeader: "X-User", Sessions: mustStore(t),
+		Auth: authFunc(http.NotFound), Ready: func() bool { return true }, JWKS: http.NotFoundHandler()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var registered patterns
+	p.routes(&registered, &registered)
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, table, _ := strings.Cut(string(readme), "\n## Routes\n")
+	table, _, _ = strings.Cut(table, "\n## ")
+	var documented patterns
+	for line := range strings.Lines(table) {
+		// A row starts with its pattern in backticks, shown with a query
+		// where the route takes a parameter.
+		if rest, ok := strings.CutPrefix(line, "| `"); ok {
+			pattern, _, _ := strings.Cut(rest, "`")
+			pattern, _, _ = strings.Cut(pattern, "?")
+			documented = append(documented, pattern)
+		}
+	}
+	slices.Sort(registered)
+	slices.Sort(documented)
+	if !slices.Equal(registered, documented) {
+		t.Errorf("README's route table: %q\nroutes registers:     %q", documented, registered)
+	}
+}
+
+// patterns records the patterns registered on it, as a router.
+type patterns []string
+
+func (ps *patterns) Handle(pattern string, _ http.Handler)        { *ps = append(*ps, pattern) }
+func (ps *patterns) ServeHTTP(http.ResponseWriter, *http.Request) {}
+
+// authFunc is an Auth that serves every sign-in route with one function.
+type authFunc http.HandlerFunc
+
+func (f authFunc) Login(w http.ResponseWriter, r *http.Request)             { f(w, r) }
+func (f authFunc) Callback(w http.ResponseWriter, r *http.Request)          { f(w, r) }
+func (f authFunc) Logout(w http.ResponseWriter, r *http.Request)            { f(w, r) }
+func (f authFunc) BackchannelLogout(w http.ResponseWriter, r *http.Request) { f(w, r) }
 
 func TestForwarding(t *testing.T) {
 	f := newFixture(t, &recorder{})
@@ -627,7 +702,7 @@ func checkDirect(t *testing.T, method, path string) {
 		return
 	}
 	p, err := newHandler(Config{Upstream: &url.URL{Scheme: "http", Host: "x"}, UserHeader: "X-User", Sessions: mustStore(t),
-		Auth:  http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusTeapot) }),
+		Auth:  authFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusTeapot) }),
 		Ready: func() bool { return true }})
 	if err != nil {
 		t.Fatal(err)

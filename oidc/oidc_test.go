@@ -70,9 +70,13 @@ func newFixtureIDP(t *testing.T, opts oidctest.Options, mutate ...func(*Config))
 	return &fixture{idp, store, h}
 }
 
+// waitReady polls until h's discovery has succeeded. The deadline only
+// bounds a hang: discovery retries with a backoff that grows to 30 s, and
+// on a loaded machine an attempt may fail on the fault tests' short client
+// timeout, so a few attempts may be needed.
 func waitReady(t *testing.T, h *Handler) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(2 * time.Minute)
 	for !h.Ready() {
 		if time.Now().After(deadline) {
 			t.Fatal("discovery did not finish")

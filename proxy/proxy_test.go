@@ -636,7 +636,7 @@ func TestUpstreamFailsMidResponse(t *testing.T) {
 	}()
 	// The fixture's servers close at test cleanup; what we check here is
 	// that no per-request goroutine outlives its request.
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(time.Minute) // only bounds a leak
 	for runtime.NumGoroutine() > before+10 && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -815,8 +815,8 @@ func TestLongLivedConnectionsEndWithTheSession(t *testing.T) {
 	}()
 	select {
 	case <-done: // the stream ended: the session's end closed it
-	case <-time.After(10 * time.Second):
-		t.Fatal("the event stream outlived its session by 10 s")
+	case <-time.After(time.Minute): // generous for a loaded machine; without the defence it never ends
+		t.Fatal("the event stream outlived its session by a minute")
 	}
 }
 
@@ -855,7 +855,7 @@ func TestLongLivedConnectionsEndOnRevocation(t *testing.T) {
 	}()
 	select {
 	case <-done:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the event stream outlived the revocation of its session by 10 s")
+	case <-time.After(time.Minute): // generous for a loaded machine; without the defence it never ends
+		t.Fatal("the event stream outlived the revocation of its session by a minute")
 	}
 }

@@ -135,7 +135,9 @@ func TestLockRefresh(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	// Generous for a loaded machine, and still short of refreshLockTTL: a
+	// lock shared with the held one would wait past it.
+	ctx, cancel := context.WithTimeout(context.Background(), refreshLockTTL*2/3)
 	defer cancel()
 	unlock2, err := b.LockRefresh(ctx, other)
 	if err != nil {

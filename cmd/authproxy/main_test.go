@@ -235,7 +235,7 @@ func TestGracefulShutdown(t *testing.T) {
 
 func loginWithJar(t *testing.T, jar http.CookieJar, target, user string) string {
 	t.Helper()
-	return loginWith(t, &http.Client{Jar: jar, Timeout: 10 * time.Second}, target, user)
+	return loginWith(t, &http.Client{Jar: jar, Timeout: time.Minute}, target, user)
 }
 
 // loginWith opens target with c, signs in at the development provider as
@@ -265,9 +265,11 @@ func loginWith(t *testing.T, c *http.Client, target, user string) string {
 	return string(b)
 }
 
+// waitStatus polls u until it answers want; the deadline only bounds a
+// hang, generous for a loaded machine.
 func waitStatus(t *testing.T, u string, want int) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(2 * time.Minute)
 	for {
 		resp, err := http.Get(u)
 		if err == nil {

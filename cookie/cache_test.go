@@ -3,7 +3,9 @@ package cookie
 import (
 	"errors"
 	"fmt"
+	"net/http"
 	"net/http/httptest"
+	"slices"
 	"testing"
 	"time"
 )
@@ -23,7 +25,7 @@ func TestCacheNeverWidensLoad(t *testing.T) {
 			t.Fatalf("first load: %v", err)
 		}
 	}
-	if _, ok := cached.cache.get(cookies[0].Value); !ok {
+	if _, ok := cached.cache.get(cookies[0].Value, now); !ok {
 		t.Fatal("a verified session was not cached")
 	}
 
@@ -34,7 +36,7 @@ func TestCacheNeverWidensLoad(t *testing.T) {
 			t.Errorf("%s store served an expired session: %v", name, err)
 		}
 	}
-	if _, ok := cached.cache.get(cookies[0].Value); ok {
+	if _, ok := cached.cache.get(cookies[0].Value, now); ok {
 		t.Error("expired session still cached")
 	}
 	now = t0
@@ -47,7 +49,7 @@ func TestCacheNeverWidensLoad(t *testing.T) {
 	if _, err := cached.Load(r); !errors.Is(err, ErrNoSession) {
 		t.Errorf("tampered value accepted: %v", err)
 	}
-	if _, ok := cached.cache.get(string(v)); ok {
+	if _, ok := cached.cache.get(string(v), now); ok {
 		t.Error("a refused value was cached")
 	}
 
@@ -68,7 +70,7 @@ func TestCacheIsBounded(t *testing.T) {
 		if got, err := load(s, cookies); err != nil || got.User != fmt.Sprint("u", i) {
 			t.Fatalf("load %d: %+v %v", i, got, err)
 		}
-		if n := len(s.cache.m); n > 16 {
+		if n := s.cache.m.Len(); n > 16 {
 			t.Fatalf("cache holds %d entries, bound is 16", n)
 		}
 	}
@@ -102,6 +104,36 @@ func TestCookieValue(t *testing.T) {
 		if got, ok := cookieValue(r, name); ok {
 			t.Errorf("cookieValue(%q) = %q, want none", name, got)
 		}
+	}
+}
+
+func TestPairs(t *testing.T) {
+	for _, tt := range []struct {
+		lines []string
+		want  []string // name, pair, name, pair...
+	}{
+		{nil, nil},
+		{[]string{""}, nil},
+		{[]string{"a=1"}, []string{"a", "a=1"}},
+		{[]string{" a=1 ;; b = 2;", "c"}, []string{"a", "a=1", "b", "b = 2", "c", "c"}},
+		{[]string{`q="x;y"`}, []string{"q", `q="x`, `y"`, `y"`}}, // as browsers and net/http split it
+		{[]string{"=v; a==b"}, []string{"", "=v", "a", "a==b"}},
+	} {
+		h := http.Header{"Cookie": tt.lines}
+		var got []string
+		for name, pair := range Pairs(h) {
+			got = append(got, name, pair)
+		}
+		if !slices.Equal(got, tt.want) {
+			t.Errorf("Pairs(%q) = %q, want %q", tt.lines, got, tt.want)
+		}
+	}
+	// Stopping early stops the scan.
+	for name := range Pairs(http.Header{"Cookie": {"a=1; b=2"}}) {
+		if name != "a" {
+			t.Errorf("yielded %q after break", name)
+		}
+		break
 	}
 }
 

@@ -5,7 +5,7 @@
 // Values are encrypted and authenticated with gorilla/securecookie. Several
 // secrets may be configured: the first encodes, all decode, so keys can be
 // rotated without logging everyone out. The package imports no other
-// authproxy package.
+// authproxy package but the internal ones.
 package cookie
 
 import (
@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/gorilla/securecookie"
+
+	"github.com/authproxy/authproxy/internal/ascii"
 )
 
 // ErrNoSession means the request carries no usable session: the cookie is
@@ -225,13 +227,13 @@ func (s *Store) Load(r *http.Request) (Session, error) {
 	if err != nil {
 		return Session{}, err
 	}
-	sess, cached := s.cache.get(value)
+	now := s.cfg.Now()
+	sess, cached := s.cache.get(value, now)
 	if !cached {
 		if sess, err = s.decode(value); err != nil {
 			return Session{}, err
 		}
 	}
-	now := s.cfg.Now()
 	if (s.cfg.Tickets != (sess.Ticket != "")) || (!s.cfg.Tickets && sess.User == "") || !now.Before(sess.Expiry) ||
 		(s.cfg.Idle > 0 && !sess.Seen.IsZero() && now.Sub(sess.Seen) >= s.cfg.Idle) {
 		if cached {
@@ -240,7 +242,7 @@ func (s *Store) Load(r *http.Request) (Session, error) {
 		return Session{}, errExpired
 	}
 	if !cached {
-		s.cache.put(value, sess)
+		s.cache.put(value, sess, now)
 	}
 	return sess, nil
 }
@@ -412,15 +414,4 @@ func (s *Store) cookie(r *http.Request, name, value string, maxAge int) *http.Co
 
 // validName accepts the characters of base64url, which is all authproxy ever
 // puts into a cookie name.
-func validName(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
-			return false
-		}
-	}
-	return true
-}
+func validName(s string) bool { return ascii.IsName(s, "") }

@@ -156,7 +156,7 @@ func (h *Handler) complete(r *http.Request, l cookie.Login, loginErr error) (coo
 		return fail(http.StatusBadRequest, "invalid_state",
 			"This sign-in link is not valid in this browser, or it has expired. Please start again.", loginErr)
 	}
-	if !h.used.use(l.State, h.cfg.Now()) {
+	if now := h.cfg.Now(); !h.used.Add(l.State, struct{}{}, now.Add(cookie.DefaultLoginTTL), now) {
 		return fail(http.StatusBadRequest, "state_reused", "This sign-in was already completed. Please start again.",
 			errors.New("state used twice"))
 	}

@@ -19,7 +19,6 @@ import (
 	"net/url"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -28,6 +27,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/authproxy/authproxy/cookie"
+	"github.com/authproxy/authproxy/internal/bounded"
 )
 
 // Config configures a Handler.
@@ -114,9 +114,13 @@ type Handler struct {
 	store    sessionStore
 	log      *slog.Logger
 	provider atomic.Pointer[provider]
-	used     usedStates
-	refresh  refresher
-	jtis     seenJTIs
+	// used holds consumed states until their login cookie would have
+	// expired, so a replayed callback (same cookie, same state) is refused
+	// even though the cookie store itself is stateless.
+	used    *bounded.Map[string, struct{}]
+	refresh refresher
+	// jtis holds the ids of logout tokens that ended sessions here.
+	jtis *bounded.Map[string, struct{}]
 }
 
 // provider is everything discovery yields, swapped in atomically once ready.
@@ -175,8 +179,10 @@ func New(ctx context.Context, cfg Config, store sessionStore) (*Handler, error) 
 	if cfg.Observer == nil {
 		cfg.Observer = nopObserver{}
 	}
-	h := &Handler{cfg: cfg, store: store, log: cfg.Logger}
-	h.used.ttl = cookie.DefaultLoginTTL
+	h := &Handler{cfg: cfg, store: store, log: cfg.Logger,
+		used:    bounded.New[string, struct{}](maxUsedStates),
+		refresh: refresher{done: bounded.New[[32]byte, refreshOutcome](maxRefreshResults)},
+		jtis:    bounded.New[string, struct{}](maxLogoutTokens)}
 	go h.discover(ctx)
 	return h, nil
 }
@@ -334,40 +340,10 @@ func randomString(n int) string {
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 
-// usedStates remembers consumed states until their login cookie would have
-// expired, so a replayed callback (same cookie, same state) is refused even
-// though the cookie store itself is stateless.
-type usedStates struct {
-	mu   sync.Mutex
-	ttl  time.Duration
-	seen map[string]time.Time
-}
-
-// maxUsedStates bounds memory under a flood of callbacks.
+// maxUsedStates bounds the used login states remembered, under a flood of
+// callbacks: past it, the state that expires first makes room, and the new
+// one is always recorded.
 const maxUsedStates = 100_000
-
-// use records state and reports whether it was fresh.
-func (u *usedStates) use(state string, now time.Time) bool {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	if u.seen == nil {
-		u.seen = map[string]time.Time{}
-	}
-	if exp, ok := u.seen[state]; ok && now.Before(exp) {
-		return false
-	}
-	if len(u.seen) >= maxUsedStates {
-		for s, exp := range u.seen {
-			if !now.Before(exp) {
-				delete(u.seen, s)
-			}
-		}
-	}
-	if len(u.seen) < maxUsedStates {
-		u.seen[state] = now.Add(u.ttl)
-	}
-	return true
-}
 
 // errProviderDown marks failures to reach the provider (as opposed to the
 // provider rejecting what we sent).

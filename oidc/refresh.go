@@ -5,13 +5,14 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	gooidc "github.com/coreos/go-oidc/v3/oidc"
 	"golang.org/x/oauth2"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/authproxy/authproxy/cookie"
+	"github.com/authproxy/authproxy/internal/bounded"
 )
 
 // RefreshMargin is how long before the tokens expire that a request
@@ -27,7 +28,8 @@ var ErrRefreshRejected = errors.New("the provider refused the refresh token")
 // refresh tokens revokes the whole family when an old one is used again.
 const lateGrace = 2 * time.Minute
 
-// maxRefreshResults bounds the remembered outcomes.
+// maxRefreshResults bounds the remembered outcomes: past it, the oldest go
+// first.
 const maxRefreshResults = 10_000
 
 // NeedsRefresh reports whether sess carries a refresh token and its tokens
@@ -37,23 +39,16 @@ func (h *Handler) NeedsRefresh(sess cookie.Session) bool {
 }
 
 // refresher makes sure each refresh token is used once: concurrent
-// requests carrying the same token wait for one call, and later requests
-// that still carry it get that call's outcome.
+// requests carrying the same token wait for one call (flights), and later
+// requests that still carry it get that call's outcome (done).
 type refresher struct {
-	mu       sync.Mutex
-	inflight map[[32]byte]*refreshCall
-	done     map[[32]byte]refreshOutcome
-}
-
-type refreshCall struct {
-	wait chan struct{}
-	refreshOutcome
+	flights singleflight.Group
+	done    *bounded.Map[[32]byte, refreshOutcome]
 }
 
 type refreshOutcome struct {
 	sess cookie.Session
 	err  error
-	at   time.Time
 }
 
 // Refresh renews sess's tokens at the provider, without the user. Requests
@@ -63,53 +58,38 @@ type refreshOutcome struct {
 // serving the still-valid session.
 func (h *Handler) Refresh(ctx context.Context, sess cookie.Session) (cookie.Session, error) {
 	key := sha256.Sum256([]byte(sess.RefreshToken))
-	now := h.cfg.Now()
 	r := &h.refresh
-	r.mu.Lock()
-	if out, ok := r.done[key]; ok && now.Sub(out.at) < lateGrace {
-		r.mu.Unlock()
+	if out, ok := r.done.Get(key, h.cfg.Now()); ok {
 		return out.sess, out.err
 	}
-	if c, ok := r.inflight[key]; ok {
-		r.mu.Unlock()
-		select {
-		case <-c.wait:
-			return c.sess, c.err
-		case <-ctx.Done():
-			return cookie.Session{}, temporary{ctx.Err()}
+	ch := r.flights.DoChan(string(key[:]), func() (any, error) {
+		// A flight that ended between the lookup above and this one
+		// recorded its outcome before it ended: look again, or the
+		// rotated-away token would be sent a second time.
+		if out, ok := r.done.Get(key, h.cfg.Now()); ok {
+			return out, nil
 		}
-	}
-	c := &refreshCall{wait: make(chan struct{})}
-	if r.inflight == nil {
-		r.inflight, r.done = map[[32]byte]*refreshCall{}, map[[32]byte]refreshOutcome{}
-	}
-	r.inflight[key] = c
-	r.mu.Unlock()
-
-	// The call outlives the request that started it: others wait on it.
-	callCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), h.cfg.HTTPClient.Timeout)
-	c.sess, c.err = h.refreshOnce(callCtx, sess)
-	cancel()
-	c.at = h.cfg.Now()
-	if c.err == nil {
-		h.cfg.Observer.TokenRefreshed()
-	}
-
-	r.mu.Lock()
-	delete(r.inflight, key)
-	if !isTemporary(c.err) { // a temporary failure may be retried with the same token
-		if len(r.done) >= maxRefreshResults {
-			for k, out := range r.done {
-				if now.Sub(out.at) >= lateGrace || len(r.done) >= maxRefreshResults {
-					delete(r.done, k)
-				}
-			}
+		// The call outlives the request that started it: others wait on it.
+		callCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), h.cfg.HTTPClient.Timeout)
+		defer cancel()
+		var out refreshOutcome
+		out.sess, out.err = h.refreshOnce(callCtx, sess)
+		if out.err == nil {
+			h.cfg.Observer.TokenRefreshed()
 		}
-		r.done[key] = c.refreshOutcome
+		if !isTemporary(out.err) { // a temporary failure may be retried with the same token
+			now := h.cfg.Now()
+			r.done.Put(key, out, now.Add(lateGrace), now)
+		}
+		return out, nil
+	})
+	select {
+	case res := <-ch:
+		out := res.Val.(refreshOutcome)
+		return out.sess, out.err
+	case <-ctx.Done():
+		return cookie.Session{}, temporary{ctx.Err()}
 	}
-	r.mu.Unlock()
-	close(c.wait)
-	return c.sess, c.err
 }
 
 func (h *Handler) refreshOnce(ctx context.Context, sess cookie.Session) (cookie.Session, error) {

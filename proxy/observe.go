@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/authproxy/authproxy/cookie"
+	"github.com/authproxy/authproxy/internal/ascii"
 )
 
 // Request outcomes, as counted by the Observer.
@@ -116,16 +117,7 @@ func tag(outcome string, h http.Handler) http.Handler {
 // validRequestID accepts 1–128 characters of [A-Za-z0-9._-]: enough for
 // every tracing format, nothing that could forge a log line or a header.
 func validRequestID(id string) bool {
-	if len(id) == 0 || len(id) > 128 {
-		return false
-	}
-	for i := 0; i < len(id); i++ {
-		c := id[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-') {
-			return false
-		}
-	}
-	return true
+	return len(id) <= 128 && ascii.IsName(id, ".")
 }
 
 // newRequestID returns 32 hex digits. Request ids correlate log lines; they

@@ -130,7 +130,7 @@ func newHandler(cfg Config) (*handler, error) {
 	cfg.UserHeader = http.CanonicalHeaderKey(cfg.UserHeader)
 	p := &handler{cfg: cfg}
 	for _, h := range cfg.identityHeaders() {
-		p.identity = append(p.identity, normalize(h))
+		p.identity = append(p.identity, NormalizeHeader(h))
 	}
 	// A client (not a trusted proxy) may not tell the upstream which URL or
 	// address it "really" requested from: frameworks that honour these
@@ -361,7 +361,7 @@ func stripHeaders(h http.Header, names []string) {
 	}
 }
 
-// sameHeader reports whether name normalizes to norm (see normalize)
+// sameHeader reports whether name normalizes to norm (see NormalizeHeader)
 // without allocating: it runs for every header of every request.
 func sameHeader(name, norm string) bool {
 	if len(name) != len(norm) {
@@ -382,8 +382,10 @@ func sameHeader(name, norm string) bool {
 	return true
 }
 
-// normalize maps a header name to the form upstream stacks compare on.
-func normalize(name string) string {
+// NormalizeHeader maps a header name to the form upstream stacks compare
+// on: lower case, "_" for "-". Two names with the same form are one header
+// to some upstream.
+func NormalizeHeader(name string) string {
 	return strings.ReplaceAll(strings.ToLower(name), "_", "-")
 }
 
@@ -391,32 +393,30 @@ func normalize(name string) string {
 // they carry tokens the upstream has no business with, and their size can
 // push legacy apps over header limits. Other cookies pass byte for byte.
 func (p *handler) stripCookies(h http.Header) {
-	lines := h["Cookie"]
-	ours, size := false, 0
-	for _, line := range lines {
-		size += len(line) + 2
-		for part := range strings.SplitSeq(line, ";") {
-			name, _, _ := strings.Cut(part, "=")
-			ours = ours || p.cfg.Sessions.IsOwn(strings.TrimSpace(name))
+	ours := false
+	for name := range cookie.Pairs(h) {
+		if ours = p.cfg.Sessions.IsOwn(name); ours {
+			break
 		}
 	}
 	if !ours {
 		return
 	}
+	lines := h["Cookie"]
+	size := 0
+	for _, line := range lines {
+		size += len(line) + 2
+	}
 	var b strings.Builder
 	b.Grow(size)
-	for _, line := range lines {
-		for part := range strings.SplitSeq(line, ";") {
-			part = strings.TrimSpace(part)
-			name, _, _ := strings.Cut(part, "=")
-			if part == "" || p.cfg.Sessions.IsOwn(name) {
-				continue
-			}
-			if b.Len() > 0 {
-				b.WriteString("; ")
-			}
-			b.WriteString(part)
+	for name, pair := range cookie.Pairs(h) {
+		if p.cfg.Sessions.IsOwn(name) {
+			continue
 		}
+		if b.Len() > 0 {
+			b.WriteString("; ")
+		}
+		b.WriteString(pair)
 	}
 	if b.Len() == 0 {
 		delete(h, "Cookie")

@@ -149,7 +149,7 @@ func assertOnlyUser(t *testing.T, h http.Header, user string) {
 	t.Helper()
 	var seen []string
 	for name, vs := range h {
-		if normalize(name) == "x-user" {
+		if NormalizeHeader(name) == "x-user" {
 			seen = append(seen, fmt.Sprintf("%s=%q", name, vs))
 		}
 	}
@@ -197,7 +197,7 @@ func TestForgedIdentityRawWire(t *testing.T) {
 			assertOnlyUser(t, got.Header, "alice")
 			for name := range got.Header {
 				if strings.Contains(strings.ToLower(name), "user") && name != "X-User" && name != "User-Agent" {
-					if n := strings.NewReplacer(".", "-").Replace(normalize(name)); n == "x-user" {
+					if n := strings.NewReplacer(".", "-").Replace(NormalizeHeader(name)); n == "x-user" {
 						continue // X.User is a distinct header name; no stack we know merges "." with "-"
 					}
 					t.Errorf("upstream saw %s: %q", name, got.Header[name])
@@ -535,13 +535,13 @@ func TestSameHeader(t *testing.T) {
 	}
 }
 
-// FuzzSameHeader: sameHeader agrees with the allocating normalize.
+// FuzzSameHeader: sameHeader agrees with the allocating NormalizeHeader.
 func FuzzSameHeader(f *testing.F) {
 	f.Add("X_User")
 	f.Add("x-user")
 	f.Fuzz(func(t *testing.T, name string) {
-		if got, want := sameHeader(name, "x-user"), normalize(name) == "x-user"; got != want {
-			t.Fatalf("sameHeader(%q) = %v, normalize says %v", name, got, want)
+		if got, want := sameHeader(name, "x-user"), NormalizeHeader(name) == "x-user"; got != want {
+			t.Fatalf("sameHeader(%q) = %v, NormalizeHeader says %v", name, got, want)
 		}
 	})
 }

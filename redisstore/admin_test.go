@@ -151,10 +151,16 @@ func TestOnceAcrossReplicas(t *testing.T) {
 	r := startRedis(t)
 	a, b := newReplica(t, r, replicaOpts{}), newReplica(t, r, replicaOpts{})
 	ctx := context.Background()
+	if seen, err := b.Seen(ctx, "jti-1"); err != nil || seen {
+		t.Fatalf("seen before Once: %v, %v", seen, err)
+	}
 	if fresh, err := a.Once(ctx, "jti-1", time.Minute); err != nil || !fresh {
 		t.Fatalf("first sight: %v, %v", fresh, err)
 	}
 	for _, s := range []replica{a, b} {
+		if seen, err := s.Seen(ctx, "jti-1"); err != nil || !seen {
+			t.Errorf("seen after Once: %v, %v", seen, err)
+		}
 		if fresh, err := s.Once(ctx, "jti-1", time.Minute); err != nil || fresh {
 			t.Errorf("second sight: fresh=%v, %v", fresh, err)
 		}

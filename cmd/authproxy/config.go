@@ -22,6 +22,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/authproxy/authproxy/cookie"
+	"github.com/authproxy/authproxy/internal/ascii"
 	"github.com/authproxy/authproxy/oidc"
 	"github.com/authproxy/authproxy/proxy"
 	"github.com/authproxy/authproxy/proxy/assertion"
@@ -315,7 +316,7 @@ func (e env) proxyConfig(p *problems, origin oidc.Origin, a access) proxy.Config
 	if !headerNameOK(e.UserHeader) {
 		p.add("AUTHPROXY_USER_HEADER %q is not a usable header name", e.UserHeader)
 	}
-	seen := map[string]string{normalizeHeader(e.UserHeader): "AUTHPROXY_USER_HEADER"}
+	seen := map[string]string{proxy.NormalizeHeader(e.UserHeader): "AUTHPROXY_USER_HEADER"}
 	for _, h := range []struct{ name, v string }{
 		{"AUTHPROXY_EMAIL_HEADER", e.EmailHeader}, {"AUTHPROXY_NAME_HEADER", e.NameHeader},
 		{"AUTHPROXY_GROUPS_HEADER", e.GroupsHeader}, {"AUTHPROXY_ACCESS_TOKEN_HEADER", e.AccessTokenHeader},
@@ -325,10 +326,10 @@ func (e env) proxyConfig(p *problems, origin oidc.Origin, a access) proxy.Config
 		}
 		if !headerNameOK(h.v) {
 			p.add("%s %q is not a usable header name", h.name, h.v)
-		} else if other, dup := seen[normalizeHeader(h.v)]; dup {
+		} else if other, dup := seen[proxy.NormalizeHeader(h.v)]; dup {
 			p.add("%s %q is the same header as %s", h.name, h.v, other)
 		}
-		seen[normalizeHeader(h.v)] = h.name
+		seen[proxy.NormalizeHeader(h.v)] = h.name
 	}
 	return c
 }
@@ -584,16 +585,7 @@ func headerNameOK(h string) bool {
 	case "", "host", "cookie", "authorization", "connection", "content-length", "transfer-encoding", "upgrade":
 		return false
 	}
-	for i := 0; i < len(h); i++ {
-		c := h[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
-			return false
-		}
-	}
-	return true
+	return ascii.IsName(h, "")
 }
-
-// normalizeHeader is how upstream stacks compare header names.
-func normalizeHeader(h string) string { return strings.ReplaceAll(strings.ToLower(h), "_", "-") }
 
 func cookieNameOK(s string) bool { return s != "" && headerNameOK(s) }

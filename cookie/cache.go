@@ -4,6 +4,8 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+
+	"github.com/authproxy/authproxy/session"
 )
 
 // DefaultCacheSize bounds the verified-session cache: about 2 kB of key
@@ -24,19 +26,19 @@ const DefaultCacheSize = 4096
 type sessionCache struct {
 	mu  sync.RWMutex
 	max int
-	m   map[string]Session
+	m   map[string]session.Session
 }
 
 func newSessionCache(max int) *sessionCache {
 	if max <= 0 {
 		return nil
 	}
-	return &sessionCache{max: max, m: make(map[string]Session, max)}
+	return &sessionCache{max: max, m: make(map[string]session.Session, max)}
 }
 
-func (c *sessionCache) get(value string) (Session, bool) {
+func (c *sessionCache) get(value string) (session.Session, bool) {
 	if c == nil {
-		return Session{}, false
+		return session.Session{}, false
 	}
 	c.mu.RLock()
 	sess, ok := c.m[value]
@@ -47,7 +49,7 @@ func (c *sessionCache) get(value string) (Session, bool) {
 // put adds a verified session. When full, it drops an arbitrary eighth of
 // the entries (Go's map iteration order is random): cheaper than an LRU's
 // bookkeeping on every hit, and a dropped session only costs one decode.
-func (c *sessionCache) put(value string, sess Session) {
+func (c *sessionCache) put(value string, sess session.Session) {
 	if c == nil {
 		return
 	}

@@ -13,18 +13,6 @@ import (
 	"github.com/authproxy/authproxy/proxy/page"
 )
 
-// Revoker ends sessions on every replica: a server-side session store.
-type Revoker interface {
-	RevokeSID(ctx context.Context, sid string) (int, error)
-	RevokeUser(ctx context.Context, user string) (int, error)
-}
-
-// onceMarker is a Revoker that can also tell, across replicas, whether a
-// key was seen before (so a logout token's jti is good once everywhere).
-type onceMarker interface {
-	Once(ctx context.Context, key string, ttl time.Duration) (bool, error)
-}
-
 // backchannelEvent is the member of a logout token's events claim that
 // OpenID Connect Back-Channel Logout 1.0 defines.
 const backchannelEvent = "http://schemas.openid.net/event/backchannel-logout"
@@ -151,8 +139,8 @@ func (h *Handler) verifyLogoutToken(ctx context.Context, p *provider, raw string
 	case c.Jti != "" && !h.jtis.fresh(c.Jti, now):
 		return "", "", errors.New("logout token replayed")
 	}
-	if m, ok := h.cfg.Revoker.(onceMarker); ok && c.Jti != "" {
-		fresh, err := m.Once(ctx, "logout-jti:"+c.Jti, 2*logoutTokenSkew)
+	if h.cfg.Once != nil && c.Jti != "" {
+		fresh, err := h.cfg.Once.Once(ctx, "logout-jti:"+c.Jti, 2*logoutTokenSkew)
 		if err != nil {
 			return "", "", fmt.Errorf("check jti: %w", err)
 		}

@@ -138,7 +138,7 @@ func (o *onceRevoker) Once(_ context.Context, key string, _ time.Duration) (bool
 // seen (the store says so) is refused here too.
 func TestBackchannelReplayOnAnotherReplica(t *testing.T) {
 	shared := &onceRevoker{seen: map[string]bool{}}
-	a := newFixture(t, func(c *Config) { c.Revoker = shared })
+	a := newFixture(t, func(c *Config) { c.Revoker, c.Once = shared, shared })
 	tok, err := a.idp.SignIDToken(map[string]any{"iss": a.idp.Issuer(), "aud": clientID, "sid": "s1", "jti": "j1",
 		"iat": time.Now().Unix(), "events": map[string]any{backchannelEvent: map[string]any{}}})
 	if err != nil {
@@ -150,7 +150,7 @@ func TestBackchannelReplayOnAnotherReplica(t *testing.T) {
 	shared.take()
 	// Another replica: its own in-process memory is empty, the store's is not.
 	b, err := New(t.Context(), Config{Issuer: a.idp.Issuer(), ClientID: clientID, ClientSecret: secret, RedirectURL: callbackURL,
-		Scopes: []string{"openid"}, SessionLifetime: time.Hour, HTTPClient: &http.Client{Timeout: 5 * time.Second}, Revoker: shared}, a.store)
+		Scopes: []string{"openid"}, SessionLifetime: time.Hour, HTTPClient: &http.Client{Timeout: 5 * time.Second}, Revoker: shared, Once: shared}, a.store, a.store)
 	if err != nil {
 		t.Fatal(err)
 	}

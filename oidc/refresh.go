@@ -11,7 +11,7 @@ import (
 	gooidc "github.com/coreos/go-oidc/v3/oidc"
 	"golang.org/x/oauth2"
 
-	"github.com/authproxy/authproxy/cookie"
+	"github.com/authproxy/authproxy/session"
 )
 
 // RefreshMargin is how long before the tokens expire that a request
@@ -32,7 +32,7 @@ const maxRefreshResults = 10_000
 
 // NeedsRefresh reports whether sess carries a refresh token and its tokens
 // expire within RefreshMargin.
-func (h *Handler) NeedsRefresh(sess cookie.Session) bool {
+func (h *Handler) NeedsRefresh(sess session.Session) bool {
 	return sess.RefreshToken != "" && h.cfg.Now().Add(RefreshMargin).After(sess.TokenExpiry)
 }
 
@@ -51,7 +51,7 @@ type refreshCall struct {
 }
 
 type refreshOutcome struct {
-	sess cookie.Session
+	sess session.Session
 	err  error
 	at   time.Time
 }
@@ -59,9 +59,9 @@ type refreshOutcome struct {
 // Refresh renews sess's tokens at the provider, without the user. Requests
 // of the same session share one call to the provider; the refresh token is
 // never sent twice. A refused token yields ErrRefreshRejected; a provider
-// that cannot be reached yields a Temporary error, and the caller may keep
-// serving the still-valid session.
-func (h *Handler) Refresh(ctx context.Context, sess cookie.Session) (cookie.Session, error) {
+// that cannot be reached, an error wrapping session.ErrUnavailable, and the
+// caller may keep serving the still-valid session.
+func (h *Handler) Refresh(ctx context.Context, sess session.Session) (session.Session, error) {
 	key := sha256.Sum256([]byte(sess.RefreshToken))
 	now := h.cfg.Now()
 	r := &h.refresh
@@ -76,7 +76,7 @@ func (h *Handler) Refresh(ctx context.Context, sess cookie.Session) (cookie.Sess
 		case <-c.wait:
 			return c.sess, c.err
 		case <-ctx.Done():
-			return cookie.Session{}, temporary{ctx.Err()}
+			return session.Session{}, fmt.Errorf("%w: waiting for a refresh: %w", session.ErrUnavailable, ctx.Err())
 		}
 	}
 	c := &refreshCall{wait: make(chan struct{})}
@@ -97,7 +97,7 @@ func (h *Handler) Refresh(ctx context.Context, sess cookie.Session) (cookie.Sess
 
 	r.mu.Lock()
 	delete(r.inflight, key)
-	if !isTemporary(c.err) { // a temporary failure may be retried with the same token
+	if !errors.Is(c.err, session.ErrUnavailable) { // a temporary failure may be retried with the same token
 		if len(r.done) >= maxRefreshResults {
 			for k, out := range r.done {
 				if now.Sub(out.at) >= lateGrace || len(r.done) >= maxRefreshResults {
@@ -112,10 +112,10 @@ func (h *Handler) Refresh(ctx context.Context, sess cookie.Session) (cookie.Sess
 	return c.sess, c.err
 }
 
-func (h *Handler) refreshOnce(ctx context.Context, sess cookie.Session) (cookie.Session, error) {
+func (h *Handler) refreshOnce(ctx context.Context, sess session.Session) (session.Session, error) {
 	p := h.provider.Load()
 	if p == nil {
-		return cookie.Session{}, temporary{ErrNotReady}
+		return session.Session{}, ErrNotReady
 	}
 	ctx = gooidc.ClientContext(ctx, h.cfg.HTTPClient)
 	// An expired token forces the token source to refresh now.
@@ -124,9 +124,9 @@ func (h *Handler) refreshOnce(ctx context.Context, sess cookie.Session) (cookie.
 	if err != nil {
 		if err := classify(err); errors.Is(err, errProviderDown) {
 			h.cfg.Observer.ProviderError("refresh")
-			return cookie.Session{}, temporary{err}
+			return session.Session{}, fmt.Errorf("%w: %w", session.ErrUnavailable, err)
 		}
-		return cookie.Session{}, fmt.Errorf("%w: %w", ErrRefreshRejected, err)
+		return session.Session{}, fmt.Errorf("%w: %w", ErrRefreshRejected, err)
 	}
 	next := sess
 	next.AccessToken = ""
@@ -140,14 +140,14 @@ func (h *Handler) refreshOnce(ctx context.Context, sess cookie.Session) (cookie.
 	if raw, _ := tok.Extra("id_token").(string); raw != "" {
 		idt, err := p.verifier.Verify(ctx, raw)
 		if err != nil {
-			return cookie.Session{}, fmt.Errorf("%w: new ID token: %w", ErrRefreshRejected, err)
+			return session.Session{}, fmt.Errorf("%w: new ID token: %w", ErrRefreshRejected, err)
 		}
 		var claims map[string]any
 		if err := idt.Claims(&claims); err != nil {
-			return cookie.Session{}, fmt.Errorf("%w: new ID token: %w", ErrRefreshRejected, err)
+			return session.Session{}, fmt.Errorf("%w: new ID token: %w", ErrRefreshRejected, err)
 		}
 		if user := claimString(claims[h.cfg.UserClaim]); user != sess.User {
-			return cookie.Session{}, fmt.Errorf("%w: the refreshed ID token names another user", ErrRefreshRejected)
+			return session.Session{}, fmt.Errorf("%w: the refreshed ID token names another user", ErrRefreshRejected)
 		}
 		next.IDToken = raw
 		// Renew before the first of the two tokens expires: an access
@@ -163,17 +163,4 @@ func (h *Handler) refreshOnce(ctx context.Context, sess cookie.Session) (cookie.
 		next.TokenExpiry = h.cfg.Now().Add(5 * time.Minute) // no expiry given: check again soon
 	}
 	return next, nil
-}
-
-// temporary marks a failure that says nothing about the session: the
-// provider could not be asked.
-type temporary struct{ err error }
-
-func (t temporary) Error() string   { return t.err.Error() }
-func (t temporary) Unwrap() error   { return t.err }
-func (t temporary) Temporary() bool { return true }
-
-func isTemporary(err error) bool {
-	var t interface{ Temporary() bool }
-	return errors.As(err, &t) && t.Temporary()
 }

@@ -1,16 +1,15 @@
 package proxy
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
 
-	"github.com/authproxy/authproxy/cookie"
 	"github.com/authproxy/authproxy/proxy/assertion"
 	"github.com/authproxy/authproxy/proxy/page"
+	"github.com/authproxy/authproxy/session"
 )
 
 // Rules decides who may pass. Paths are the request's escaped path; the
@@ -58,7 +57,7 @@ func (c Config) identityHeaders() []string {
 // authenticate finds the caller: a bearer token when bearer tokens are on
 // and the request carries one, else the session cookie. On failure it has
 // written the answer (redirect, 401 or 503) and returns false.
-func (p *handler) authenticate(w http.ResponseWriter, r *http.Request, redirect bool) (cookie.Session, bool) {
+func (p *handler) authenticate(w http.ResponseWriter, r *http.Request, redirect bool) (session.Session, bool) {
 	info := infoOf(r)
 	if p.cfg.Bearer != nil {
 		if token, ok := bearerToken(r); ok {
@@ -67,38 +66,38 @@ func (p *handler) authenticate(w http.ResponseWriter, r *http.Request, redirect 
 				return sess, true
 			}
 			p.cfg.Logger.Info("bearer token refused", "path", r.URL.Path, "err", err)
-			if isTemporary(err) {
+			if errors.Is(err, session.ErrUnavailable) {
 				info.outcome = OutcomeError
 				page.WriteJSON(w, page.Page{Status: http.StatusServiceUnavailable, Code: "provider_unavailable",
 					Detail: "Tokens cannot be checked until the identity provider has been reached."})
-				return cookie.Session{}, false
+				return session.Session{}, false
 			}
 			info.outcome = OutcomeUnauth
 			w.Header().Set("WWW-Authenticate", `Bearer realm="authproxy", error="invalid_token"`)
 			page.WriteJSON(w, page.Page{Status: http.StatusUnauthorized, Code: "invalid_token",
 				Detail: "The bearer token is invalid or expired."})
-			return cookie.Session{}, false
+			return session.Session{}, false
 		}
 	}
 	sess, err := p.cfg.Sessions.Load(r)
 	if err == nil {
 		return p.renew(w, r, sess, redirect)
 	}
-	if !errors.Is(err, cookie.ErrNoSession) {
+	if !errors.Is(err, session.ErrNoSession) {
 		info.outcome = OutcomeError
 		p.cfg.Logger.Error("load session", "err", err)
-		if isTemporary(err) { // the session store is down: the session may well be fine
+		if errors.Is(err, session.ErrUnavailable) { // the session store is down: the session may well be fine
 			page.Write(w, r, page.Page{Status: http.StatusServiceUnavailable, Code: "session_store_unavailable",
 				Title: "Temporarily unavailable", Detail: "authproxy cannot reach its session store. Please try again in a moment.",
 				Links: []page.Link{{Href: r.URL.RequestURI(), Text: "Try again"}}})
-			return cookie.Session{}, false
+			return session.Session{}, false
 		}
 		page.Write(w, r, page.Page{Status: http.StatusInternalServerError, Code: "internal_error",
 			Title: "Something went wrong", Detail: "authproxy could not read the session."})
-		return cookie.Session{}, false
+		return session.Session{}, false
 	}
 	p.unauthenticated(w, r, returnTo(r), redirect)
-	return cookie.Session{}, false
+	return session.Session{}, false
 }
 
 func returnTo(r *http.Request) string { return r.URL.RequestURI() }
@@ -108,20 +107,20 @@ func returnTo(r *http.Request) string { return r.URL.RequestURI() }
 // changed it. A provider that refuses the refresh token has ended the
 // session; one that cannot be reached leaves it as it is, so logged-in users
 // keep working through a provider outage.
-func (p *handler) renew(w http.ResponseWriter, r *http.Request, sess cookie.Session, redirect bool) (cookie.Session, bool) {
+func (p *handler) renew(w http.ResponseWriter, r *http.Request, sess session.Session, redirect bool) (session.Session, bool) {
 	save := false
 	if p.cfg.Refresher != nil && p.cfg.Refresher.NeedsRefresh(sess) {
 		next, err := p.refresh(r, sess)
 		switch {
 		case err == nil:
 			sess, save = next, next.TokenExpiry != sess.TokenExpiry || next.RefreshToken != sess.RefreshToken
-		case isTemporary(err):
+		case errors.Is(err, session.ErrUnavailable):
 			p.cfg.Logger.Warn("token refresh postponed: provider unreachable", "user", sess.User, "err", err)
 		default:
 			p.cfg.Logger.Info("session ended: the provider refused its refresh token", "user", sess.User, "err", err)
 			p.cfg.Sessions.Clear(w, r)
 			p.unauthenticated(w, r, returnTo(r), redirect)
-			return cookie.Session{}, false
+			return session.Session{}, false
 		}
 	}
 	if p.cfg.Sessions.Touch(&sess) {
@@ -135,19 +134,13 @@ func (p *handler) renew(w http.ResponseWriter, r *http.Request, sess cookie.Sess
 	return sess, true
 }
 
-// refreshLocker is a session store shared by replicas, which takes turns
-// refreshing a session so that the provider sees one refresh, not one per
-// replica.
-type refreshLocker interface {
-	LockRefresh(context.Context, cookie.Session) (unlock func(), err error)
-}
-
-// refresh renews sess, under the store's cross-replica lock when it has one:
-// once the lock is taken, the session is read again, and if another replica
-// has renewed it meanwhile, that renewal is used.
-func (p *handler) refresh(r *http.Request, sess cookie.Session) (cookie.Session, error) {
-	if l, ok := p.cfg.Sessions.(refreshLocker); ok && sess.Ticket != "" {
-		unlock, err := l.LockRefresh(r.Context(), sess)
+// refresh renews sess, under the cross-replica lock of a server-side
+// session when there is a Locker: once the lock is taken, the session is
+// read again, and if another replica has renewed it meanwhile, that renewal
+// is used.
+func (p *handler) refresh(r *http.Request, sess session.Session) (session.Session, error) {
+	if p.cfg.Locker != nil && sess.ID != "" {
+		unlock, err := p.cfg.Locker.LockRefresh(r.Context(), sess)
 		if err != nil {
 			return sess, err
 		}
@@ -159,13 +152,6 @@ func (p *handler) refresh(r *http.Request, sess cookie.Session) (cookie.Session,
 		}
 	}
 	return p.cfg.Refresher.Refresh(r.Context(), sess)
-}
-
-// isTemporary reports whether err says a dependency could not be reached,
-// rather than that the request or session is bad.
-func isTemporary(err error) bool {
-	var t interface{ Temporary() bool }
-	return errors.As(err, &t) && t.Temporary()
 }
 
 // bearerToken returns the token of an "Authorization: Bearer" header.
@@ -204,7 +190,7 @@ func (p *handler) authorize(w http.ResponseWriter, r *http.Request, method, esca
 }
 
 // claimsOf is what rules see: the kept claims, with the session's email.
-func claimsOf(sess cookie.Session) map[string]any {
+func claimsOf(sess session.Session) map[string]any {
 	if sess.Email == "" || sess.Claims["email"] != nil {
 		return sess.Claims
 	}

@@ -8,7 +8,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/authproxy/authproxy/cookie"
+	"github.com/authproxy/authproxy/session"
 )
 
 // Request outcomes, as counted by the Observer.
@@ -47,7 +47,7 @@ type reqInfo struct {
 	// cost no allocation of their own (a one-element slice never grows in
 	// place: an append copies).
 	idValue, userValue [1]string
-	sess               cookie.Session // the authenticated user; zero when anonymous
+	sess               session.Session // the authenticated user; zero when anonymous
 	outcome            string
 	forwarded          time.Time // when the request left for the upstream
 }

@@ -36,6 +36,7 @@ import (
 	"github.com/authproxy/authproxy/proxy"
 	"github.com/authproxy/authproxy/proxy/assertion"
 	"github.com/authproxy/authproxy/redisstore"
+	"github.com/authproxy/authproxy/session"
 )
 
 // version is stamped at build time with -ldflags "-X main.version=...".
@@ -120,24 +121,33 @@ func serve(ctx context.Context, cfg config, ln net.Listener, log *slog.Logger) e
 		always := cfg.CookieSecure == "true"
 		secure = func(*http.Request) bool { return always }
 	}
+	policy := session.Policy{Lifetime: cfg.SessionLifetime, Idle: cfg.SessionIdle}
+	// The cookie store writes the login cookies whichever store keeps the
+	// sessions, and its names cover the Redis store's ticket cookie.
 	cookies, err := cookie.NewStore(cookie.Config{
 		Name: cfg.CookieName, Domain: cfg.CookieDomain, Secure: secure,
-		Lifetime: cfg.SessionLifetime, Idle: cfg.SessionIdle, Secrets: secrets,
-		Tickets: cfg.SessionStore == "redis",
+		Policy: policy, Secrets: secrets,
 	})
 	if err != nil {
 		return err
 	}
-	var store sessionStore = cookies
-	var redisSessions *redisstore.Store
+	// The session store, and what only a store shared by replicas can do.
+	var (
+		store         session.Store = cookies
+		revoker       session.Revoker
+		locker        session.Locker
+		once          session.OnceMarker
+		redisSessions *redisstore.Store
+	)
 	if cfg.SessionStore == "redis" {
 		rdb := redis.NewUniversalClient(cfg.Redis)
 		defer rdb.Close()
-		redisSessions, err = redisstore.New(ctx, redisstore.Config{Client: rdb, Cookies: cookies, Idle: cfg.SessionIdle})
+		redisSessions, err = redisstore.New(ctx, redisstore.Config{Client: rdb, Policy: policy,
+			Name: cfg.CookieName, Domain: cfg.CookieDomain, Secure: secure, Secrets: secrets})
 		if err != nil {
 			return err
 		}
-		store = redisSessions
+		store, revoker, locker, once = redisSessions, redisSessions, redisSessions, redisSessions
 		m.ActiveSessions(redisSessions.Count)
 	}
 
@@ -158,10 +168,10 @@ func serve(ctx context.Context, cfg config, ln net.Listener, log *slog.Logger) e
 		RedirectURL: redirect, Scopes: cfg.Scopes, UserClaim: cfg.UserClaim,
 		Auth0Domain: cfg.Auth0Domain, PostLogoutURL: cfg.PostLogoutURL,
 		Audience: cfg.Audience, KeepClaims: keep, KeepAccessToken: cfg.Headers.AccessToken != "",
-		SessionLifetime: cfg.SessionLifetime, Origin: origin,
+		SessionLifetime: policy.Lifetime, Origin: origin,
 		HTTPClient: &http.Client{Timeout: cfg.ProviderTimeout, Transport: http.DefaultTransport.(*http.Transport).Clone()},
-		Logger:     log, Observer: m, Revoker: revoker(redisSessions),
-	}, store)
+		Logger:     log, Observer: m, Revoker: revoker, Once: once,
+	}, store, cookies)
 	if err != nil {
 		return err
 	}
@@ -174,7 +184,7 @@ func serve(ctx context.Context, cfg config, ln net.Listener, log *slog.Logger) e
 	pcfg := proxy.Config{
 		Upstream: cfg.Upstream, UserHeader: cfg.UserHeader, PassHost: cfg.PassHostHeader,
 		Transport: upstreamTransport(cfg),
-		Auth:      auth, Sessions: store, Refresher: auth,
+		Auth:      auth, Sessions: store, IsOwnCookie: cookies.IsOwn, Refresher: auth, Locker: locker,
 		Ready:    func() bool { return !stopping.Load() && auth.Ready() },
 		Trusted:  origin.Trusted,
 		Headers:  cfg.Headers,
@@ -261,28 +271,6 @@ func identitySigner(cfg config, log *slog.Logger) (*assertion.Signer, error) {
 		issuer = cfg.RedirectURL.Scheme + "://" + cfg.RedirectURL.Host
 	}
 	return assertion.New(assertion.Config{Issuer: issuer, Audience: cfg.IdentityAud, Keys: keys})
-}
-
-// sessionStore is what both the login handlers and the proxy need: the
-// cookie store or the Redis store.
-type sessionStore interface {
-	Load(*http.Request) (cookie.Session, error)
-	Save(http.ResponseWriter, *http.Request, cookie.Session) error
-	Clear(http.ResponseWriter, *http.Request)
-	Touch(*cookie.Session) bool
-	IsOwn(string) bool
-	SaveLogin(http.ResponseWriter, *http.Request, cookie.Login) error
-	LoadLogin(*http.Request, string) (cookie.Login, error)
-	ClearLogin(http.ResponseWriter, *http.Request, string)
-}
-
-// revoker is the Redis store as the back-channel logout's Revoker, or nil
-// (a nil *redisstore.Store must not become a non-nil interface).
-func revoker(s *redisstore.Store) oidc.Revoker {
-	if s == nil {
-		return nil
-	}
-	return s
 }
 
 // serveMetrics starts the internal listener: /metrics, and the admin API

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gorilla/securecookie"
@@ -79,19 +80,77 @@ func (s *Store) readCookie(r *http.Request) (ticketCookie, error) {
 	if err != nil {
 		return ticketCookie{}, errNoCookie
 	}
-	var tc ticketCookie
-	if err := securecookie.DecodeMulti(s.name, c.Value, &tc, s.codecs...); err != nil {
-		if tc, err = s.readLegacy(c.Value); err != nil {
-			return ticketCookie{}, err
+	tc, cached := s.verified.get(c.Value)
+	if !cached {
+		if err := securecookie.DecodeMulti(s.name, c.Value, &tc, s.codecs...); err != nil {
+			if tc, err = s.readLegacy(c.Value); err != nil {
+				return ticketCookie{}, err
+			}
+		}
+		if tc.Ticket == "" {
+			return ticketCookie{}, errNoTicket
 		}
 	}
-	if tc.Ticket == "" {
-		return ticketCookie{}, errNoTicket
-	}
 	if !s.now().Before(tc.Expiry) {
+		if cached {
+			s.verified.remove(c.Value)
+		}
 		return ticketCookie{}, errExpired
 	}
+	if !cached {
+		s.verified.put(c.Value, tc)
+	}
 	return tc, nil
+}
+
+// maxVerified bounds the cache of verified ticket cookies: about 300 bytes
+// each, so a few MiB at most.
+const maxVerified = 4096
+
+// verifiedCookies remembers ticket cookies this Store has opened, keyed by
+// the exact cookie value, so that a user's next request costs a map lookup
+// instead of an HMAC, an AES pass and a JSON decode. It only saves that
+// work: Load still fetches the session from Redis every time, so a logout
+// or revocation is seen at once, and the cookie's expiry is checked on
+// every hit. Only values that opened are added; the keys that opened them
+// are fixed for the Store's life.
+type verifiedCookies struct {
+	mu sync.RWMutex
+	m  map[string]ticketCookie
+}
+
+func (v *verifiedCookies) get(value string) (ticketCookie, bool) {
+	v.mu.RLock()
+	tc, ok := v.m[value]
+	v.mu.RUnlock()
+	return tc, ok
+}
+
+// put adds an opened cookie. When full, it drops an arbitrary eighth of the
+// entries (map iteration order is random): a dropped one costs one decode.
+func (v *verifiedCookies) put(value string, tc ticketCookie) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.m == nil {
+		v.m = make(map[string]ticketCookie)
+	}
+	if len(v.m) >= maxVerified {
+		n := maxVerified / 8
+		for k := range v.m {
+			if n <= 0 {
+				break
+			}
+			delete(v.m, k)
+			n--
+		}
+	}
+	v.m[strings.Clone(value)] = tc
+}
+
+func (v *verifiedCookies) remove(value string) {
+	v.mu.Lock()
+	delete(v.m, value)
+	v.mu.Unlock()
 }
 
 // writeCookie sets the ticket cookie of t, living until expiry.

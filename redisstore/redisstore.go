@@ -44,8 +44,10 @@
 // bounded by the live sessions. Members whose entry was deleted (logout,
 // Revoke) are dropped lazily, by Sessions or when they expire.
 //
-// Load costs one GET: no cache in the process, so a revocation is seen by
-// every replica on its next request.
+// Load costs one GET: no cache of sessions in the process, so a revocation
+// is seen by every replica on its next request. (The ticket cookie's
+// verification is cached, by exact value, as the cookie store caches its
+// sessions.)
 //
 // Save tells a refresh from a login by the session it is given. Load sets
 // Session.ID to the session id, so a session that was loaded, then
@@ -146,6 +148,7 @@ type Store struct {
 	secure       func(*http.Request) bool
 	codecs       []securecookie.Codec
 	legacy       []securecookie.Codec
+	verified     verifiedCookies
 }
 
 // unavailable reports that Redis could not serve a call: down, unreachable,

@@ -1211,3 +1211,53 @@ func TestConcurrent(t *testing.T) {
 		t.Errorf("Count after everyone left = %d, %v", n, err)
 	}
 }
+
+// TestVerifiedCookieCache: the cache of opened ticket cookies saves work
+// only: a revoked session is refused at once, an expired cookie is refused
+// and dropped, and what did not open is never added.
+func TestVerifiedCookieCache(t *testing.T) {
+	r := startRedis(t)
+	clk := newClock()
+	s := newReplica(t, r, replicaOpts{clock: clk.Now})
+	req := save(t, s.Store, nil, smallSession("auth0|ada", clk.Now()))
+	c, err := req.Cookie(cookieName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	loaded, err := s.Load(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := s.verified.get(c.Value); !ok {
+		t.Fatal("an opened ticket cookie was not cached")
+	}
+	tampered := []byte(c.Value)
+	tampered[len(tampered)/2] ^= 1
+	bad := httptest.NewRequest("GET", "/", nil)
+	bad.AddCookie(&http.Cookie{Name: cookieName, Value: string(tampered)})
+	if _, err := s.Load(bad); !isNoSession(err) {
+		t.Errorf("tampered cookie: %v", err)
+	}
+	if _, ok := s.verified.get(string(tampered)); ok {
+		t.Error("a tampered cookie was cached")
+	}
+
+	clk.Add(time.Hour + time.Second) // past the cookie's expiry (a whole second)
+	if _, err := s.Load(req); !isNoSession(err) {
+		t.Errorf("expired cookie, cached: %v", err)
+	}
+	if _, ok := s.verified.get(c.Value); ok {
+		t.Error("an expired cookie stayed cached")
+	}
+	clk.Add(-time.Hour - time.Second)
+
+	if _, err := s.Load(req); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Revoke(context.Background(), loaded.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Load(req); !isNoSession(err) {
+		t.Errorf("revoked session with a cached cookie: %v", err)
+	}
+}

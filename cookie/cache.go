@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/authproxy/authproxy/internal/bounded"
+	"github.com/authproxy/authproxy/session"
 )
 
 // DefaultCacheSize bounds the verified-session cache: about 2 kB of key
@@ -28,24 +29,24 @@ const DefaultCacheSize = 4096
 // full, the session that expires first makes room; a dropped session only
 // costs one decode.
 type sessionCache struct {
-	m *bounded.Map[string, Session]
+	m *bounded.Map[string, session.Session]
 }
 
 func newSessionCache(max int) *sessionCache {
 	if max <= 0 {
 		return nil
 	}
-	return &sessionCache{m: bounded.New[string, Session](max)}
+	return &sessionCache{m: bounded.New[string, session.Session](max)}
 }
 
-func (c *sessionCache) get(value string, now time.Time) (Session, bool) {
+func (c *sessionCache) get(value string, now time.Time) (session.Session, bool) {
 	if c == nil {
-		return Session{}, false
+		return session.Session{}, false
 	}
 	return c.m.Get(value, now)
 }
 
-func (c *sessionCache) put(value string, sess Session, now time.Time) {
+func (c *sessionCache) put(value string, sess session.Session, now time.Time) {
 	if c == nil {
 		return
 	}

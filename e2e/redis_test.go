@@ -597,7 +597,7 @@ func TestRedisReplicas(t *testing.T) {
 		"issuer":           strings.TrimSuffix(rs.Provider.Issuer, "/"),
 		"a JWT (ID token)": "eyJhbGciOi", // base64url of `{"alg":`, how every JWT starts
 		"client secret":    rs.Client.ClientSecret,
-		"session JSON":     `"u":"`, // cookie.Session's user field, as encoding/json writes it
+		"session JSON":     `"u":"`, // session.Session's user field, as encoding/json writes it
 	}
 	checkDumpHides(t, dump, secrets)
 

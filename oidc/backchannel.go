@@ -13,20 +13,6 @@ import (
 	"github.com/authproxy/authproxy/page"
 )
 
-// Revoker ends sessions on every replica: a server-side session store.
-type Revoker interface {
-	RevokeSID(ctx context.Context, sid string) (int, error)
-	RevokeUser(ctx context.Context, user string) (int, error)
-}
-
-// onceMarker is a Revoker that also remembers keys for every replica, so a
-// logout token's jti ends sessions once everywhere: Seen asks, Once records
-// (and reports whether the key was new).
-type onceMarker interface {
-	Seen(ctx context.Context, key string) (bool, error)
-	Once(ctx context.Context, key string, ttl time.Duration) (bool, error)
-}
-
 // backchannelEvent is the member of a logout token's events claim that
 // OpenID Connect Back-Channel Logout 1.0 defines.
 const backchannelEvent = "http://schemas.openid.net/event/backchannel-logout"
@@ -148,12 +134,12 @@ func isJSONObject(raw json.RawMessage) bool {
 }
 
 // logoutSeen reports whether a logout token with this jti already ended
-// sessions, here or (with a onceMarker) on another replica.
+// sessions, here or (with Config.Once) on another replica.
 func (h *Handler) logoutSeen(ctx context.Context, jti string) (bool, error) {
 	if _, ok := h.jtis.Get(jti, h.cfg.Now()); ok {
 		return true, nil
 	}
-	if m, ok := h.cfg.Revoker.(onceMarker); ok {
+	if m := h.cfg.Once; m != nil {
 		seen, err := m.Seen(ctx, "logout-jti:"+jti)
 		if err != nil {
 			return false, fmt.Errorf("check jti: %w", err)
@@ -169,7 +155,7 @@ func (h *Handler) logoutSeen(ctx context.Context, jti string) (bool, error) {
 func (h *Handler) logoutDone(ctx context.Context, jti string) {
 	now := h.cfg.Now()
 	h.jtis.Put(jti, struct{}{}, now.Add(jtiTTL), now)
-	if m, ok := h.cfg.Revoker.(onceMarker); ok {
+	if m := h.cfg.Once; m != nil {
 		if _, err := m.Once(ctx, "logout-jti:"+jti, jtiTTL); err != nil {
 			// The sessions are ended; only a replay on another replica
 			// within jtiTTL would end them (or newer ones of sub) again.

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/authproxy/authproxy/redisstore"
+	"github.com/authproxy/authproxy/session"
 )
 
 // fakeRevoker records the revocations asked of it; while err is set, it
@@ -57,11 +58,11 @@ func (f *fakeRevoker) take() []string {
 	return c
 }
 
-// The Redis store is the onceMarker in production; without one of the two
+// The Redis store is the OnceMarker in production; without one of the two
 // methods the cross-replica replay check would silently be off.
 var _ interface {
-	Revoker
-	onceMarker
+	session.Revoker
+	session.OnceMarker
 } = (*redisstore.Store)(nil)
 
 // onceRevoker also remembers jtis, as the Redis store does for all replicas.
@@ -128,10 +129,13 @@ type logoutFixture struct {
 	jti int
 }
 
-func newLogoutFixture(t *testing.T, rev Revoker) *logoutFixture {
+func newLogoutFixture(t *testing.T, rev session.Revoker) *logoutFixture {
 	f := &logoutFixture{log: &logBuffer{}, now: time.Now()}
 	f.fixture = newFixture(t, func(c *Config) {
 		c.Revoker = rev
+		if m, ok := rev.(session.OnceMarker); ok {
+			c.Once = m
+		}
 		c.Logger = slog.New(slog.NewTextHandler(f.log, nil))
 	})
 	return f
@@ -230,7 +234,7 @@ func TestHostileLogoutTokens(t *testing.T) {
 // that, the same token is a replay.
 func TestLogoutRetryAfterStoreFailure(t *testing.T) {
 	for name, rev := range map[string]interface {
-		Revoker
+		session.Revoker
 		fail(error)
 		take() []string
 	}{
@@ -275,7 +279,7 @@ func TestBackchannelLogoutNeedsServerSideStore(t *testing.T) {
 // anything.
 func TestBackchannelReplayOnAnotherReplica(t *testing.T) {
 	shared := &onceRevoker{seen: map[string]bool{}}
-	a := newFixture(t, func(c *Config) { c.Revoker = shared })
+	a := newFixture(t, func(c *Config) { c.Revoker, c.Once = shared, shared })
 	tok, err := a.idp.SignIDToken(map[string]any{"iss": a.idp.Issuer(), "aud": clientID, "sid": "s1", "jti": "j1",
 		"iat": time.Now().Unix(), "exp": time.Now().Add(time.Minute).Unix(), "events": map[string]any{backchannelEvent: map[string]any{}}})
 	if err != nil {
@@ -287,7 +291,7 @@ func TestBackchannelReplayOnAnotherReplica(t *testing.T) {
 	shared.take()
 	// Another replica: its own in-process memory is empty, the store's is not.
 	b, err := New(t.Context(), Config{Issuer: a.idp.Issuer(), ClientID: clientID, ClientSecret: secret, RedirectURL: callbackURL,
-		Scopes: []string{"openid"}, SessionLifetime: time.Hour, HTTPClient: &http.Client{Timeout: 5 * time.Second}, Revoker: shared}, a.store)
+		Scopes: []string{"openid"}, SessionLifetime: time.Hour, HTTPClient: &http.Client{Timeout: 5 * time.Second}, Revoker: shared, Once: shared}, a.store, a.store)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -28,6 +28,7 @@ import (
 
 	"github.com/authproxy/authproxy/cookie"
 	"github.com/authproxy/authproxy/internal/bounded"
+	"github.com/authproxy/authproxy/session"
 )
 
 // Config configures a Handler.
@@ -70,7 +71,10 @@ type Config struct {
 	Audience string
 	// Revoker ends sessions named by back-channel logout tokens; nil (the
 	// cookie store) answers them 501.
-	Revoker Revoker
+	Revoker session.Revoker
+	// Once, when set, makes a logout token's jti good once across replicas;
+	// each replica also remembers the jtis it has seen.
+	Once session.OnceMarker
 	// Observer hears about logins and provider errors; nil means nobody.
 	Observer Observer
 	// KeyRefetchInterval is the least time between JWKS fetches triggered
@@ -97,11 +101,9 @@ func (nopObserver) Logout()              {}
 func (nopObserver) TokenRefreshed()      {}
 func (nopObserver) ProviderError(string) {}
 
-// sessionStore is what the handlers need from the cookie store.
-type sessionStore interface {
-	Load(*http.Request) (cookie.Session, error)
-	Save(http.ResponseWriter, *http.Request, cookie.Session) error
-	Clear(http.ResponseWriter, *http.Request)
+// loginStore keeps a login in progress in the browser: the cookie store,
+// whichever store keeps the sessions.
+type loginStore interface {
 	SaveLogin(http.ResponseWriter, *http.Request, cookie.Login) error
 	LoadLogin(*http.Request, string) (cookie.Login, error)
 	ClearLogin(http.ResponseWriter, *http.Request, string)
@@ -111,7 +113,8 @@ type sessionStore interface {
 // its Login, Callback, Logout and BackchannelLogout methods.
 type Handler struct {
 	cfg      Config
-	store    sessionStore
+	store    session.Store
+	logins   loginStore
 	log      *slog.Logger
 	provider atomic.Pointer[provider]
 	// used holds consumed states until their login cookie would have
@@ -137,8 +140,9 @@ type provider struct {
 
 // New checks cfg and starts discovery in the background. ctx bounds the
 // discovery retries and the lifetime of the provider's key set; pass the
-// process's long-lived context, not a request's.
-func New(ctx context.Context, cfg Config, store sessionStore) (*Handler, error) {
+// process's long-lived context, not a request's. A completed login is saved
+// in sessions; logins in progress are kept by logins.
+func New(ctx context.Context, cfg Config, sessions session.Store, logins loginStore) (*Handler, error) {
 	var problems []string
 	if cfg.Issuer == "" {
 		problems = append(problems, "issuer is required")
@@ -148,6 +152,9 @@ func New(ctx context.Context, cfg Config, store sessionStore) (*Handler, error) 
 	}
 	if cfg.HTTPClient == nil || cfg.HTTPClient.Timeout <= 0 {
 		problems = append(problems, "HTTP client with a timeout is required")
+	}
+	if sessions == nil || logins == nil {
+		problems = append(problems, "session and login stores are required")
 	}
 	if cfg.SessionLifetime <= 0 {
 		problems = append(problems, "session lifetime must be positive")
@@ -179,7 +186,7 @@ func New(ctx context.Context, cfg Config, store sessionStore) (*Handler, error) 
 	if cfg.Observer == nil {
 		cfg.Observer = nopObserver{}
 	}
-	h := &Handler{cfg: cfg, store: store, log: cfg.Logger,
+	h := &Handler{cfg: cfg, store: sessions, logins: logins, log: cfg.Logger,
 		used:    bounded.New[string, struct{}](maxUsedStates),
 		refresh: refresher{done: bounded.New[[32]byte, refreshOutcome](maxRefreshResults)},
 		jtis:    bounded.New[string, struct{}](maxLogoutTokens)}
@@ -276,44 +283,40 @@ func (h *Handler) bearerVerifier(keys gooidc.KeySet) *gooidc.IDTokenVerifier {
 var ErrInvalidToken = errors.New("invalid bearer token")
 
 // ErrNotReady means discovery has not completed, so tokens cannot be
-// checked yet. It is Temporary, so callers answer 503, not 401.
-var ErrNotReady error = notReady{}
-
-type notReady struct{}
-
-func (notReady) Error() string   { return "identity provider not discovered yet" }
-func (notReady) Temporary() bool { return true }
+// checked yet. It wraps session.ErrUnavailable, so callers answer 503, not
+// 401.
+var ErrNotReady = fmt.Errorf("%w: identity provider not discovered yet", session.ErrUnavailable)
 
 // VerifyAccessToken checks a bearer JWT locally: signature against the
 // cached JWKS, issuer, audience (Config.Audience) and expiry. It returns the
 // session the token stands for. No provider call is made unless the token
 // names an unknown key (and then at most once per refetch interval).
-func (h *Handler) VerifyAccessToken(r *http.Request, raw string) (cookie.Session, error) {
+func (h *Handler) VerifyAccessToken(r *http.Request, raw string) (session.Session, error) {
 	p := h.provider.Load()
 	if p == nil {
-		return cookie.Session{}, ErrNotReady
+		return session.Session{}, ErrNotReady
 	}
 	if p.bearer == nil {
-		return cookie.Session{}, fmt.Errorf("%w: bearer tokens are not enabled (set AUTHPROXY_AUDIENCE)", ErrInvalidToken)
+		return session.Session{}, fmt.Errorf("%w: bearer tokens are not enabled (set AUTHPROXY_AUDIENCE)", ErrInvalidToken)
 	}
 	tok, err := p.bearer.Verify(gooidc.ClientContext(r.Context(), h.cfg.HTTPClient), raw)
 	if err != nil {
-		return cookie.Session{}, fmt.Errorf("%w: %w", ErrInvalidToken, err)
+		return session.Session{}, fmt.Errorf("%w: %w", ErrInvalidToken, err)
 	}
 	var claims map[string]any
 	if err := tok.Claims(&claims); err != nil {
-		return cookie.Session{}, fmt.Errorf("%w: %w", ErrInvalidToken, err)
+		return session.Session{}, fmt.Errorf("%w: %w", ErrInvalidToken, err)
 	}
 	// An ID token is for the client, not the API: it carries a nonce, or
 	// the client as its authorized party.
 	if _, ok := claims["nonce"]; ok {
-		return cookie.Session{}, fmt.Errorf("%w: an ID token is not an access token", ErrInvalidToken)
+		return session.Session{}, fmt.Errorf("%w: an ID token is not an access token", ErrInvalidToken)
 	}
 	user := claimString(claims[h.cfg.UserClaim])
 	if user == "" {
-		return cookie.Session{}, fmt.Errorf("%w: no %q claim", ErrInvalidToken, h.cfg.UserClaim)
+		return session.Session{}, fmt.Errorf("%w: no %q claim", ErrInvalidToken, h.cfg.UserClaim)
 	}
-	return cookie.Session{
+	return session.Session{
 		User: user, Email: claimString(claims["email"]), Name: claimString(claims["name"]),
 		Expiry: tok.Expiry, Claims: h.keep(claims),
 	}, nil

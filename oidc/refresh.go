@@ -11,8 +11,8 @@ import (
 	"golang.org/x/oauth2"
 	"golang.org/x/sync/singleflight"
 
-	"github.com/authproxy/authproxy/cookie"
 	"github.com/authproxy/authproxy/internal/bounded"
+	"github.com/authproxy/authproxy/session"
 )
 
 // RefreshMargin is how long before the tokens expire that a request
@@ -34,7 +34,7 @@ const maxRefreshResults = 10_000
 
 // NeedsRefresh reports whether sess carries a refresh token and its tokens
 // expire within RefreshMargin.
-func (h *Handler) NeedsRefresh(sess cookie.Session) bool {
+func (h *Handler) NeedsRefresh(sess session.Session) bool {
 	return sess.RefreshToken != "" && h.cfg.Now().Add(RefreshMargin).After(sess.TokenExpiry)
 }
 
@@ -47,16 +47,16 @@ type refresher struct {
 }
 
 type refreshOutcome struct {
-	sess cookie.Session
+	sess session.Session
 	err  error
 }
 
 // Refresh renews sess's tokens at the provider, without the user. Requests
 // of the same session share one call to the provider; the refresh token is
 // never sent twice. A refused token yields ErrRefreshRejected; a provider
-// that cannot be reached yields a Temporary error, and the caller may keep
-// serving the still-valid session.
-func (h *Handler) Refresh(ctx context.Context, sess cookie.Session) (cookie.Session, error) {
+// that cannot be reached, an error wrapping session.ErrUnavailable, and the
+// caller may keep serving the still-valid session.
+func (h *Handler) Refresh(ctx context.Context, sess session.Session) (session.Session, error) {
 	key := sha256.Sum256([]byte(sess.RefreshToken))
 	r := &h.refresh
 	if out, ok := r.done.Get(key, h.cfg.Now()); ok {
@@ -77,7 +77,7 @@ func (h *Handler) Refresh(ctx context.Context, sess cookie.Session) (cookie.Sess
 		if out.err == nil {
 			h.cfg.Observer.TokenRefreshed()
 		}
-		if !isTemporary(out.err) { // a temporary failure may be retried with the same token
+		if !errors.Is(out.err, session.ErrUnavailable) { // a temporary failure may be retried with the same token
 			now := h.cfg.Now()
 			r.done.Put(key, out, now.Add(lateGrace), now)
 		}
@@ -88,14 +88,14 @@ func (h *Handler) Refresh(ctx context.Context, sess cookie.Session) (cookie.Sess
 		out := res.Val.(refreshOutcome)
 		return out.sess, out.err
 	case <-ctx.Done():
-		return cookie.Session{}, temporary{ctx.Err()}
+		return session.Session{}, fmt.Errorf("%w: waiting for a refresh: %w", session.ErrUnavailable, ctx.Err())
 	}
 }
 
-func (h *Handler) refreshOnce(ctx context.Context, sess cookie.Session) (cookie.Session, error) {
+func (h *Handler) refreshOnce(ctx context.Context, sess session.Session) (session.Session, error) {
 	p := h.provider.Load()
 	if p == nil {
-		return cookie.Session{}, temporary{ErrNotReady}
+		return session.Session{}, ErrNotReady
 	}
 	ctx = gooidc.ClientContext(ctx, h.cfg.HTTPClient)
 	// An expired token forces the token source to refresh now.
@@ -104,9 +104,9 @@ func (h *Handler) refreshOnce(ctx context.Context, sess cookie.Session) (cookie.
 	if err != nil {
 		if err := classify(err); errors.Is(err, errProviderDown) {
 			h.cfg.Observer.ProviderError("refresh")
-			return cookie.Session{}, temporary{err}
+			return session.Session{}, fmt.Errorf("%w: %w", session.ErrUnavailable, err)
 		}
-		return cookie.Session{}, fmt.Errorf("%w: %w", ErrRefreshRejected, err)
+		return session.Session{}, fmt.Errorf("%w: %w", ErrRefreshRejected, err)
 	}
 	next := sess
 	next.AccessToken = ""
@@ -120,14 +120,14 @@ func (h *Handler) refreshOnce(ctx context.Context, sess cookie.Session) (cookie.
 	if raw, _ := tok.Extra("id_token").(string); raw != "" {
 		idt, err := p.verifier.Verify(ctx, raw)
 		if err != nil {
-			return cookie.Session{}, fmt.Errorf("%w: new ID token: %w", ErrRefreshRejected, err)
+			return session.Session{}, fmt.Errorf("%w: new ID token: %w", ErrRefreshRejected, err)
 		}
 		var claims map[string]any
 		if err := idt.Claims(&claims); err != nil {
-			return cookie.Session{}, fmt.Errorf("%w: new ID token: %w", ErrRefreshRejected, err)
+			return session.Session{}, fmt.Errorf("%w: new ID token: %w", ErrRefreshRejected, err)
 		}
 		if user := claimString(claims[h.cfg.UserClaim]); user != sess.User {
-			return cookie.Session{}, fmt.Errorf("%w: the refreshed ID token names another user", ErrRefreshRejected)
+			return session.Session{}, fmt.Errorf("%w: the refreshed ID token names another user", ErrRefreshRejected)
 		}
 		next.IDToken = raw
 		// Renew before the first of the two tokens expires: an access
@@ -143,17 +143,4 @@ func (h *Handler) refreshOnce(ctx context.Context, sess cookie.Session) (cookie.
 		next.TokenExpiry = h.cfg.Now().Add(5 * time.Minute) // no expiry given: check again soon
 	}
 	return next, nil
-}
-
-// temporary marks a failure that says nothing about the session: the
-// provider could not be asked.
-type temporary struct{ err error }
-
-func (t temporary) Error() string   { return t.err.Error() }
-func (t temporary) Unwrap() error   { return t.err }
-func (t temporary) Temporary() bool { return true }
-
-func isTemporary(err error) bool {
-	var t interface{ Temporary() bool }
-	return errors.As(err, &t) && t.Temporary()
 }

@@ -1,16 +1,15 @@
 package proxy
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
 
-	"github.com/authproxy/authproxy/cookie"
 	"github.com/authproxy/authproxy/page"
 	"github.com/authproxy/authproxy/proxy/assertion"
+	"github.com/authproxy/authproxy/session"
 )
 
 // Rules decides who may pass. Paths are the request's escaped path; the
@@ -72,14 +71,14 @@ type target struct {
 // outcome and, once the caller is known, the session (also when refused,
 // for the log). Unless the outcome is OutcomePublic or OutcomeProxied, it
 // has written the refusal.
-func (p *handler) admit(w http.ResponseWriter, r *http.Request, t target) (cookie.Session, string) {
+func (p *handler) admit(w http.ResponseWriter, r *http.Request, t target) (session.Session, string) {
 	path := t.url.EscapedPath()
 	if p.cfg.Rules != nil && p.cfg.Rules.Public(t.method, path) {
-		return cookie.Session{}, OutcomePublic
+		return session.Session{}, OutcomePublic
 	}
 	sess, refused := p.authenticate(w, r, t)
 	if refused != "" {
-		return cookie.Session{}, refused
+		return session.Session{}, refused
 	}
 	if refused := p.authorize(w, r, sess, t.method, path); refused != "" {
 		return sess, refused
@@ -91,7 +90,7 @@ func (p *handler) admit(w http.ResponseWriter, r *http.Request, t target) (cooki
 // and the request carries one, else the session cookie. On failure it has
 // written the answer (redirect, 401 or 503) and returns its outcome as
 // refused; on success refused is empty.
-func (p *handler) authenticate(w http.ResponseWriter, r *http.Request, t target) (_ cookie.Session, refused string) {
+func (p *handler) authenticate(w http.ResponseWriter, r *http.Request, t target) (_ session.Session, refused string) {
 	if p.cfg.Bearer != nil {
 		if token, ok := bearerToken(r); ok {
 			sess, err := p.cfg.Bearer(r, token)
@@ -99,34 +98,34 @@ func (p *handler) authenticate(w http.ResponseWriter, r *http.Request, t target)
 				return sess, ""
 			}
 			p.cfg.Logger.Info("bearer token refused", "path", t.url.Path, "err", err)
-			if isTemporary(err) {
+			if errors.Is(err, session.ErrUnavailable) {
 				page.WriteJSON(w, page.Page{Status: http.StatusServiceUnavailable, Code: "provider_unavailable",
 					Detail: "Tokens cannot be checked until the identity provider has been reached."})
-				return cookie.Session{}, OutcomeError
+				return session.Session{}, OutcomeError
 			}
 			w.Header().Set("WWW-Authenticate", `Bearer realm="authproxy", error="invalid_token"`)
 			page.WriteJSON(w, page.Page{Status: http.StatusUnauthorized, Code: "invalid_token",
 				Detail: "The bearer token is invalid or expired."})
-			return cookie.Session{}, OutcomeUnauth
+			return session.Session{}, OutcomeUnauth
 		}
 	}
 	sess, err := p.cfg.Sessions.Load(r)
 	if err == nil {
 		return p.renew(w, r, sess, t)
 	}
-	if !errors.Is(err, cookie.ErrNoSession) {
+	if !errors.Is(err, session.ErrNoSession) {
 		p.cfg.Logger.Error("load session", "err", err)
-		if isTemporary(err) { // the session store is down: the session may well be fine
+		if errors.Is(err, session.ErrUnavailable) { // the session store is down: the session may well be fine
 			page.Write(w, r, page.Page{Status: http.StatusServiceUnavailable, Code: "session_store_unavailable",
 				Title: "Temporarily unavailable", Detail: "authproxy cannot reach its session store. Please try again in a moment.",
 				Links: []page.Link{{Href: t.url.RequestURI(), Text: "Try again"}}})
-			return cookie.Session{}, OutcomeError
+			return session.Session{}, OutcomeError
 		}
 		page.Write(w, r, page.Page{Status: http.StatusInternalServerError, Code: "internal_error",
 			Title: "Something went wrong", Detail: "authproxy could not read the session."})
-		return cookie.Session{}, OutcomeError
+		return session.Session{}, OutcomeError
 	}
-	return cookie.Session{}, p.unauthenticated(w, r, t)
+	return session.Session{}, p.unauthenticated(w, r, t)
 }
 
 // renew refreshes the session's tokens when they are about to expire and
@@ -134,19 +133,19 @@ func (p *handler) authenticate(w http.ResponseWriter, r *http.Request, t target)
 // changed it. A provider that refuses the refresh token has ended the
 // session; one that cannot be reached leaves it as it is, so logged-in users
 // keep working through a provider outage.
-func (p *handler) renew(w http.ResponseWriter, r *http.Request, sess cookie.Session, t target) (_ cookie.Session, refused string) {
+func (p *handler) renew(w http.ResponseWriter, r *http.Request, sess session.Session, t target) (_ session.Session, refused string) {
 	save := false
 	if p.cfg.Refresher != nil && p.cfg.Refresher.NeedsRefresh(sess) {
 		next, err := p.refresh(r, sess)
 		switch {
 		case err == nil:
 			sess, save = next, next.TokenExpiry != sess.TokenExpiry || next.RefreshToken != sess.RefreshToken
-		case isTemporary(err):
+		case errors.Is(err, session.ErrUnavailable):
 			p.cfg.Logger.Warn("token refresh postponed: provider unreachable", "user", sess.User, "err", err)
 		default:
 			p.cfg.Logger.Info("session ended: the provider refused its refresh token", "user", sess.User, "err", err)
 			p.cfg.Sessions.Clear(w, r)
-			return cookie.Session{}, p.unauthenticated(w, r, t)
+			return session.Session{}, p.unauthenticated(w, r, t)
 		}
 	}
 	if p.cfg.Sessions.Touch(&sess) {
@@ -160,19 +159,13 @@ func (p *handler) renew(w http.ResponseWriter, r *http.Request, sess cookie.Sess
 	return sess, ""
 }
 
-// refreshLocker is a session store shared by replicas, which takes turns
-// refreshing a session so that the provider sees one refresh, not one per
-// replica.
-type refreshLocker interface {
-	LockRefresh(context.Context, cookie.Session) (unlock func(), err error)
-}
-
-// refresh renews sess, under the store's cross-replica lock when it has one:
-// once the lock is taken, the session is read again, and if another replica
-// has renewed it meanwhile, that renewal is used.
-func (p *handler) refresh(r *http.Request, sess cookie.Session) (cookie.Session, error) {
-	if l, ok := p.cfg.Sessions.(refreshLocker); ok && sess.Ticket != "" {
-		unlock, err := l.LockRefresh(r.Context(), sess)
+// refresh renews sess, under the cross-replica lock of a server-side
+// session when there is a Locker: once the lock is taken, the session is
+// read again, and if another replica has renewed it meanwhile, that renewal
+// is used.
+func (p *handler) refresh(r *http.Request, sess session.Session) (session.Session, error) {
+	if p.cfg.Locker != nil && sess.ID != "" {
+		unlock, err := p.cfg.Locker.LockRefresh(r.Context(), sess)
 		if err != nil {
 			return sess, err
 		}
@@ -184,13 +177,6 @@ func (p *handler) refresh(r *http.Request, sess cookie.Session) (cookie.Session,
 		}
 	}
 	return p.cfg.Refresher.Refresh(r.Context(), sess)
-}
-
-// isTemporary reports whether err says a dependency could not be reached,
-// rather than that the request or session is bad.
-func isTemporary(err error) bool {
-	var t interface{ Temporary() bool }
-	return errors.As(err, &t) && t.Temporary()
 }
 
 // bearerToken returns the token of an "Authorization: Bearer" header.
@@ -205,7 +191,7 @@ func bearerToken(r *http.Request) (string, bool) {
 // authorize applies the rules to sess, the authenticated user. On refusal
 // it has written a 403 that says who the user is and offers logout, never a
 // redirect (which would loop), and returns OutcomeForbidden; else "".
-func (p *handler) authorize(w http.ResponseWriter, r *http.Request, sess cookie.Session, method, escapedPath string) (refused string) {
+func (p *handler) authorize(w http.ResponseWriter, r *http.Request, sess session.Session, method, escapedPath string) (refused string) {
 	if p.cfg.Rules == nil {
 		return ""
 	}
@@ -227,7 +213,7 @@ func (p *handler) authorize(w http.ResponseWriter, r *http.Request, sess cookie.
 }
 
 // claimsOf is what rules see: the kept claims, with the session's email.
-func claimsOf(sess cookie.Session) map[string]any {
+func claimsOf(sess session.Session) map[string]any {
 	if sess.Email == "" || sess.Claims["email"] != nil {
 		return sess.Claims
 	}

@@ -8,8 +8,8 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/authproxy/authproxy/cookie"
 	"github.com/authproxy/authproxy/internal/ascii"
+	"github.com/authproxy/authproxy/session"
 )
 
 // Request outcomes, as counted by the Observer.
@@ -45,7 +45,7 @@ func (nopObserver) UpstreamError(int)              {}
 // forwarding, ErrorHandler the outcome to override), and the outcome that
 // the handlers report to observe for the log and metrics.
 type reqInfo struct {
-	sess cookie.Session // the authenticated user; zero when anonymous
+	sess session.Session // the authenticated user; zero when anonymous
 	// userValue backs the user header's value, so that it costs no
 	// allocation of its own (a one-element slice never grows in place: an
 	// append copies).

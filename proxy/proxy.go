@@ -19,19 +19,8 @@ import (
 
 	"github.com/authproxy/authproxy/cookie"
 	"github.com/authproxy/authproxy/page"
+	"github.com/authproxy/authproxy/session"
 )
-
-// sessionStore is what the proxy needs from the session store.
-type sessionStore interface {
-	Load(*http.Request) (cookie.Session, error)
-	Save(http.ResponseWriter, *http.Request, cookie.Session) error
-	Clear(http.ResponseWriter, *http.Request)
-	// Touch reports whether the session must be saved to record its use
-	// (idle timeout), updating it if so.
-	Touch(*cookie.Session) bool
-	// IsOwn reports whether a cookie is authproxy's, to keep it from the upstream.
-	IsOwn(name string) bool
-}
 
 // Auth is the sign-in flow's handlers (an *oidc.Handler). Which paths and
 // methods reach each of them is decided by routes.
@@ -44,11 +33,11 @@ type Auth interface {
 
 // Refresher renews a session's tokens at the provider before they expire.
 type Refresher interface {
-	NeedsRefresh(cookie.Session) bool
-	// Refresh returns the renewed session. An error that is Temporary
-	// (provider unreachable) leaves the session as it is; any other means
-	// the provider ended it.
-	Refresh(context.Context, cookie.Session) (cookie.Session, error)
+	NeedsRefresh(session.Session) bool
+	// Refresh returns the renewed session. An error wrapping
+	// session.ErrUnavailable (provider unreachable) leaves the session as it
+	// is; any other means the provider ended it.
+	Refresh(context.Context, session.Session) (session.Session, error)
 }
 
 // Config configures the handler returned by New.
@@ -63,12 +52,18 @@ type Config struct {
 	// Auth serves the sign-in flow: login, callback, logout, back-channel
 	// logout.
 	Auth     Auth
-	Sessions sessionStore
+	Sessions session.Store
+	// IsOwnCookie reports whether a cookie is authproxy's (session, chunk,
+	// ticket or login cookie), to keep it from the upstream.
+	IsOwnCookie func(name string) bool
 	// Refresher, when set, renews tokens close to expiry (offline_access).
 	Refresher Refresher
+	// Locker, when set, makes replicas take turns refreshing one
+	// server-side session (a session with an ID).
+	Locker session.Locker
 	// Revalidate is how often the session of a WebSocket or event stream is
 	// loaded again, so that revocation closes it. Zero checks only sessions
-	// of a server-side store (with a ticket), every DefaultRevalidate.
+	// of a server-side store (with an ID), every DefaultRevalidate.
 	Revalidate time.Duration
 	// Ready reports whether the proxy should receive traffic (provider
 	// discovered, not shutting down).
@@ -78,7 +73,7 @@ type Config struct {
 	Trusted func(*http.Request) bool
 	// Bearer verifies "Authorization: Bearer" access tokens; nil leaves the
 	// Authorization header to the upstream and uses the session cookie only.
-	Bearer func(r *http.Request, token string) (cookie.Session, error)
+	Bearer func(r *http.Request, token string) (session.Session, error)
 	// Rules decides who may pass; nil lets every logged-in user through.
 	Rules Rules
 	// Headers names the optional identity headers besides UserHeader.
@@ -111,8 +106,8 @@ func newHandler(cfg Config) (*handler, error) {
 	if cfg.UserHeader == "" {
 		problems = append(problems, "user header is required")
 	}
-	if cfg.Auth == nil || cfg.Sessions == nil || cfg.Ready == nil {
-		problems = append(problems, "auth handler, session store and readiness are required")
+	if cfg.Auth == nil || cfg.Sessions == nil || cfg.IsOwnCookie == nil || cfg.Ready == nil {
+		problems = append(problems, "auth handler, session store, own-cookie test and readiness are required")
 	}
 	if len(problems) > 0 {
 		return nil, errors.New("proxy: " + strings.Join(problems, "; "))
@@ -247,7 +242,7 @@ func (p *handler) serveProxied(w http.ResponseWriter, r *http.Request) {
 		// closes the upstream connection and, for an upgrade, the client's.)
 		ctx, cancel := context.WithDeadline(r.Context(), sess.Expiry)
 		defer cancel()
-		if sess.Ticket != "" || p.cfg.Revalidate > 0 {
+		if sess.ID != "" || p.cfg.Revalidate > 0 {
 			go p.watch(ctx, cancel, r)
 		}
 		r = r.WithContext(ctx)
@@ -277,7 +272,7 @@ func (p *handler) watch(ctx context.Context, cancel context.CancelFunc, r *http.
 			return
 		case <-t.C:
 		}
-		if _, err := p.cfg.Sessions.Load(r.WithContext(ctx)); errors.Is(err, cookie.ErrNoSession) {
+		if _, err := p.cfg.Sessions.Load(r.WithContext(ctx)); errors.Is(err, session.ErrNoSession) {
 			p.cfg.Logger.Info("closing a long-lived connection: its session ended", "path", r.URL.Path)
 			cancel()
 			return
@@ -395,7 +390,7 @@ func NormalizeHeader(name string) string {
 func (p *handler) stripCookies(h http.Header) {
 	ours := false
 	for name := range cookie.Pairs(h) {
-		if ours = p.cfg.Sessions.IsOwn(name); ours {
+		if ours = p.cfg.IsOwnCookie(name); ours {
 			break
 		}
 	}
@@ -410,7 +405,7 @@ func (p *handler) stripCookies(h http.Header) {
 	var b strings.Builder
 	b.Grow(size)
 	for name, pair := range cookie.Pairs(h) {
-		if p.cfg.Sessions.IsOwn(name) {
+		if p.cfg.IsOwnCookie(name) {
 			continue
 		}
 		if b.Len() > 0 {

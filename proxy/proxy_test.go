@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/authproxy/authproxy/cookie"
+	"github.com/authproxy/authproxy/session"
 )
 
 // recorder is an upstream that remembers what it received.
@@ -63,13 +64,13 @@ func newFixture(t *testing.T, upstream http.Handler, mutate ...func(*Config)) *f
 	rec, _ := upstream.(*recorder)
 	back := httptest.NewServer(upstream)
 	t.Cleanup(back.Close)
-	store, err := cookie.NewStore(cookie.Config{Lifetime: time.Hour, Secrets: [][]byte{make([]byte, 32)}})
+	store, err := cookie.NewStore(cookie.Config{Policy: session.Policy{Lifetime: time.Hour}, Secrets: [][]byte{make([]byte, 32)}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	u, _ := url.Parse(back.URL)
 	cfg := Config{
-		Upstream: u, UserHeader: "X-User", Sessions: store,
+		Upstream: u, UserHeader: "X-User", Sessions: store, IsOwnCookie: store.IsOwn,
 		Auth: authFunc(func(w http.ResponseWriter, r *http.Request) {
 			w.WriteHeader(http.StatusTeapot) // marks "handled by the auth handler"
 		}),
@@ -87,7 +88,7 @@ func newFixture(t *testing.T, upstream http.Handler, mutate ...func(*Config)) *f
 	t.Cleanup(front.Close)
 
 	w := httptest.NewRecorder()
-	if err := store.Save(w, httptest.NewRequest("GET", "/", nil), cookie.Session{User: "alice", IDToken: "secret-token", Expiry: time.Now().Add(time.Hour)}); err != nil {
+	if err := store.Save(w, httptest.NewRequest("GET", "/", nil), session.Session{User: "alice", IDToken: "secret-token", Expiry: time.Now().Add(time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
 	return &fixture{store: store, upstream: rec, front: front, session: w.Result().Cookies()}
@@ -347,7 +348,7 @@ func TestRoutes(t *testing.T) {
 // TestRouteTable: README's route table lists exactly the patterns that
 // routes registers.
 func TestRouteTable(t *testing.T) {
-	p, err := newHandler(Config{Upstream: &url.URL{Scheme: "http", Host: "x"}, UserHeader: "X-User", Sessions: mustStore(t),
+	p, err := newHandler(Config{Upstream: &url.URL{Scheme: "http", Host: "x"}, UserHeader: "X-User", Sessions: mustStore(t), IsOwnCookie: mustStore(t).IsOwn,
 		Auth: authFunc(http.NotFound), Ready: func() bool { return true }, JWKS: http.NotFoundHandler()})
 	if err != nil {
 		t.Fatal(err)
@@ -701,7 +702,7 @@ func checkDirect(t *testing.T, method, path string) {
 	if !direct(r) {
 		return
 	}
-	p, err := newHandler(Config{Upstream: &url.URL{Scheme: "http", Host: "x"}, UserHeader: "X-User", Sessions: mustStore(t),
+	p, err := newHandler(Config{Upstream: &url.URL{Scheme: "http", Host: "x"}, UserHeader: "X-User", Sessions: mustStore(t), IsOwnCookie: mustStore(t).IsOwn,
 		Auth:  authFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusTeapot) }),
 		Ready: func() bool { return true }})
 	if err != nil {
@@ -715,7 +716,7 @@ func checkDirect(t *testing.T, method, path string) {
 }
 
 func mustStore(t testing.TB) *cookie.Store {
-	s, err := cookie.NewStore(cookie.Config{Lifetime: time.Hour, Secrets: [][]byte{make([]byte, 32)}})
+	s, err := cookie.NewStore(cookie.Config{Policy: session.Policy{Lifetime: time.Hour}, Secrets: [][]byte{make([]byte, 32)}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -804,7 +805,7 @@ func TestLongLivedConnectionsEndWithTheSession(t *testing.T) {
 	sse := http.HandlerFunc(ticker)
 	f := newFixture(t, sse)
 	w := httptest.NewRecorder()
-	if err := f.store.Save(w, httptest.NewRequest("GET", "/", nil), cookie.Session{User: "alice", Expiry: time.Now().Add(1500 * time.Millisecond)}); err != nil {
+	if err := f.store.Save(w, httptest.NewRequest("GET", "/", nil), session.Session{User: "alice", Expiry: time.Now().Add(1500 * time.Millisecond)}); err != nil {
 		t.Fatal(err)
 	}
 	resp := f.get(t, "/events", w.Result().Cookies(), http.Header{"Accept": {"text/event-stream"}})
@@ -827,9 +828,9 @@ type revocable struct {
 	revoked atomic.Bool
 }
 
-func (s *revocable) Load(r *http.Request) (cookie.Session, error) {
+func (s *revocable) Load(r *http.Request) (session.Session, error) {
 	if s.revoked.Load() {
-		return cookie.Session{}, cookie.ErrNoSession
+		return session.Session{}, session.ErrNoSession
 	}
 	return s.Store.Load(r)
 }
@@ -839,7 +840,7 @@ func TestLongLivedConnectionsEndOnRevocation(t *testing.T) {
 	store := &revocable{Store: mustStore(t)}
 	f := newFixture(t, sse, func(c *Config) { c.Sessions = store; c.Revalidate = 50 * time.Millisecond })
 	w := httptest.NewRecorder()
-	if err := store.Save(w, httptest.NewRequest("GET", "/", nil), cookie.Session{User: "alice", Expiry: time.Now().Add(time.Hour)}); err != nil {
+	if err := store.Save(w, httptest.NewRequest("GET", "/", nil), session.Session{User: "alice", Expiry: time.Now().Add(time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
 	resp := f.get(t, "/events", w.Result().Cookies(), http.Header{"Accept": {"text/event-stream"}})

@@ -11,11 +11,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/authproxy/authproxy/cookie"
+	"github.com/authproxy/authproxy/session"
 )
 
 // saveFor saves sess and returns the request a browser would then send.
-func saveFor(t *testing.T, s replica, sess cookie.Session) *http.Request {
+func saveFor(t *testing.T, s replica, sess session.Session) *http.Request {
 	t.Helper()
 	w := httptest.NewRecorder()
 	if err := s.Save(w, httptest.NewRequest("GET", "/", nil), sess); err != nil {
@@ -71,7 +71,7 @@ func TestAdminAPI(t *testing.T) {
 		t.Errorf("revoke all of ann's: %d %v", code, body)
 	}
 	for _, req := range reqs[:2] {
-		if _, err := s.Load(req); !errors.Is(err, cookie.ErrNoSession) {
+		if _, err := s.Load(req); !errors.Is(err, session.ErrNoSession) {
 			t.Errorf("ann's session survived: %v", err)
 		}
 	}

@@ -26,6 +26,7 @@ import (
 	"github.com/authproxy/authproxy/oidc"
 	"github.com/authproxy/authproxy/proxy"
 	"github.com/authproxy/authproxy/proxy/assertion"
+	"github.com/authproxy/authproxy/session"
 )
 
 // env declares every setting, once: its variable (envconfig tag, full name,
@@ -225,7 +226,7 @@ func (e env) parse() (config, error) {
 		Redis:  e.redisOptions(&p),
 		vars:   e,
 	}
-	c.OIDC.SessionLifetime = c.Cookie.Lifetime // one setting, two packages
+	c.OIDC.SessionLifetime = c.Cookie.Policy.Lifetime // one setting, two packages
 	c.Identity = e.assertionConfig(&p, origin, c.Proxy.Upstream)
 	if len(p) > 0 {
 		return config{}, p
@@ -392,11 +393,10 @@ func (e env) oidcConfig(p *problems, origin oidc.Origin, a access) oidc.Config {
 // cookieConfig reads the session cookie. Its Secure follows the origin
 // unless AUTHPROXY_COOKIE_SECURE fixes it.
 func (e env) cookieConfig(p *problems, origin oidc.Origin) cookie.Config {
-	c := cookie.Config{Name: e.CookieName, Domain: e.CookieDomain,
+	c := cookie.Config{Name: e.CookieName, Domain: e.CookieDomain, Policy: session.Policy{
 		Lifetime: p.duration("AUTHPROXY_SESSION_LIFETIME", e.SessionLifetime, true),
 		Idle:     p.duration("AUTHPROXY_SESSION_IDLE", e.SessionIdle, false),
-		Tickets:  e.SessionStore == "redis",
-	}
+	}}
 	for i, s := range strings.Split(e.CookieSecret, ",") {
 		s = strings.TrimSpace(s)
 		if s == "" {

@@ -39,6 +39,7 @@ import (
 	"github.com/authproxy/authproxy/proxy"
 	"github.com/authproxy/authproxy/proxy/assertion"
 	"github.com/authproxy/authproxy/redisstore"
+	"github.com/authproxy/authproxy/session"
 )
 
 // version is stamped at build time with -ldflags "-X main.version=...".
@@ -146,20 +147,29 @@ func newServer(ctx context.Context, cfg config, log *slog.Logger) (_ *server, er
 			"and will NOT work across replicas. Set it to the output of: openssl rand -base64 32")
 	}
 	m := metrics.New(buildVersion())
+	// The cookie store writes the login cookies whichever store keeps the
+	// sessions, and its names cover the Redis store's ticket cookie.
 	cookies, err := cookie.NewStore(cfg.Cookie)
 	if err != nil {
 		return nil, err
 	}
-	var store sessionStore = cookies
-	var redisSessions *redisstore.Store
+	// The session store, and what only a store shared by replicas can do.
+	var (
+		store         session.Store = cookies
+		revoker       session.Revoker
+		locker        session.Locker
+		once          session.OnceMarker
+		redisSessions *redisstore.Store
+	)
 	if cfg.Redis != nil {
 		rdb := redis.NewUniversalClient(cfg.Redis)
 		s.closers = append(s.closers, func() { _ = rdb.Close() })
-		redisSessions, err = redisstore.New(ctx, redisstore.Config{Client: rdb, Cookies: cookies, Idle: cfg.Cookie.Idle})
+		redisSessions, err = redisstore.New(ctx, redisstore.Config{Client: rdb, Policy: cfg.Cookie.Policy,
+			Name: cfg.Cookie.Name, Domain: cfg.Cookie.Domain, Secure: cfg.Cookie.Secure, Secrets: cfg.Cookie.Secrets})
 		if err != nil {
 			return nil, err
 		}
-		store = redisSessions
+		store, revoker, locker, once = redisSessions, redisSessions, redisSessions, redisSessions
 		m.ActiveSessions(redisSessions.Count)
 	}
 
@@ -168,8 +178,8 @@ func newServer(ctx context.Context, cfg config, log *slog.Logger) (_ *server, er
 	providerCtx, cancelProvider := context.WithCancel(context.WithoutCancel(ctx))
 	s.closers = append(s.closers, cancelProvider)
 	ocfg := cfg.OIDC
-	ocfg.Logger, ocfg.Observer, ocfg.Revoker = log, m, revoker(redisSessions)
-	auth, err := oidc.New(providerCtx, ocfg, store)
+	ocfg.Logger, ocfg.Observer, ocfg.Revoker, ocfg.Once = log, m, revoker, once
+	auth, err := oidc.New(providerCtx, ocfg, store, cookies)
 	if err != nil {
 		return nil, err
 	}
@@ -179,7 +189,7 @@ func newServer(ctx context.Context, cfg config, log *slog.Logger) (_ *server, er
 		return nil, err
 	}
 	pcfg := cfg.Proxy
-	pcfg.Auth, pcfg.Sessions, pcfg.Refresher = auth, store, auth
+	pcfg.Auth, pcfg.Sessions, pcfg.IsOwnCookie, pcfg.Refresher, pcfg.Locker = auth, store, cookies.IsOwn, auth, locker
 	pcfg.Ready = func() bool { return !s.stopping.Load() && auth.Ready() }
 	pcfg.Observer, pcfg.Logger = m, log
 	if cfg.OIDC.Audience != "" {
@@ -278,28 +288,6 @@ func identitySigner(cfg *assertion.Config, log *slog.Logger) (*assertion.Signer,
 			"Create one with: openssl ecparam -name prime256v1 -genkey -noout")
 	}
 	return assertion.New(c)
-}
-
-// sessionStore is what both the login handlers and the proxy need: the
-// cookie store or the Redis store.
-type sessionStore interface {
-	Load(*http.Request) (cookie.Session, error)
-	Save(http.ResponseWriter, *http.Request, cookie.Session) error
-	Clear(http.ResponseWriter, *http.Request)
-	Touch(*cookie.Session) bool
-	IsOwn(string) bool
-	SaveLogin(http.ResponseWriter, *http.Request, cookie.Login) error
-	LoadLogin(*http.Request, string) (cookie.Login, error)
-	ClearLogin(http.ResponseWriter, *http.Request, string)
-}
-
-// revoker is the Redis store as the back-channel logout's Revoker, or nil
-// (a nil *redisstore.Store must not become a non-nil interface).
-func revoker(s *redisstore.Store) oidc.Revoker {
-	if s == nil {
-		return nil
-	}
-	return s
 }
 
 // serveMetrics starts the internal listener with h (/metrics, and the

@@ -41,7 +41,7 @@ func TestLoadConfigDefaults(t *testing.T) {
 	}
 	if cfg.Server.Addr != ":9001" || cfg.OIDC.Issuer != "https://tenant.eu.auth0.com/" || cfg.OIDC.ClientID != "cid" ||
 		cfg.OIDC.ClientSecret != "csecret" || cfg.Proxy.UserHeader != "X-User" || cfg.OIDC.UserClaim != "sub" ||
-		strings.Join(cfg.OIDC.Scopes, " ") != "openid profile email" || cfg.Cookie.Lifetime != 12*time.Hour ||
+		strings.Join(cfg.OIDC.Scopes, " ") != "openid profile email" || cfg.Cookie.Policy.Lifetime != 12*time.Hour ||
 		cfg.OIDC.SessionLifetime != 12*time.Hour || cfg.Server.DrainDelay != 5*time.Second ||
 		cfg.Server.ShutdownTimeout != 25*time.Second || cfg.Log.Format != "json" || len(cfg.Cookie.Secrets) != 0 ||
 		len(cfg.OIDC.Origin.TrustedProxies) != 0 || cfg.Redis != nil || cfg.Identity != nil {

@@ -246,7 +246,7 @@ func (h *Handler) discoverOnce(ctx context.Context) (*provider, error) {
 	keys.onError = func() { h.cfg.Observer.ProviderError("jwks") }
 	// Warm the key cache so the first login does not wait for it; a failure
 	// here is retried when the first token arrives.
-	if _, err := keys.refresh(ctx); err != nil {
+	if err := keys.warm(ctx); err != nil {
 		h.log.Warn("fetch provider signing keys", "err", err)
 	}
 	return &provider{
@@ -256,7 +256,7 @@ func (h *Handler) discoverOnce(ctx context.Context) (*provider, error) {
 			Endpoint:     p.Endpoint(),
 			Scopes:       h.cfg.Scopes,
 		},
-		verifier: gooidc.NewVerifier(h.cfg.Issuer, keys,
+		verifier: gooidc.NewVerifier(h.cfg.Issuer, keys.trusted(),
 			&gooidc.Config{ClientID: h.cfg.ClientID, Now: h.cfg.Now, SupportedSigningAlgs: algs}),
 		bearer:     h.bearerVerifier(keys),
 		keys:       keys,

@@ -21,6 +21,7 @@ import (
 	"github.com/kelseyhightower/envconfig"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/authproxy/authproxy/cookie"
 	"github.com/authproxy/authproxy/proxy"
 	"github.com/authproxy/authproxy/proxy/assertion"
 )
@@ -41,7 +42,7 @@ type env struct {
 	RedirectURL          string `envconfig:"AUTHPROXY_REDIRECT_URL" desc:"absolute callback URL registered at the provider"`
 	PostLogoutURL        string `envconfig:"AUTHPROXY_POST_LOGOUT_URL" default:"/" desc:"where the provider sends the browser after logout (URL or path)"`
 	CookieSecret         string `envconfig:"AUTHPROXY_COOKIE_SECRET" desc:"base64 of 32 or 64 random bytes; comma-separated list rotates keys"`
-	CookieName           string `envconfig:"AUTHPROXY_COOKIE_NAME" default:"_authproxy" desc:"session cookie name"`
+	CookieName           string `envconfig:"AUTHPROXY_COOKIE_NAME" desc:"session cookie name (default: __Host-authproxy on https without a cookie domain, else _authproxy)"`
 	CookieDomain         string `envconfig:"AUTHPROXY_COOKIE_DOMAIN" desc:"session cookie domain (default: host only)"`
 	CookieSecure         string `envconfig:"AUTHPROXY_COOKIE_SECURE" default:"auto" desc:"auto, true or false"`
 	UserHeader           string `envconfig:"AUTHPROXY_USER_HEADER" default:"X-User" desc:"header carrying the user to the upstream"`
@@ -90,6 +91,7 @@ type config struct {
 	PostLogoutURL    string
 	CookieSecrets    [][]byte // empty: generated at start
 	CookieName       string
+	CookieLegacy     string // the name sessions are migrated from, when CookieName is a default
 	CookieDomain     string
 	CookieSecure     string // auto, true or false
 	UserHeader       string
@@ -222,7 +224,15 @@ func (e env) parse() (config, error) {
 		}
 		c.CookieSecrets = append(c.CookieSecrets, key)
 	}
-	if !cookieNameOK(e.CookieName) {
+	if e.CookieName == "" {
+		c.CookieName = cookie.DefaultName
+		// The __Host- prefix makes browsers refuse the cookie unless it is
+		// Secure, host-only and Path=/, so no sibling subdomain can set or
+		// shadow the session. Sessions under the old default move over.
+		if c.RedirectURL != nil && c.RedirectURL.Scheme == "https" && e.CookieDomain == "" && e.CookieSecure != "false" {
+			c.CookieName, c.CookieLegacy = cookie.DefaultHostName, cookie.DefaultName
+		}
+	} else if !cookieNameOK(e.CookieName) {
 		problem("AUTHPROXY_COOKIE_NAME %q may contain only letters, digits, - and _", e.CookieName)
 	}
 	switch e.CookieSecure {

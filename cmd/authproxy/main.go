@@ -121,7 +121,7 @@ func serve(ctx context.Context, cfg config, ln net.Listener, log *slog.Logger) e
 		secure = func(*http.Request) bool { return always }
 	}
 	cookies, err := cookie.NewStore(cookie.Config{
-		Name: cfg.CookieName, Domain: cfg.CookieDomain, Secure: secure,
+		Name: cfg.CookieName, Legacy: cfg.CookieLegacy, Domain: cfg.CookieDomain, Secure: secure,
 		Lifetime: cfg.SessionLifetime, Idle: cfg.SessionIdle, Secrets: secrets,
 		Tickets: cfg.SessionStore == "redis",
 	})
@@ -196,7 +196,7 @@ func serve(ctx context.Context, cfg config, ln net.Listener, log *slog.Logger) e
 	}
 
 	srv := &http.Server{
-		Handler:           handler,
+		Handler:           cookies.Migrate(handler),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    64 << 10,

@@ -171,10 +171,12 @@ func (h *Handler) complete(r *http.Request, l cookie.Login, loginErr error) (coo
 	// must have named itself in this one, or the response may come from
 	// another provider (a mix-up attack). Checked first: it covers error
 	// responses too.
-	if p := h.provider.Load(); p != nil && (p.issParam || q.Has("iss")) && q.Get("iss") != h.cfg.Issuer {
-		return fail(http.StatusBadRequest, "issuer_mismatch",
-			"The answer to this sign-in does not come from the expected identity provider. Please start again.",
-			fmt.Errorf("callback iss %q, want the issuer (advertised: %t)", logText(q.Get("iss"), 128), p.issParam))
+	if p := h.provider.Load(); p != nil && (p.issParam || q.Has("iss")) {
+		if iss := q["iss"]; len(iss) != 1 || iss[0] != h.cfg.Issuer {
+			return fail(http.StatusBadRequest, "issuer_mismatch",
+				"The answer to this sign-in does not come from the expected identity provider. Please start again.",
+				fmt.Errorf("callback iss %q, want the issuer (advertised: %t)", logText(strings.Join(iss, ","), 128), p.issParam))
+		}
 	}
 	if e := q.Get("error"); e != "" {
 		status := http.StatusBadRequest

@@ -201,7 +201,7 @@ func TestIssParameter(t *testing.T) {
 		{"advertised: missing", advertised, set(), http.StatusBadRequest},
 		{"advertised: empty", advertised, set(""), http.StatusBadRequest},
 		{"advertised: another provider", advertised, set("https://evil.example"), http.StatusBadRequest},
-		{"advertised: trailing slash added", advertised, func(cb *url.URL, iss string) { set(iss + "/")(cb, iss) }, http.StatusBadRequest},
+		{"advertised: trailing slash added", advertised, func(cb *url.URL, iss string) { set(iss+"/")(cb, iss) }, http.StatusBadRequest},
 		{"advertised: other case", advertised, func(cb *url.URL, iss string) { set(strings.ToUpper(iss))(cb, iss) }, http.StatusBadRequest},
 		{"advertised: twice, ours first", advertised, func(cb *url.URL, iss string) { set(iss, "https://evil.example")(cb, iss) }, http.StatusBadRequest},
 		{"advertised: twice, ours second", advertised, func(cb *url.URL, iss string) { set("https://evil.example", iss)(cb, iss) }, http.StatusBadRequest},

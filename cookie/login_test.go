@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/authproxy/authproxy/session"
 )
 
 // loginCookies returns the login cookies among cookies and their total size
@@ -154,14 +156,14 @@ func TestLoginTooLarge(t *testing.T) {
 func TestMigrateLegacyName(t *testing.T) {
 	now := t0
 	legacy := newStore(t, &now, keyA) // _authproxy, as before the default changed
-	s, err := NewStore(Config{Name: DefaultHostName, Legacy: DefaultName, Lifetime: 12 * time.Hour, Secrets: [][]byte{keyA},
+	s, err := NewStore(Config{Name: DefaultHostName, Legacy: DefaultName, Policy: session.Policy{Lifetime: 12 * time.Hour}, Secrets: [][]byte{keyA},
 		Now: func() time.Time { return now }})
 	if err != nil {
 		t.Fatal(err)
 	}
-	alice := Session{User: "alice", Expiry: t0.Add(time.Hour)}
-	big := Session{User: "bigbob", Expiry: t0.Add(time.Hour), Claims: map[string]any{"groups": strings.Repeat("g", 6000)}}
-	current := save(t, s, nil, Session{User: "carol", Expiry: t0.Add(time.Hour)})
+	alice := session.Session{User: "alice", Expiry: t0.Add(time.Hour)}
+	big := session.Session{User: "bigbob", Expiry: t0.Add(time.Hour), Claims: map[string]any{"groups": strings.Repeat("g", 6000)}}
+	current := save(t, s, nil, session.Session{User: "carol", Expiry: t0.Add(time.Hour)})
 	tests := []struct {
 		name     string
 		cookies  []*http.Cookie
@@ -171,7 +173,7 @@ func TestMigrateLegacyName(t *testing.T) {
 		{"legacy chunked session", save(t, legacy, nil, big), "bigbob"},
 		{"legacy and current session: the current one wins", append(save(t, legacy, nil, alice), current...), "carol"},
 		{"tampered legacy session", []*http.Cookie{{Name: DefaultName, Value: save(t, legacy, nil, alice)[0].Value + "x"}}, ""},
-		{"expired legacy session", save(t, legacy, nil, Session{User: "alice", Expiry: t0.Add(time.Second)}), ""},
+		{"expired legacy session", save(t, legacy, nil, session.Session{User: "alice", Expiry: t0.Add(time.Second)}), ""},
 		{"a current-name value under the legacy name", []*http.Cookie{{Name: DefaultName, Value: current[0].Value}}, ""},
 		{"a legacy chunk alone", []*http.Cookie{{Name: DefaultName + "_1", Value: save(t, legacy, nil, big)[1].Value}}, ""},
 	}
@@ -183,7 +185,7 @@ func TestMigrateLegacyName(t *testing.T) {
 			for _, c := range tt.cookies {
 				r.AddCookie(c)
 			}
-			var got Session
+			var got session.Session
 			var loadErr error
 			w := httptest.NewRecorder()
 			s.Migrate(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) {

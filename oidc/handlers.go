@@ -12,18 +12,14 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/authproxy/authproxy/cookie"
-	"github.com/authproxy/authproxy/proxy/page"
+	"github.com/authproxy/authproxy/page"
+	"github.com/authproxy/authproxy/session"
 )
 
-// login starts the authorization-code flow: a fresh state, nonce and PKCE
+// Login starts the authorization-code flow: a fresh state, nonce and PKCE
 // verifier go into a login cookie of their own, the browser to the provider.
-func (h *Handler) login(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		w.Header().Set("Allow", "GET, HEAD")
-		page.Write(w, r, page.Page{Status: http.StatusMethodNotAllowed, Code: "method_not_allowed",
-			Title: "Method not allowed", Detail: "Sign in with a GET request."})
-		return
-	}
+// The proxy routes GET and HEAD here.
+func (h *Handler) Login(w http.ResponseWriter, r *http.Request) {
 	p := h.provider.Load()
 	if p == nil {
 		h.providerDown(w, r)
@@ -41,12 +37,12 @@ func (h *Handler) login(w http.ResponseWriter, r *http.Request) {
 	if h.cfg.RedirectURL != "" {
 		l.RedirectURL = "" // the callback knows it too; the cookie is smaller without it
 	}
-	err := h.store.SaveLogin(w, r, l)
+	err := h.logins.SaveLogin(w, r, l)
 	if errors.Is(err, cookie.ErrTooLarge) {
 		// A return path too long for the login cookie: land on / after the
 		// login rather than not log in at all.
 		l.ReturnTo = "/"
-		err = h.store.SaveLogin(w, r, l)
+		err = h.logins.SaveLogin(w, r, l)
 	}
 	if err != nil {
 		h.log.Error("save login cookie", "err", err)
@@ -93,16 +89,16 @@ type callbackError struct {
 
 func (e *callbackError) Error() string { return e.code + ": " + e.err.Error() }
 
-// callback completes the flow: state, code exchange with the PKCE verifier,
+// Callback completes the flow: state, code exchange with the PKCE verifier,
 // ID-token verification, nonce, then the session cookie.
-func (h *Handler) callback(w http.ResponseWriter, r *http.Request) {
+func (h *Handler) Callback(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	state := q.Get("state")
-	l, loginErr := h.store.LoadLogin(r, state)
+	l, loginErr := h.logins.LoadLogin(r, state)
 	// Every outcome consumes the login, a failure too (whatever its cookie
 	// held): a state is good for one try, and a dead login cookie must not
 	// ride along on every request until it expires.
-	h.store.ClearLogin(w, r, state)
+	h.logins.ClearLogin(w, r, state)
 	sess, err := h.complete(r, l, loginErr)
 	if err != nil {
 		var ce *callbackError
@@ -146,7 +142,7 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request) {
 	}
 	if err != nil {
 		h.log.Error("save session", "err", err)
-		if isTemporary(err) { // the session store is down; the login itself was fine
+		if errors.Is(err, session.ErrUnavailable) { // the session store is down; the login itself was fine
 			h.cfg.Observer.LoginFailed("session_store_unavailable")
 			page.Write(w, r, page.Page{Status: http.StatusServiceUnavailable, Code: "session_store_unavailable",
 				Title: "Sign-in is temporarily unavailable", Detail: "authproxy cannot reach its session store. Please sign in again in a moment.",
@@ -162,10 +158,10 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request) {
 	http.Redirect(w, r, ReturnPath(l.ReturnTo), http.StatusFound)
 }
 
-func (h *Handler) complete(r *http.Request, l cookie.Login, loginErr error) (cookie.Session, error) {
+func (h *Handler) complete(r *http.Request, l cookie.Login, loginErr error) (session.Session, error) {
 	q := r.URL.Query()
-	fail := func(status int, code, detail string, err error) (cookie.Session, error) {
-		return cookie.Session{}, &callbackError{status, code, detail, err}
+	fail := func(status int, code, detail string, err error) (session.Session, error) {
+		return session.Session{}, &callbackError{status, code, detail, err}
 	}
 	// RFC 9207: a provider that names itself in its authorization responses
 	// must have named itself in this one, or the response may come from
@@ -189,7 +185,7 @@ func (h *Handler) complete(r *http.Request, l cookie.Login, loginErr error) (coo
 		return fail(http.StatusBadRequest, "invalid_state",
 			"This sign-in link is not valid in this browser, or it has expired. Please start again.", loginErr)
 	}
-	if !h.used.use(l.State, h.cfg.Now()) {
+	if now := h.cfg.Now(); !h.used.Add(l.State, struct{}{}, now.Add(cookie.DefaultLoginTTL), now) {
 		return fail(http.StatusBadRequest, "state_reused", "This sign-in was already completed. Please start again.",
 			errors.New("state used twice"))
 	}
@@ -248,7 +244,7 @@ func (h *Handler) complete(r *http.Request, l cookie.Login, loginErr error) (coo
 			fmt.Sprintf("The identity provider did not say who you are (no %q claim).", h.cfg.UserClaim),
 			fmt.Errorf("ID token has no %q claim; set AUTHPROXY_USER_CLAIM or add the claim at the provider", h.cfg.UserClaim))
 	}
-	sess := cookie.Session{
+	sess := session.Session{
 		User:    user,
 		Email:   claimString(claims["email"]),
 		Name:    claimString(claims["name"]),
@@ -270,19 +266,12 @@ func (h *Handler) complete(r *http.Request, l cookie.Login, loginErr error) (coo
 	return sess, nil
 }
 
-// logout ends the session here, then at the provider. Only a request from
+// Logout ends the session here, then at the provider. Only a request from
 // the proxy's own pages (or typed by the user) signs out at once; one that
 // another site made (a link, an image, a form) gets a page with a sign-out
 // button instead, so no site can end a session behind the user's back.
-func (h *Handler) logout(w http.ResponseWriter, r *http.Request) {
-	switch r.Method {
-	case http.MethodGet, http.MethodHead, http.MethodPost:
-	default:
-		w.Header().Set("Allow", "GET, HEAD, POST")
-		page.Write(w, r, page.Page{Status: http.StatusMethodNotAllowed, Code: "method_not_allowed",
-			Title: "Method not allowed", Detail: "Sign out with a GET or POST request."})
-		return
-	}
+// (The route table admits GET and POST; the button POSTs.)
+func (h *Handler) Logout(w http.ResponseWriter, r *http.Request) {
 	if !h.fromOwnOrigin(r) {
 		page.Write(w, r, page.Page{Status: http.StatusOK, Code: "confirm_logout", Title: "Sign out?",
 			Detail:      "Another site sent you here to sign out. Sign out only if you meant to.",
@@ -343,7 +332,7 @@ func (h *Handler) fromOwnOrigin(r *http.Request) bool {
 // the redirects that follow a form submission against form-action.
 func (h *Handler) logoutOrigins(r *http.Request) []string {
 	var out []string
-	for _, raw := range []string{h.logoutURL(r, cookie.Session{}), h.postLogoutURL(r)} {
+	for _, raw := range []string{h.logoutURL(r, session.Session{}), h.postLogoutURL(r)} {
 		if u, err := url.Parse(raw); err == nil && u.Host != "" {
 			if o := u.Scheme + "://" + u.Host; !slices.Contains(out, o) {
 				out = append(out, o)
@@ -355,7 +344,7 @@ func (h *Handler) logoutOrigins(r *http.Request) []string {
 
 // logoutURL picks the provider's end-session endpoint, else Auth0's
 // /v2/logout, else the post-logout URL itself.
-func (h *Handler) logoutURL(r *http.Request, sess cookie.Session) string {
+func (h *Handler) logoutURL(r *http.Request, sess session.Session) string {
 	after := h.postLogoutURL(r)
 	if p := h.provider.Load(); p != nil && p.endSession != "" {
 		u, err := url.Parse(p.endSession)

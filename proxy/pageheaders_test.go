@@ -7,17 +7,44 @@ import (
 	"testing"
 )
 
-// TestPageHeadersOfProxyPages: the pages proxy renders itself (403, 502)
-// carry the same security headers as every authproxy page: no scripts, no
-// forms, no framing, no sniffing, no Referer.
+// TestPageHeadersOfProxyPages: the pages proxy renders itself (403, and
+// the /auth/ mux's 404 and 405) carry the same security headers as every
+// authproxy page: no scripts, no forms, no framing, no sniffing, no
+// Referer.
 func TestPageHeadersOfProxyPages(t *testing.T) {
 	f := newFixture(t, &recorder{}, withAuthz)
-	resp := f.get(t, "/admin/panel", f.session, http.Header{"Accept": {"text/html"}})
-	body, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusForbidden {
-		t.Fatalf("status %d, want 403", resp.StatusCode)
+	html := http.Header{"Accept": {"text/html"}}
+	for _, tt := range []struct {
+		method, path string
+		status       int
+	}{
+		{"GET", "/admin/panel", http.StatusForbidden},
+		{"DELETE", "/auth/login", http.StatusMethodNotAllowed},
+		{"PUT", "/auth/logout", http.StatusMethodNotAllowed},
+		{"GET", "/auth/nope", http.StatusNotFound},
+	} {
+		t.Run(tt.method+" "+tt.path, func(t *testing.T) {
+			req, _ := http.NewRequest(tt.method, f.front.URL+tt.path, nil)
+			req.Header = html.Clone()
+			for _, c := range f.session {
+				req.AddCookie(c)
+			}
+			resp, err := f.front.Client().Transport.RoundTrip(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			body, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != tt.status {
+				t.Fatalf("status %d, want %d", resp.StatusCode, tt.status)
+			}
+			checkPageHeaders(t, resp.Header, string(body))
+		})
 	}
-	h := resp.Header
+}
+
+func checkPageHeaders(t *testing.T, h http.Header, body string) {
+	t.Helper()
 	for k, want := range map[string]string{"Referrer-Policy": "no-referrer", "X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"} {
 		if got := h.Get(k); got != want {
 			t.Errorf("%s = %q, want %q", k, got, want)
@@ -29,7 +56,7 @@ func TestPageHeadersOfProxyPages(t *testing.T) {
 			t.Errorf("CSP %q lacks %q", csp, want)
 		}
 	}
-	if strings.Contains(csp, "unsafe") || strings.Contains(string(body), "<script") {
+	if strings.Contains(csp, "unsafe") || strings.Contains(body, "<script") {
 		t.Errorf("CSP %q or page allows scripts", csp)
 	}
 }

@@ -29,13 +29,12 @@ func TestCookieNameDefault(t *testing.T) {
 			for k, v := range tt.env {
 				env[k] = v
 			}
-			setEnv(t, env)
-			cfg, err := loadConfig()
+			cfg, err := loadConfig(envFrom(t, env))
 			if err != nil {
 				t.Fatal(err)
 			}
-			if cfg.CookieName != tt.wantName || cfg.CookieLegacy != tt.legacy {
-				t.Errorf("cookie name %q (legacy %q), want %q (legacy %q)", cfg.CookieName, cfg.CookieLegacy, tt.wantName, tt.legacy)
+			if cfg.Cookie.Name != tt.wantName || cfg.Cookie.Legacy != tt.legacy {
+				t.Errorf("cookie name %q (legacy %q), want %q (legacy %q)", cfg.Cookie.Name, cfg.Cookie.Legacy, tt.wantName, tt.legacy)
 			}
 		})
 	}

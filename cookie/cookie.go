@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -43,9 +44,23 @@ const (
 	maxChunks = 8
 	// DefaultName is the session cookie's name when Config.Name is empty.
 	DefaultName = "_authproxy"
+	// DefaultHostName is the session cookie's default name when the public
+	// URL is https and the cookie is host-only: the __Host- prefix makes
+	// browsers insist on Secure, Path=/ and no Domain.
+	DefaultHostName = "__Host-authproxy"
 	// DefaultLoginTTL bounds how long a user may take at the provider's
 	// login page.
 	DefaultLoginTTL = 10 * time.Minute
+	// Login cookies ride along on every request until they expire, and any
+	// site can start logins (a page that opens /auth/login again and
+	// again): a browser keeps at most maxLogins of them, the newest, at
+	// most loginBudget bytes together, so they cannot fill the request
+	// headers (431, or nginx's 8 KiB header buffers) and lock the user out.
+	maxLogins   = 3
+	loginBudget = 4096
+	// maxLoginBytes bounds one login cookie (name and value); a larger one
+	// is refused with ErrTooLarge.
+	maxLoginBytes = 2048
 )
 
 // Login is the state of one login in progress. Each login has its own cookie,
@@ -57,8 +72,9 @@ type Login struct {
 	// ReturnTo is the already validated same-origin path to land on.
 	ReturnTo string `json:"r"`
 	// RedirectURL is the callback URL sent to the provider; the token
-	// request must repeat it exactly.
-	RedirectURL string `json:"c"`
+	// request must repeat it exactly. Empty when it is configured, not
+	// derived from the request.
+	RedirectURL string `json:"c,omitempty"`
 	// Expiry is set by SaveLogin. securecookie's own MaxAge check reads the
 	// wall clock; this one follows Config.Now.
 	Expiry time.Time `json:"x"`
@@ -84,6 +100,11 @@ type Config struct {
 	// CacheSize bounds the cache of verified sessions (DefaultCacheSize
 	// when zero; negative disables it).
 	CacheSize int
+	// Legacy is an earlier name of the session cookie (a default that
+	// changed). A session found under it is still accepted, once: Migrate
+	// saves it under Name and expires the legacy cookies. (The Redis
+	// store's ticket cookie has its own Legacy and Migrate.)
+	Legacy string
 }
 
 // Store keeps sessions in cookies and writes the login cookies. It is a
@@ -94,6 +115,8 @@ type Store struct {
 	loginCodecs []securecookie.Codec
 	loginPrefix string
 	cache       *sessionCache
+	// legacy reads and clears sessions under Config.Legacy; nil without.
+	legacy *Store
 }
 
 // NewStore checks cfg and derives the cookie keys from its secrets.
@@ -120,6 +143,18 @@ func NewStore(cfg Config) (*Store, error) {
 		cfg.CacheSize = DefaultCacheSize
 	}
 	s := &Store{cfg: cfg, loginPrefix: cfg.Name + "_login_", cache: newSessionCache(cfg.CacheSize)}
+	if cfg.Legacy != "" && cfg.Legacy != cfg.Name {
+		old := cfg
+		old.Name, old.Legacy, old.CacheSize = cfg.Legacy, "", -1
+		legacy, err := NewStore(old)
+		if err != nil {
+			return nil, fmt.Errorf("cookie: legacy name: %w", err)
+		}
+		if ownedBy(cfg.Name, cfg.Legacy) || ownedBy(cfg.Legacy, cfg.Name) {
+			return nil, fmt.Errorf("cookie: the names %q and %q overlap", cfg.Name, cfg.Legacy)
+		}
+		s.legacy = legacy
+	}
 	for i, secret := range cfg.Secrets {
 		if n := len(secret); n != 32 && n != 64 {
 			return nil, fmt.Errorf("cookie: secret %d is %d bytes, want 32 or 64", i+1, n)
@@ -131,7 +166,9 @@ func NewStore(cfg Config) (*Store, error) {
 		// No length limit in the codec: Save checks the size itself, to
 		// report ErrTooLarge. (Decoding is bounded by what read joins.)
 		s.codecs = append(s.codecs, newCodec(hashKey, blockKey, cfg.Policy.Lifetime, 0))
-		s.loginCodecs = append(s.loginCodecs, newCodec(hashKey, blockKey, cfg.LoginTTL, chunkSize))
+		// Likewise for logins (maxLoginBytes, checked by SaveLogin and
+		// LoadLogin).
+		s.loginCodecs = append(s.loginCodecs, newCodec(hashKey, blockKey, cfg.LoginTTL, 0))
 	}
 	return s, nil
 }
@@ -170,10 +207,65 @@ func (s *Store) Touch(sess *session.Session) bool {
 func (s *Store) Name() string { return s.cfg.Name }
 
 // IsOwn reports whether a cookie name belongs to authproxy (session, chunk or
-// login cookie), so the proxy can keep it from the upstream.
+// login cookie, under the current or the legacy name), so the proxy can
+// keep it from the upstream.
 func (s *Store) IsOwn(name string) bool {
-	return strings.HasPrefix(name, s.cfg.Name) &&
-		(len(name) == len(s.cfg.Name) || name[len(s.cfg.Name)] == '_')
+	return ownedBy(name, s.cfg.Name) || (s.legacy != nil && ownedBy(name, s.legacy.cfg.Name))
+}
+
+func ownedBy(name, base string) bool {
+	return strings.HasPrefix(name, base) && (len(name) == len(base) || name[len(base)] == '_')
+}
+
+// Migrate moves a session found under the legacy cookie name (Config.Legacy)
+// to the current name, before next sees the request: the session is saved
+// under the new name, every legacy cookie is expired, and next reads the
+// request as if the browser had sent the new cookie. Without a legacy name
+// it returns next.
+func (s *Store) Migrate(next http.Handler) http.Handler {
+	if s.legacy == nil {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		for _, line := range r.Header["Cookie"] {
+			if strings.Contains(line, s.legacy.cfg.Name) { // cheap test first; migrate parses
+				r = s.migrate(w, r)
+				break
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// migrate expires r's legacy cookies and, if they hold a valid session and
+// r carries none under the current name, saves it under the current name
+// and returns r with those cookies added.
+func (s *Store) migrate(w http.ResponseWriter, r *http.Request) *http.Request {
+	sess, err := s.legacy.Load(r)
+	expired := map[string]bool{}
+	for _, c := range r.Cookies() {
+		if ownedBy(c.Name, s.legacy.cfg.Name) && !expired[c.Name] {
+			http.SetCookie(w, s.legacy.cookie(r, c.Name, "", -1))
+			expired[c.Name] = true
+		}
+	}
+	if err != nil {
+		return r
+	}
+	if _, err := s.read(r); err == nil {
+		return r // a session under the current name wins
+	}
+	cookies, err := s.save(w, r, sess)
+	if err != nil {
+		return r
+	}
+	r = r.Clone(r.Context())
+	pairs := make([]string, len(cookies))
+	for i, c := range cookies {
+		pairs[i] = c.Name + "=" + c.Value
+	}
+	r.Header.Add("Cookie", strings.Join(pairs, "; "))
+	return r
 }
 
 // Load returns the request's session. Any problem with the cookie yields an
@@ -240,32 +332,40 @@ func (s *Store) read(r *http.Request) (string, error) {
 // expires whatever whole or chunked cookie the request still carries from an
 // earlier, differently sized session. sess.ID is not stored.
 func (s *Store) Save(w http.ResponseWriter, r *http.Request, sess session.Session) error {
+	_, err := s.save(w, r, sess)
+	return err
+}
+
+// save is Save, returning the cookies written, in order.
+func (s *Store) save(w http.ResponseWriter, r *http.Request, sess session.Session) ([]*http.Cookie, error) {
 	value, err := securecookie.EncodeMulti(s.cfg.Name, sess, s.codecs...)
 	if err != nil {
-		return fmt.Errorf("cookie: encode session: %w", err)
+		return nil, fmt.Errorf("cookie: encode session: %w", err)
 	}
 	if len(value) > chunkSize*maxChunks {
-		return fmt.Errorf("%w: %d bytes encoded, at most %d fit", ErrTooLarge, len(value), chunkSize*maxChunks)
+		return nil, fmt.Errorf("%w: %d bytes encoded, at most %d fit", ErrTooLarge, len(value), chunkSize*maxChunks)
 	}
 	maxAge := int(sess.Expiry.Sub(s.cfg.Now()) / time.Second)
 	if maxAge <= 0 {
-		return errors.New("cookie: session already expired")
+		return nil, errors.New("cookie: session already expired")
 	}
+	var cookies []*http.Cookie
 	written := map[string]bool{}
 	if len(value) <= chunkSize {
-		http.SetCookie(w, s.cookie(r, s.cfg.Name, value, maxAge))
-		written[s.cfg.Name] = true
+		cookies = append(cookies, s.cookie(r, s.cfg.Name, value, maxAge))
 	} else {
 		for i := 0; len(value) > 0; i++ {
 			n := min(chunkSize, len(value))
-			name := s.chunkName(i)
-			http.SetCookie(w, s.cookie(r, name, value[:n], maxAge))
-			written[name] = true
+			cookies = append(cookies, s.cookie(r, s.chunkName(i), value[:n], maxAge))
 			value = value[n:]
 		}
 	}
+	for _, c := range cookies {
+		http.SetCookie(w, c)
+		written[c.Name] = true
+	}
 	s.expireStale(w, r, written)
-	return nil
+	return cookies, nil
 }
 
 // Clear expires the session cookie and all of its chunks.
@@ -298,19 +398,71 @@ func (s *Store) isChunk(name string) bool {
 	return err == nil && i >= 0 && i < maxChunks
 }
 
-// SaveLogin stores a login in progress in a cookie of its own.
+// SaveLogin stores a login in progress in a cookie of its own, and expires
+// the oldest login cookies of r beyond maxLogins or loginBudget. A login
+// too large for maxLoginBytes (a long ReturnTo) is refused with an error
+// wrapping ErrTooLarge, and nothing is written.
 func (s *Store) SaveLogin(w http.ResponseWriter, r *http.Request, l Login) error {
 	name, err := s.loginName(l.State)
 	if err != nil {
 		return err
 	}
-	l.Expiry = s.cfg.Now().Add(s.cfg.LoginTTL)
+	// Whole seconds in UTC: the shortest JSON time, in a cookie sent often.
+	l.Expiry = s.cfg.Now().Add(s.cfg.LoginTTL).UTC().Truncate(time.Second)
 	value, err := securecookie.EncodeMulti(name, l, s.loginCodecs...)
 	if err != nil {
 		return fmt.Errorf("cookie: encode login: %w", err)
 	}
+	size := len(name) + len(value)
+	if size > maxLoginBytes {
+		return fmt.Errorf("%w: login cookie of %d bytes, at most %d", ErrTooLarge, size, maxLoginBytes)
+	}
+	for _, old := range s.loginsToExpire(r, name, size) {
+		http.SetCookie(w, s.cookie(r, old, "", -1))
+	}
 	http.SetCookie(w, s.cookie(r, name, value, int(s.cfg.LoginTTL/time.Second)))
 	return nil
+}
+
+// loginsToExpire lists the login cookies of r that make way for a new one
+// of size bytes: beyond the newest maxLogins-1, beyond loginBudget, and any
+// that do not decode or have expired.
+func (s *Store) loginsToExpire(r *http.Request, newName string, size int) []string {
+	type login struct {
+		name   string
+		size   int
+		expiry time.Time
+	}
+	var logins []login
+	var expire []string
+	for _, c := range r.Cookies() {
+		if !strings.HasPrefix(c.Name, s.loginPrefix) || c.Name == newName || slices.Contains(expire, c.Name) ||
+			slices.ContainsFunc(logins, func(l login) bool { return l.name == c.Name }) {
+			continue
+		}
+		var l Login
+		if len(c.Value) > maxLoginBytes || securecookie.DecodeMulti(c.Name, c.Value, &l, s.loginCodecs...) != nil ||
+			!s.cfg.Now().Before(l.Expiry) {
+			expire = append(expire, c.Name)
+			continue
+		}
+		logins = append(logins, login{c.Name, len(c.Name) + len(c.Value), l.Expiry})
+	}
+	slices.SortFunc(logins, func(a, b login) int {
+		if c := b.expiry.Compare(a.expiry); c != 0 {
+			return c // newest first
+		}
+		return strings.Compare(a.name, b.name)
+	})
+	kept, total := 1, size
+	for _, l := range logins {
+		if kept < maxLogins && total+l.size <= loginBudget {
+			kept, total = kept+1, total+l.size
+			continue
+		}
+		expire = append(expire, l.name)
+	}
+	return expire
 }
 
 // LoadLogin returns the login started with state. Any problem yields an error
@@ -323,6 +475,9 @@ func (s *Store) LoadLogin(r *http.Request, state string) (Login, error) {
 	c, err := r.Cookie(name)
 	if err != nil {
 		return Login{}, fmt.Errorf("%w: no login cookie for this state", ErrNoLogin)
+	}
+	if len(c.Value) > maxLoginBytes {
+		return Login{}, fmt.Errorf("%w: login cookie too large", ErrNoLogin)
 	}
 	var l Login
 	if err := securecookie.DecodeMulti(name, c.Value, &l, s.loginCodecs...); err != nil {

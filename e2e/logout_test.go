@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"net/http"
+	"net/url"
+	"strings"
 	"testing"
 )
 
@@ -19,6 +21,23 @@ func TestLogout(t *testing.T) {
 	}
 	if got := s.Upstream.ByRequestURI("/before-logout"); len(got) != 1 || got[0].Header.Get("X-User") != user {
 		t.Fatalf("before logout, upstream saw %+v, want one request with X-User %q", got, user)
+	}
+
+	// Another site's link or form does not sign out: it gets a page with a
+	// sign-out button, and the session lives on.
+	crossSite := navigationHeaders()
+	crossSite.Set("Sec-Fetch-Site", "cross-site")
+	for _, method := range []string{http.MethodGet, http.MethodPost} {
+		confirm := b.Do(method, s.ProxyURL("/auth/logout"), crossSite, url.Values{})
+		if _, ok := findForm(confirm, func(f form) bool { return strings.HasSuffix(f.Action, "/auth/logout") }); confirm.Status != http.StatusOK || !ok {
+			t.Errorf("cross-site %s /auth/logout: status %d, want 200 with a sign-out button; body:\n%s", method, confirm.Status, confirm.Body)
+		}
+		if csp := confirm.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "frame-ancestors 'none'") {
+			t.Errorf("cross-site %s /auth/logout: CSP %q", method, csp)
+		}
+	}
+	if p := b.Do(http.MethodGet, s.ProxyURL("/still-in"), navigationHeaders(), nil); p.Status != http.StatusOK {
+		t.Fatalf("after cross-site logout attempts: status %d, want the session intact", p.Status)
 	}
 
 	logout := b.Do(http.MethodGet, s.ProxyURL("/auth/logout"), navigationHeaders(), nil)

@@ -390,18 +390,19 @@ func TestNginxAuthRequest(t *testing.T) {
 		t.Fatalf("GET /auth/logout: %d to %q, want a redirect to the provider's end-session endpoint", out.Status, out.Header.Get("Location"))
 	}
 	// authproxy believed its https callback URL, not the plain HTTP that
-	// nginx speaks to it: its cookies are Secure.
+	// nginx speaks to it: its cookies are Secure, and the session cookie
+	// has the __Host- prefix (host-only, Path=/), which browsers insist on.
 	cleared := false
 	for _, c := range (&http.Response{Header: out.Header}).Cookies() {
-		if c.Name == "_authproxy" {
+		if c.Name == "__Host-authproxy" {
 			cleared = true
-			if !c.Secure {
-				t.Errorf("logout clears the session cookie with %q, want it Secure", c.String())
+			if !c.Secure || c.Path != "/" || c.Domain != "" {
+				t.Errorf("logout clears the session cookie with %q, want it Secure, Path=/, no Domain", c.String())
 			}
 		}
 	}
 	if !cleared {
-		t.Errorf("logout did not clear the session cookie _authproxy; Set-Cookie: %q", out.Header.Values("Set-Cookie"))
+		t.Errorf("logout did not clear the session cookie __Host-authproxy; Set-Cookie: %q", out.Header.Values("Set-Cookie"))
 	}
 	if pg := b.Do(http.MethodGet, at("/after-logout"), navigationHeaders(), nil); pg.Status != http.StatusFound {
 		t.Errorf("page load after logout: status %d, want 302 to /auth/login", pg.Status)

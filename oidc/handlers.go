@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strings"
 
 	gooidc "github.com/coreos/go-oidc/v3/oidc"
 	"golang.org/x/oauth2"
@@ -24,20 +25,32 @@ func (h *Handler) Login(w http.ResponseWriter, r *http.Request) {
 		h.providerDown(w, r)
 		return
 	}
+	// 128 random bits each: unguessable, and every byte saved counts, since
+	// the login cookie rides along on every request for ten minutes.
 	l := cookie.Login{
-		State:       randomString(32),
-		Nonce:       randomString(32),
+		State:       randomString(16),
+		Nonce:       randomString(16),
 		Verifier:    oauth2.GenerateVerifier(),
 		ReturnTo:    ReturnPath(returnTarget(r)),
 		RedirectURL: h.redirectURL(r),
 	}
-	if err := h.logins.SaveLogin(w, r, l); err != nil {
+	if h.cfg.RedirectURL != "" {
+		l.RedirectURL = "" // the callback knows it too; the cookie is smaller without it
+	}
+	err := h.logins.SaveLogin(w, r, l)
+	if errors.Is(err, cookie.ErrTooLarge) {
+		// A return path too long for the login cookie: land on / after the
+		// login rather than not log in at all.
+		l.ReturnTo = "/"
+		err = h.logins.SaveLogin(w, r, l)
+	}
+	if err != nil {
 		h.log.Error("save login cookie", "err", err)
 		h.internalError(w, r)
 		return
 	}
 	conf := p.oauth2
-	conf.RedirectURL = l.RedirectURL
+	conf.RedirectURL = h.redirectURL(r)
 	opts := []oauth2.AuthCodeOption{oauth2.SetAuthURLParam("nonce", l.Nonce), oauth2.S256ChallengeOption(l.Verifier)}
 	if h.cfg.Audience != "" && h.cfg.Auth0Domain != "" {
 		// Auth0 issues a JWT access token for the API only when asked.
@@ -81,11 +94,11 @@ func (e *callbackError) Error() string { return e.code + ": " + e.err.Error() }
 func (h *Handler) Callback(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	state := q.Get("state")
-	// Every outcome consumes the login: a state is good for one try.
 	l, loginErr := h.logins.LoadLogin(r, state)
-	if loginErr == nil {
-		h.logins.ClearLogin(w, r, state)
-	}
+	// Every outcome consumes the login, a failure too (whatever its cookie
+	// held): a state is good for one try, and a dead login cookie must not
+	// ride along on every request until it expires.
+	h.logins.ClearLogin(w, r, state)
 	sess, err := h.complete(r, l, loginErr)
 	if err != nil {
 		var ce *callbackError
@@ -93,7 +106,15 @@ func (h *Handler) Callback(w http.ResponseWriter, r *http.Request) {
 			ce = &callbackError{status: http.StatusInternalServerError, code: "internal_error",
 				detail: "The login could not be completed.", err: err}
 		}
-		h.log.Warn("login failed", "reason", ce.code, "err", ce.err)
+		attrs := []any{"reason", ce.code, "err", ce.err}
+		if e := q.Get("error"); e != "" {
+			// The provider's words are anyone's words (a callback URL is
+			// easy to forge): the log gets them bounded (slog escapes
+			// them), the page never.
+			attrs = append(attrs, "provider_error", logText(e, 64), "provider_error_description",
+				logText(q.Get("error_description"), 256))
+		}
+		h.log.Warn("login failed", attrs...)
 		h.cfg.Observer.LoginFailed(ce.code)
 		if errors.Is(ce.err, errProviderDown) {
 			h.cfg.Observer.ProviderError("token")
@@ -142,16 +163,23 @@ func (h *Handler) complete(r *http.Request, l cookie.Login, loginErr error) (ses
 	fail := func(status int, code, detail string, err error) (session.Session, error) {
 		return session.Session{}, &callbackError{status, code, detail, err}
 	}
+	// RFC 9207: a provider that names itself in its authorization responses
+	// must have named itself in this one, or the response may come from
+	// another provider (a mix-up attack). Checked first: it covers error
+	// responses too.
+	if p := h.provider.Load(); p != nil && (p.issParam || q.Has("iss")) {
+		if iss := q["iss"]; len(iss) != 1 || iss[0] != h.cfg.Issuer {
+			return fail(http.StatusBadRequest, "issuer_mismatch",
+				"The answer to this sign-in does not come from the expected identity provider. Please start again.",
+				fmt.Errorf("callback iss %q, want the issuer (advertised: %t)", logText(strings.Join(iss, ","), 128), p.issParam))
+		}
+	}
 	if e := q.Get("error"); e != "" {
 		status := http.StatusBadRequest
 		if e == "access_denied" {
 			status = http.StatusForbidden
 		}
-		detail := "The identity provider refused the sign-in (" + e + ")."
-		if d := q.Get("error_description"); d != "" {
-			detail += " It said: " + truncate(d, 200)
-		}
-		return fail(status, "provider_error", detail, fmt.Errorf("provider returned error %q", e))
+		return fail(status, "provider_error", providerErrorText(e), errors.New("the provider returned an error"))
 	}
 	if loginErr != nil {
 		return fail(http.StatusBadRequest, "invalid_state",
@@ -174,6 +202,9 @@ func (h *Handler) complete(r *http.Request, l cookie.Login, loginErr error) (ses
 	ctx := gooidc.ClientContext(r.Context(), h.cfg.HTTPClient)
 	conf := p.oauth2
 	conf.RedirectURL = l.RedirectURL
+	if conf.RedirectURL == "" {
+		conf.RedirectURL = h.cfg.RedirectURL
+	}
 	tok, err := conf.Exchange(ctx, code, oauth2.VerifierOption(l.Verifier))
 	if err != nil {
 		if err := classify(err); errors.Is(err, errProviderDown) {
@@ -235,16 +266,80 @@ func (h *Handler) complete(r *http.Request, l cookie.Login, loginErr error) (ses
 	return sess, nil
 }
 
-// Logout ends the session here, then at the provider.
+// Logout ends the session here, then at the provider. Only a request from
+// the proxy's own pages (or typed by the user) signs out at once; one that
+// another site made (a link, an image, a form) gets a page with a sign-out
+// button instead, so no site can end a session behind the user's back.
+// (The route table admits GET and POST; the button POSTs.)
 func (h *Handler) Logout(w http.ResponseWriter, r *http.Request) {
+	if !h.fromOwnOrigin(r) {
+		page.Write(w, r, page.Page{Status: http.StatusOK, Code: "confirm_logout", Title: "Sign out?",
+			Detail:      "Another site sent you here to sign out. Sign out only if you meant to.",
+			Form:        &page.Form{Action: "/auth/logout", Button: "Sign out"},
+			FormTargets: h.logoutOrigins(r),
+			Links:       []page.Link{{Href: "/", Text: "Cancel"}}})
+		return
+	}
 	sess, _ := h.store.Load(r) // an unreadable session still gets cleared
 	h.store.Clear(w, r)
 	if sess.User != "" {
 		h.log.Info("logout", "user", sess.User)
 	}
 	h.cfg.Observer.Logout()
-	w.Header().Set("Cache-Control", "no-store")
-	http.Redirect(w, r, h.logoutURL(r, sess), http.StatusFound)
+	status := http.StatusFound
+	if r.Method == http.MethodPost {
+		status = http.StatusSeeOther
+	}
+	// Not http.Redirect: for a GET it writes an HTML body repeating the URL,
+	// and with it the ID token of id_token_hint. No Referer either.
+	hdr := w.Header()
+	hdr.Set("Location", h.logoutURL(r, sess))
+	hdr.Set("Cache-Control", "no-store")
+	hdr.Set("Referrer-Policy", "no-referrer")
+	w.WriteHeader(status)
+}
+
+// fromOwnOrigin reports whether r came from a page of the proxy's own
+// origin, or from the user (typed, bookmarked), rather than from another
+// site. Fetch Metadata (Sec-Fetch-Site) says so in every current browser;
+// without it, a POST needs our Origin, and a GET is refused only when its
+// Origin or Referer names another origin (old browsers, curl).
+func (h *Handler) fromOwnOrigin(r *http.Request) bool {
+	switch r.Header.Get("Sec-Fetch-Site") {
+	case "same-origin", "none":
+		return true
+	case "":
+	default: // cross-site, same-site (a sibling subdomain may be anyone's)
+		return false
+	}
+	own := h.cfg.Origin.Of(r).String()
+	origin := r.Header.Get("Origin")
+	if r.Method == http.MethodPost {
+		return origin != "" && strings.EqualFold(origin, own)
+	}
+	if origin != "" {
+		return strings.EqualFold(origin, own)
+	}
+	if ref := r.Header.Get("Referer"); ref != "" {
+		u, err := url.Parse(ref)
+		return err == nil && strings.EqualFold(u.Scheme+"://"+u.Host, own)
+	}
+	return true
+}
+
+// logoutOrigins are the origins a sign-out may pass through after its POST
+// (the provider's logout endpoint, the post-logout page): browsers check
+// the redirects that follow a form submission against form-action.
+func (h *Handler) logoutOrigins(r *http.Request) []string {
+	var out []string
+	for _, raw := range []string{h.logoutURL(r, session.Session{}), h.postLogoutURL(r)} {
+		if u, err := url.Parse(raw); err == nil && u.Host != "" {
+			if o := u.Scheme + "://" + u.Host; !slices.Contains(out, o) {
+				out = append(out, o)
+			}
+		}
+	}
+	return out
 }
 
 // logoutURL picks the provider's end-session endpoint, else Auth0's
@@ -271,13 +366,17 @@ func (h *Handler) logoutURL(r *http.Request, sess session.Session) string {
 	return after
 }
 
+// postLogoutURL is the configured post-logout URL, made absolute: a path
+// (query included) is resolved against the proxy's origin.
 func (h *Handler) postLogoutURL(r *http.Request) string {
 	if u, err := url.Parse(h.cfg.PostLogoutURL); err == nil && u.IsAbs() {
 		return u.String()
 	}
-	u := h.cfg.Origin.Of(r)
-	u.Path = ReturnPath(h.cfg.PostLogoutURL)
-	return u.String()
+	ref, err := url.Parse(ReturnPath(h.cfg.PostLogoutURL))
+	if err != nil { // ReturnPath only returns what url.Parse accepts
+		ref = &url.URL{Path: "/"}
+	}
+	return h.cfg.Origin.Of(r).ResolveReference(ref).String()
 }
 
 func (h *Handler) redirectURL(r *http.Request) string {
@@ -315,9 +414,28 @@ func claimString(v any) string {
 	return ""
 }
 
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
+// logText bounds text from a request for the log: at most n bytes, valid
+// UTF-8. (The handlers quote and escape it.)
+func logText(s string, n int) string {
+	if len(s) > n {
+		s = s[:n] + "…"
 	}
-	return s[:n] + "…"
+	return strings.ToValidUTF8(s, "\ufffd")
+}
+
+// providerErrorText is what the error page says for an error code of an
+// authorization response (RFC 6749 4.1.2.1, OpenID Connect Core 3.1.2.6):
+// fixed text per code, never the code or the provider's description, which
+// whoever crafted the callback URL chose.
+func providerErrorText(code string) string {
+	switch code {
+	case "access_denied":
+		return "The identity provider did not allow this sign-in, or it was cancelled."
+	case "login_required", "interaction_required", "consent_required", "account_selection_required":
+		return "The identity provider needs you to sign in again. Please start again."
+	case "temporarily_unavailable", "server_error":
+		return "The identity provider could not complete the sign-in right now. Please try again in a moment."
+	default:
+		return "The identity provider refused the sign-in request. If this keeps happening, tell the administrator."
+	}
 }

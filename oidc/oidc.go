@@ -131,6 +131,9 @@ type provider struct {
 	oauth2     oauth2.Config
 	verifier   *gooidc.IDTokenVerifier
 	endSession string
+	// issParam: the provider names itself in every authorization response
+	// (RFC 9207), so a callback without its iss is refused.
+	issParam bool
 	// bearer verifies API access tokens; nil without an audience.
 	bearer *gooidc.IDTokenVerifier
 	// keys and algs verify other provider tokens (logout tokens).
@@ -229,6 +232,7 @@ func (h *Handler) discoverOnce(ctx context.Context) (*provider, error) {
 		EndSession string   `json:"end_session_endpoint"`
 		JWKS       string   `json:"jwks_uri"`
 		Algs       []string `json:"id_token_signing_alg_values_supported"`
+		IssParam   bool     `json:"authorization_response_iss_parameter_supported"`
 	}
 	if err := p.Claims(&meta); err != nil {
 		return nil, fmt.Errorf("read discovery document: %w", err)
@@ -262,6 +266,7 @@ func (h *Handler) discoverOnce(ctx context.Context) (*provider, error) {
 		keys:       keys,
 		algs:       algs,
 		endSession: meta.EndSession,
+		issParam:   meta.IssParam,
 	}, nil
 }
 

@@ -256,7 +256,7 @@ func TestCallbackRefuses(t *testing.T) {
 		}, status: 400},
 		{name: "state from another browser", callback: func(cb *url.URL, b *browser) { b.cookies = nil }, status: 400},
 		{name: "provider error", callback: func(cb *url.URL, _ *browser) {
-			cb.RawQuery = url.Values{"error": {"access_denied"}, "state": {cb.Query().Get("state")}}.Encode()
+			cb.RawQuery = url.Values{"error": {"access_denied"}, "state": {cb.Query().Get("state")}, "iss": {f.idp.Issuer()}}.Encode()
 		}, status: 403},
 		{name: "missing code", callback: func(cb *url.URL, _ *browser) { setQuery(cb, "code", "") }, status: 400},
 		{name: "forged code", callback: func(cb *url.URL, _ *browser) { setQuery(cb, "code", "forged") }, status: 400},

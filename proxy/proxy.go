@@ -174,13 +174,15 @@ func (p *handler) routes(mux, auth router) {
 	a := p.cfg.Auth
 	auth.Handle("GET /auth/login", http.HandlerFunc(a.Login))
 	auth.Handle("/auth/callback", http.HandlerFunc(a.Callback))
-	auth.Handle("/auth/logout", http.HandlerFunc(a.Logout))
+	// GET for links; POST for the sign-out confirmation's button.
+	auth.Handle("GET /auth/logout", http.HandlerFunc(a.Logout))
+	auth.Handle("POST /auth/logout", http.HandlerFunc(a.Logout))
 	auth.Handle("POST /auth/backchannel-logout", http.HandlerFunc(a.BackchannelLogout))
 	auth.Handle("/auth/check", http.HandlerFunc(p.check))
 	if p.cfg.JWKS != nil {
 		auth.Handle("GET /auth/jwks.json", p.cfg.JWKS)
 	}
-	mux.Handle("/auth/", tag(OutcomeAuth, auth))
+	mux.Handle("/auth/", tag(OutcomeAuth, securityHeaders(auth)))
 	mux.Handle("GET /healthz", tag(OutcomeProbe, http.HandlerFunc(healthz)))
 	mux.Handle("GET /readyz", tag(OutcomeProbe, http.HandlerFunc(p.readyz)))
 	mux.Handle("/", http.HandlerFunc(p.serveProxied))
@@ -208,6 +210,16 @@ func direct(r *http.Request) bool {
 	}
 	return !strings.Contains(path, "//") && !strings.Contains(path, "/./") && !strings.Contains(path, "/../") &&
 		!strings.HasSuffix(path, "/.") && !strings.HasSuffix(path, "/..")
+}
+
+// securityHeaders gives the mux's own 404 and 405 answers the headers of
+// authproxy's pages; a handler that writes a page or a document sets its
+// own over them.
+func securityHeaders(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		page.SecurityHeaders(w.Header())
+		next.ServeHTTP(w, r)
+	})
 }
 
 func healthz(w http.ResponseWriter, _ *http.Request) {

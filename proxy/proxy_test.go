@@ -311,6 +311,7 @@ func TestRoutes(t *testing.T) {
 		{"POST", "/auth/callback", http.StatusTeapot, ""},
 		{"GET", "/auth/logout", http.StatusTeapot, ""},
 		{"POST", "/auth/logout", http.StatusTeapot, ""},
+		{"PUT", "/auth/logout", 405, "GET, HEAD, POST"},
 		{"POST", "/auth/backchannel-logout", http.StatusTeapot, ""},
 		{"GET", "/auth/backchannel-logout", 405, "POST"},
 		{"GET", "/auth/check", 400, ""}, // no X-Forwarded-Uri

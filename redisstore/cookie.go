@@ -82,13 +82,8 @@ func (s *Store) readCookie(r *http.Request) (ticketCookie, error) {
 	now := s.now()
 	tc, cached := s.verified.Get(c.Value, now)
 	if !cached {
-		if err := securecookie.DecodeMulti(s.name, c.Value, &tc, s.codecs...); err != nil {
-			if tc, err = s.readLegacy(c.Value); err != nil {
-				return ticketCookie{}, err
-			}
-		}
-		if tc.Ticket == "" {
-			return ticketCookie{}, errNoTicket
+		if tc, err = s.openCookie(s.name, c.Value); err != nil {
+			return ticketCookie{}, err
 		}
 	}
 	if !now.Before(tc.Expiry) {
@@ -100,6 +95,21 @@ func (s *Store) readCookie(r *http.Request) (ticketCookie, error) {
 	if !cached {
 		// The value may point into the request's header memory; keep a copy.
 		s.verified.Put(strings.Clone(c.Value), tc, tc.Expiry, now)
+	}
+	return tc, nil
+}
+
+// openCookie verifies and decrypts a ticket cookie's value, sealed under
+// name; it does not check the expiry.
+func (s *Store) openCookie(name, value string) (ticketCookie, error) {
+	var tc ticketCookie
+	if err := securecookie.DecodeMulti(name, value, &tc, s.codecs...); err != nil {
+		if tc, err = s.readLegacy(name, value); err != nil {
+			return ticketCookie{}, err
+		}
+	}
+	if tc.Ticket == "" {
+		return ticketCookie{}, errNoTicket
 	}
 	return tc, nil
 }
@@ -134,8 +144,13 @@ func (s *Store) clearCookie(w http.ResponseWriter, r *http.Request) {
 // deployment switched stores. Left alone they would ride along every
 // request until they expire.
 func (s *Store) expireChunks(w http.ResponseWriter, r *http.Request) {
+	s.expireChunksOf(w, r, s.name)
+}
+
+// expireChunksOf expires the request's cookies named name_0, name_1...
+func (s *Store) expireChunksOf(w http.ResponseWriter, r *http.Request, name string) {
 	for _, c := range r.Cookies() {
-		rest, ok := strings.CutPrefix(c.Name, s.name+"_")
+		rest, ok := strings.CutPrefix(c.Name, name+"_")
 		if ok && rest != "" && strings.Trim(rest, "0123456789") == "" {
 			http.SetCookie(w, s.cookie(r, c.Name, "", -1))
 		}

@@ -32,10 +32,10 @@ func legacyCodecs(secrets [][]byte, maxAge time.Duration) ([]securecookie.Codec,
 	return codecs, nil
 }
 
-// readLegacy opens a ticket cookie of the earlier format.
-func (s *Store) readLegacy(value string) (ticketCookie, error) {
+// readLegacy opens a ticket cookie of the earlier format, sealed under name.
+func (s *Store) readLegacy(name, value string) (ticketCookie, error) {
 	var tc ticketCookie
-	if err := securecookie.DecodeMulti(s.name, value, &tc, s.legacy...); err != nil {
+	if err := securecookie.DecodeMulti(name, value, &tc, s.legacy...); err != nil {
 		return ticketCookie{}, fmt.Errorf("%w: %w", session.ErrNoSession, err)
 	}
 	return tc, nil

@@ -119,7 +119,10 @@ type Config struct {
 	// cookie name, so that the proxy, which keeps the cookie store's
 	// cookies from the upstream, keeps this one too, and switching stores
 	// replaces one cookie by the other.
-	Name   string
+	Name string
+	// Legacy is an earlier name of the ticket cookie (a default that
+	// changed): Migrate moves a ticket found under it to Name.
+	Legacy string
 	Domain string
 	// Secure reports whether the request reached the proxy over https, which
 	// marks the cookie Secure. Nil means never.
@@ -146,6 +149,7 @@ type Store struct {
 	timeout time.Duration
 	// The ticket cookie.
 	name, domain string
+	legacyName   string // "" without Config.Legacy
 	secure       func(*http.Request) bool
 	codecs       []securecookie.Codec
 	legacy       []securecookie.Codec
@@ -184,6 +188,12 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 	if cfg.Name == "" {
 		return nil, errors.New("redisstore: Config.Name is required")
 	}
+	if cfg.Legacy == cfg.Name {
+		cfg.Legacy = ""
+	}
+	if cfg.Legacy != "" && (strings.HasPrefix(cfg.Name, cfg.Legacy+"_") || strings.HasPrefix(cfg.Legacy, cfg.Name+"_")) {
+		return nil, fmt.Errorf("redisstore: the names %q and %q overlap", cfg.Name, cfg.Legacy)
+	}
 	if cfg.Prefix == "" {
 		cfg.Prefix = DefaultPrefix
 	}
@@ -203,7 +213,7 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 	}
 	s := &Store{rdb: cfg.Client, policy: cfg.Policy, prefix: cfg.Prefix, now: cfg.Now, timeout: cfg.Timeout,
 		verified: bounded.New[string, ticketCookie](maxVerified),
-		name:     cfg.Name, domain: cfg.Domain, secure: cfg.Secure, codecs: codecs, legacy: legacy}
+		name:     cfg.Name, legacyName: cfg.Legacy, domain: cfg.Domain, secure: cfg.Secure, codecs: codecs, legacy: legacy}
 	ctx, cancel := context.WithTimeout(ctx, max(cfg.Timeout, 5*time.Second))
 	defer cancel()
 	if err := s.rdb.Ping(ctx).Err(); err != nil {

@@ -985,11 +985,12 @@ func TestNewErrors(t *testing.T) {
 	r := startRedis(t)
 	good := replicaOpts{client: r.Client(t)}.config()
 	for name, change := range map[string]func(*Config){
-		"no client":      func(c *Config) { c.Client = nil },
-		"no lifetime":    func(c *Config) { c.Policy.Lifetime = 0 },
-		"no cookie name": func(c *Config) { c.Name = "" },
-		"no secret":      func(c *Config) { c.Secrets = nil },
-		"short secret":   func(c *Config) { c.Secrets = [][]byte{make([]byte, 16)} },
+		"no client":                        func(c *Config) { c.Client = nil },
+		"no lifetime":                      func(c *Config) { c.Policy.Lifetime = 0 },
+		"no cookie name":                   func(c *Config) { c.Name = "" },
+		"no secret":                        func(c *Config) { c.Secrets = nil },
+		"short secret":                     func(c *Config) { c.Secrets = [][]byte{make([]byte, 16)} },
+		"legacy name overlapping the name": func(c *Config) { c.Legacy = c.Name + "_x" },
 	} {
 		cfg := good
 		change(&cfg)

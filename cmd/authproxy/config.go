@@ -50,7 +50,7 @@ type env struct {
 	RedirectURL          string `envconfig:"AUTHPROXY_REDIRECT_URL" desc:"absolute callback URL registered at the provider"`
 	PostLogoutURL        string `envconfig:"AUTHPROXY_POST_LOGOUT_URL" default:"/" desc:"where the provider sends the browser after logout (URL or path)"`
 	CookieSecret         string `envconfig:"AUTHPROXY_COOKIE_SECRET" secret:"true" desc:"base64 of 32 or 64 random bytes; comma-separated list rotates keys"`
-	CookieName           string `envconfig:"AUTHPROXY_COOKIE_NAME" default:"_authproxy" desc:"session cookie name"`
+	CookieName           string `envconfig:"AUTHPROXY_COOKIE_NAME" desc:"session cookie name (default: __Host-authproxy on https without a cookie domain, else _authproxy)"`
 	CookieDomain         string `envconfig:"AUTHPROXY_COOKIE_DOMAIN" desc:"session cookie domain (default: host only)"`
 	CookieSecure         string `envconfig:"AUTHPROXY_COOKIE_SECURE" default:"auto" desc:"auto, true or false"`
 	UserHeader           string `envconfig:"AUTHPROXY_USER_HEADER" default:"X-User" desc:"header carrying the user to the upstream"`
@@ -413,7 +413,16 @@ func (e env) cookieConfig(p *problems, origin oidc.Origin) cookie.Config {
 		}
 		c.Secrets = append(c.Secrets, key)
 	}
-	if !cookieNameOK(e.CookieName) {
+	if e.CookieName == "" {
+		c.Name = cookie.DefaultName
+		// The __Host- prefix makes browsers refuse the cookie unless it is
+		// Secure, host-only and Path=/, so no sibling subdomain can set or
+		// shadow the session. Sessions under the old default move over
+		// (Legacy; the Redis store reads the same two names).
+		if origin.Fixed != nil && origin.Fixed.Scheme == "https" && e.CookieDomain == "" && e.CookieSecure != "false" {
+			c.Name, c.Legacy = cookie.DefaultHostName, cookie.DefaultName
+		}
+	} else if !cookieNameOK(e.CookieName) {
 		p.add("AUTHPROXY_COOKIE_NAME %q may contain only letters, digits, - and _", e.CookieName)
 	}
 	switch e.CookieSecure {

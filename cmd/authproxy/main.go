@@ -165,7 +165,7 @@ func newServer(ctx context.Context, cfg config, log *slog.Logger) (_ *server, er
 		rdb := redis.NewUniversalClient(cfg.Redis)
 		s.closers = append(s.closers, func() { _ = rdb.Close() })
 		redisSessions, err = redisstore.New(ctx, redisstore.Config{Client: rdb, Policy: cfg.Cookie.Policy,
-			Name: cfg.Cookie.Name, Domain: cfg.Cookie.Domain, Secure: cfg.Cookie.Secure, Secrets: cfg.Cookie.Secrets})
+			Name: cfg.Cookie.Name, Legacy: cfg.Cookie.Legacy, Domain: cfg.Cookie.Domain, Secure: cfg.Cookie.Secure, Secrets: cfg.Cookie.Secrets})
 		if err != nil {
 			return nil, err
 		}
@@ -200,6 +200,13 @@ func newServer(ctx context.Context, cfg config, log *slog.Logger) (_ *server, er
 	}
 	if s.handler, err = proxy.New(pcfg); err != nil {
 		return nil, err
+	}
+	// A session under the earlier default cookie name moves to the current
+	// one; each store opens only its own cookie.
+	if redisSessions != nil {
+		s.handler = redisSessions.Migrate(s.handler)
+	} else {
+		s.handler = cookies.Migrate(s.handler)
 	}
 
 	if cfg.Server.MetricsAddr != "" {

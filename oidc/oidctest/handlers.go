@@ -81,7 +81,7 @@ func allow(w http.ResponseWriter, r *http.Request, methods ...string) bool {
 }
 
 func (p *Provider) discovery(w http.ResponseWriter) {
-	writeJSON(w, http.StatusOK, map[string]any{
+	doc := map[string]any{
 		"issuer":                                p.issuer,
 		"authorization_endpoint":                p.base + "/authorize",
 		"token_endpoint":                        p.base + "/token",
@@ -97,7 +97,20 @@ func (p *Provider) discovery(w http.ResponseWriter) {
 		"grant_types_supported":                 []string{"authorization_code", "refresh_token"},
 		"token_endpoint_auth_methods_supported": []string{"client_secret_basic", "client_secret_post"},
 		"claims_supported":                      []string{"iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "sid", "name"},
-	})
+	}
+	if !p.opts.NoIssParameter {
+		doc["authorization_response_iss_parameter_supported"] = true
+	}
+	writeJSON(w, http.StatusOK, doc)
+}
+
+// iss is the iss parameter of an authorization response (RFC 9207): the
+// issuer, or nothing when the provider does not support it.
+func (p *Provider) iss() string {
+	if p.opts.NoIssParameter {
+		return ""
+	}
+	return p.issuer
 }
 
 // authRequest holds the authorize parameters carried from the GET to the
@@ -183,7 +196,7 @@ func (p *Provider) authorize(w http.ResponseWriter, r *http.Request) {
 	}
 	// No session is kept here, so a silent login can never succeed.
 	if a.Prompt == "none" {
-		redirectError(w, r, a, "login_required", "The development provider keeps no session.")
+		p.redirectError(w, r, a, "login_required", "The development provider keeps no session.")
 		return
 	}
 	if r.Method != http.MethodPost {
@@ -191,7 +204,7 @@ func (p *Provider) authorize(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if v.Get("cancel") != "" {
-		redirectError(w, r, a, "access_denied", "The user cancelled sign-in.")
+		p.redirectError(w, r, a, "access_denied", "The user cancelled sign-in.")
 		return
 	}
 	user := strings.TrimSpace(v.Get("username"))
@@ -219,7 +232,7 @@ func (p *Provider) authorize(w http.ResponseWriter, r *http.Request) {
 		p.render(w, http.StatusServiceUnavailable, page{Title: "Try again later", Message: "Too many sign-ins in progress."})
 		return
 	}
-	redirectWith(w, r, a.RedirectURI, url.Values{"code": {code}, "state": {a.State}})
+	redirectWith(w, r, a.RedirectURI, url.Values{"code": {code}, "state": {a.State}, "iss": {p.iss()}})
 }
 
 func validUsername(u string) bool {
@@ -228,8 +241,8 @@ func validUsername(u string) bool {
 		!strings.ContainsFunc(u, unicode.IsControl)
 }
 
-func redirectError(w http.ResponseWriter, r *http.Request, a authRequest, code, desc string) {
-	redirectWith(w, r, a.RedirectURI, url.Values{"error": {code}, "error_description": {desc}, "state": {a.State}})
+func (p *Provider) redirectError(w http.ResponseWriter, r *http.Request, a authRequest, code, desc string) {
+	redirectWith(w, r, a.RedirectURI, url.Values{"error": {code}, "error_description": {desc}, "state": {a.State}, "iss": {p.iss()}})
 }
 
 // redirectWith sends a 302 to target with params added to its query; empty

@@ -62,6 +62,12 @@ type Options struct {
 	// returned). Default false: the same refresh token stays valid and the
 	// refresh response carries none, as with Auth0 without rotation.
 	RotateRefreshTokens bool
+
+	// NoIssParameter turns off RFC 9207: discovery then does not advertise
+	// authorization_response_iss_parameter_supported and authorization
+	// responses carry no iss. Default: advertised and sent, as oidc-provider
+	// does.
+	NoIssParameter bool
 }
 
 func (o Options) withDefaults() Options {

@@ -756,3 +756,35 @@ func TestIssuerPath(t *testing.T) {
 		}
 	}
 }
+
+// TestIssParameter: RFC 9207 is on by default (advertised, and iss in every
+// authorization response, errors too) and NoIssParameter turns it off.
+func TestIssParameter(t *testing.T) {
+	for _, off := range []bool{false, true} {
+		p := start(t, Options{NoIssParameter: off})
+		_, body := get(t, p.Issuer()+"/.well-known/openid-configuration")
+		var disc map[string]any
+		if err := json.Unmarshal([]byte(body), &disc); err != nil {
+			t.Fatal(err)
+		}
+		if got := disc["authorization_response_iss_parameter_supported"] == true; got == off {
+			t.Errorf("NoIssParameter %t: advertised %t", off, got)
+		}
+		want := p.Issuer()
+		if off {
+			want = ""
+		}
+		_, challenge := newPKCE()
+		for _, extra := range []url.Values{{"username": {"alice"}}, {"cancel": {"1"}}} {
+			form := authParams(challenge)
+			for k, v := range extra {
+				form[k] = v
+			}
+			resp, _ := postForm(t, p.Issuer()+"/authorize", form, "", "")
+			loc, _ := url.Parse(resp.Header.Get("Location"))
+			if got := loc.Query().Get("iss"); got != want || len(loc.Query()["iss"]) > 1 {
+				t.Errorf("NoIssParameter %t: redirect %s, want iss %q", off, loc, want)
+			}
+		}
+	}
+}

@@ -2,10 +2,13 @@ package proxy
 
 import (
 	"context"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/authproxy/authproxy/cookie"
@@ -48,8 +51,18 @@ type reqInfo struct {
 	// place: an append copies).
 	idValue, userValue [1]string
 	sess               cookie.Session // the authenticated user; zero when anonymous
+	bearer             bool           // sess came from a bearer token
 	outcome            string
 	forwarded          time.Time // when the request left for the upstream
+	bodyErr            atomic.Pointer[failure] // why reading the request body failed (size, time)
+
+	// For a logged-in user's forwarded request (see lateTimer): the
+	// request; under mu, the upstream's response body once it arrives (the
+	// backend connection of a WebSocket), and whether watch ended it.
+	req   *http.Request
+	mu    sync.Mutex
+	body  io.Closer
+	ended bool
 }
 
 type infoKey struct{}

@@ -53,7 +53,7 @@ type reqInfo struct {
 	sess               cookie.Session // the authenticated user; zero when anonymous
 	bearer             bool           // sess came from a bearer token
 	outcome            string
-	forwarded          time.Time // when the request left for the upstream
+	forwarded          time.Time               // when the request left for the upstream
 	bodyErr            atomic.Pointer[failure] // why reading the request body failed (size, time)
 
 	// For a logged-in user's forwarded request (see lateTimer): the

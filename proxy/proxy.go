@@ -575,16 +575,17 @@ func (bufferPool) Put(b []byte) {
 // upstreamError answers when the upstream cannot be reached or fails
 // mid-request: 504 for timeouts, 502 otherwise.
 func (p *handler) upstreamError(w http.ResponseWriter, r *http.Request, err error) {
+	info := infoOf(r)
+	if f := info.bodyErr.Load(); f != nil {
+		// Before the check below: a failed body read cancels the request.
+		p.bodyRefused(w, r, f.err)
+		return
+	}
 	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
 		return // the client went away; nobody to answer
 	}
-	info := infoOf(r)
 	if errors.Is(err, errSessionEnded) {
 		p.unauthenticated(w, r, returnTo(r), false)
-		return
-	}
-	if f := info.bodyErr.Load(); f != nil {
-		p.bodyRefused(w, r, f.err)
 		return
 	}
 	status, title := http.StatusBadGateway, "The application is not responding"

@@ -56,6 +56,8 @@ type env struct {
 	UpstreamMaxConns     string `envconfig:"AUTHPROXY_UPSTREAM_MAX_CONNS" default:"0" desc:"cap on connections to the upstream; requests beyond it wait (0: no cap)"`
 	ProviderTimeout      string `envconfig:"AUTHPROXY_PROVIDER_TIMEOUT" default:"10s" desc:"bound on each call to the identity provider"`
 	RulesFile            string `envconfig:"AUTHPROXY_RULES_FILE" desc:"access rules file (see README); unset lets every logged-in user through"`
+	RulesCaseInsensitive string `envconfig:"AUTHPROXY_RULES_CASE_INSENSITIVE" default:"false" desc:"match rule paths ignoring case, for upstreams that serve /ADMIN as /admin"`
+	WebSocketOrigins     string `envconfig:"AUTHPROXY_WEBSOCKET_ALLOWED_ORIGINS" desc:"comma-separated origins, besides the proxy's own, whose pages may open WebSockets"`
 	Audience             string `envconfig:"AUTHPROXY_AUDIENCE" desc:"API identifier that bearer access tokens must carry; unset disables bearer tokens"`
 	EmailHeader          string `envconfig:"AUTHPROXY_EMAIL_HEADER" desc:"header carrying the user's email (off when empty)"`
 	NameHeader           string `envconfig:"AUTHPROXY_NAME_HEADER" desc:"header carrying the user's name (off when empty)"`
@@ -108,7 +110,9 @@ type config struct {
 	Redis            *redis.UniversalOptions
 	AdminToken       string
 	RulesFile        string
-	Access           access // loaded from RulesFile
+	RulesCaseFold    bool
+	Access           access   // loaded from RulesFile
+	WebSocketOrigins []string // scheme://host[:port]
 	Audience         string
 	Headers          proxy.Headers
 	IdentityJWT      bool
@@ -277,7 +281,23 @@ func (e env) parse() (config, error) {
 	}
 
 	c.RulesFile, c.Audience, c.IdentityKeyFile = e.RulesFile, e.Audience, e.IdentityKeyFile
-	if a, err := loadRules(e.RulesFile); err != nil {
+	if b, err := strconv.ParseBool(e.RulesCaseInsensitive); err != nil {
+		problem("AUTHPROXY_RULES_CASE_INSENSITIVE %q must be true or false", e.RulesCaseInsensitive)
+	} else {
+		c.RulesCaseFold = b
+	}
+	for s := range strings.SplitSeq(e.WebSocketOrigins, ",") {
+		if s = strings.TrimSpace(s); s == "" {
+			continue
+		}
+		if u, err := url.Parse(s); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" ||
+			u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
+			problem("AUTHPROXY_WEBSOCKET_ALLOWED_ORIGINS entry %q is not an origin like https://app.example.com", s)
+		} else {
+			c.WebSocketOrigins = append(c.WebSocketOrigins, u.Scheme+"://"+u.Host)
+		}
+	}
+	if a, err := loadRules(e.RulesFile, c.RulesCaseFold); err != nil {
 		problem("%v", err)
 	} else {
 		c.Access = a
@@ -469,8 +489,11 @@ func headerNameOK(h string) bool {
 	return true
 }
 
-// normalizeHeader is how upstream stacks compare header names.
-func normalizeHeader(h string) string { return strings.ReplaceAll(strings.ToLower(h), "_", "-") }
+// normalizeHeader is how upstream stacks compare header names: any case,
+// "_" and "." as "-".
+func normalizeHeader(h string) string {
+	return strings.NewReplacer("_", "-", ".", "-").Replace(strings.ToLower(h))
+}
 
 func cookieNameOK(s string) bool { return s != "" && headerNameOK(s) }
 
@@ -511,6 +534,8 @@ func (c config) LogValue() slog.Value {
 		slog.String("session_store", c.SessionStore),
 		slog.Bool("admin_api", c.AdminToken != ""),
 		slog.String("rules_file", c.RulesFile),
+		slog.Bool("rules_case_insensitive", c.RulesCaseFold),
+		slog.String("websocket_allowed_origins", strings.Join(c.WebSocketOrigins, ",")),
 		slog.String("audience", c.Audience),
 		slog.Bool("identity_jwt", c.IdentityJWT),
 	)

@@ -180,6 +180,11 @@ func serve(ctx context.Context, cfg config, ln net.Listener, log *slog.Logger) e
 		Headers:  cfg.Headers,
 		Observer: m,
 		Logger:   log,
+		// WebSocket pages of these origins, besides the proxy's own.
+		WebSocketOrigins: cfg.WebSocketOrigins,
+	}
+	if cfg.RedirectURL != nil {
+		pcfg.PublicHost = cfg.RedirectURL.Host
 	}
 	if cfg.Access.rules != nil {
 		pcfg.Rules = cfg.Access.rules
@@ -198,13 +203,15 @@ func serve(ctx context.Context, cfg config, ln net.Listener, log *slog.Logger) e
 	srv := &http.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		// Idle keep-alive connections are closed after this; request
+		// bodies are bounded where nobody is logged in (proxy.BodyTimeout).
+		IdleTimeout:    120 * time.Second,
+		MaxHeaderBytes: 64 << 10,
+		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 		// WriteTimeout stays 0: it would cut server-sent events and downloads.
 	}
 	errc := make(chan error, 2)
-	go func() { errc <- srv.Serve(ln) }()
+	go func() { errc <- srv.Serve(proxy.RefuseAmbiguousFraming(ln)) }()
 	if cfg.MetricsAddr != "" {
 		var admin http.Handler
 		if redisSessions != nil && cfg.AdminToken != "" {
@@ -354,7 +361,7 @@ func usage(w io.Writer) error {
 Usage:
   authproxy               serve; configured by AUTHPROXY_* environment variables (see README)
   authproxy demo          run with an embedded development provider and sample app on 127.0.0.1
-  authproxy explain [-rules FILE] [-claims JSON|@FILE] METHOD PATH
+  authproxy explain [-rules FILE] [-case-insensitive] [-claims JSON|@FILE] METHOD PATH
                           which access rule decides the request, without starting the proxy
   authproxy version       print the version
   authproxy healthcheck   exit 0 if /healthz of the proxy at AUTHPROXY_ADDR answers 200

@@ -795,21 +795,6 @@ func (zeros) Read(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// ticker is an event stream that sends a tick every 20 ms until the
-// request ends.
-func ticker(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("Content-Type", "text/event-stream")
-	for {
-		fmt.Fprint(w, "data: tick\n\n")
-		w.(http.Flusher).Flush()
-		select {
-		case <-r.Context().Done():
-			return
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-}
-
 // longUpstream serves the kinds of long responses by path: each runs
 // until its request ends, announced by the client or not.
 func longUpstream(w http.ResponseWriter, r *http.Request) {

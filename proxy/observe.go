@@ -49,12 +49,12 @@ type reqInfo struct {
 	// Backing arrays for the header values the proxy sets, so that they
 	// cost no allocation of their own (a one-element slice never grows in
 	// place: an append copies).
-	idValue, userValue [1]string
-	sess               cookie.Session // the authenticated user; zero when anonymous
-	bearer             bool           // sess came from a bearer token
-	outcome            string
-	forwarded          time.Time               // when the request left for the upstream
-	bodyErr            atomic.Pointer[failure] // why reading the request body failed (size, time)
+	idValue, userValue, hostValue [1]string
+	sess                          cookie.Session // the authenticated user; zero when anonymous
+	bearer                        bool           // sess came from a bearer token
+	outcome                       string
+	forwarded                     time.Time               // when the request left for the upstream
+	bodyErr                       atomic.Pointer[failure] // why reading the request body failed (size, time)
 
 	// For a logged-in user's forwarded request (see lateTimer): the
 	// request; under mu, the upstream's response body once it arrives (the

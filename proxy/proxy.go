@@ -441,6 +441,7 @@ func (p *handler) rewrite(pr *httputil.ProxyRequest) {
 	if p.cfg.PassHost {
 		pr.Out.Host = pr.In.Host
 	}
+	info := infoOf(pr.In)
 	if p.cfg.Trusted(pr.In) {
 		stripHeaders(pr.Out.Header, p.identity)
 		// A trusted proxy's chain is extended, its view of proto and host kept.
@@ -448,7 +449,7 @@ func (p *handler) rewrite(pr *httputil.ProxyRequest) {
 			pr.Out.Header["X-Forwarded-For"] = v
 		}
 		pr.SetXForwarded()
-		p.setForwardedHost(pr.Out.Header)
+		p.setForwardedHost(pr.Out.Header, info)
 		for _, h := range []string{"X-Forwarded-Host", "X-Forwarded-Proto", "Forwarded"} {
 			if v := pr.In.Header.Get(h); v != "" {
 				pr.Out.Header.Set(h, v)
@@ -460,16 +461,17 @@ func (p *handler) rewrite(pr *httputil.ProxyRequest) {
 		pr.SetXForwarded()
 		// The client's Host must not become the app's idea of its own
 		// name (password-reset links, redirects).
-		p.setForwardedHost(pr.Out.Header)
+		p.setForwardedHost(pr.Out.Header, info)
 	}
 	p.stripCookies(pr.Out.Header)
-	p.setIdentity(pr.Out.Header, infoOf(pr.In))
+	p.setIdentity(pr.Out.Header, info)
 }
 
 // setForwardedHost names the public host, when it is configured.
-func (p *handler) setForwardedHost(h http.Header) {
+func (p *handler) setForwardedHost(h http.Header, info *reqInfo) {
 	if p.cfg.PublicHost != "" {
-		h["X-Forwarded-Host"] = []string{p.cfg.PublicHost}
+		info.hostValue[0] = p.cfg.PublicHost
+		h["X-Forwarded-Host"] = info.hostValue[:]
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	gooidc "github.com/coreos/go-oidc/v3/oidc"
 	jose "github.com/go-jose/go-jose/v4"
 )
 
@@ -30,9 +31,19 @@ const maxJWKSBytes = 1 << 20
 
 // keySet verifies signatures against the provider's JWKS. Unlike go-oidc's
 // RemoteKeySet, which refetches for every token with an unknown key id, it
-// refetches at most once per interval: a rotated key is picked up within
-// that bound, and a flood of garbage tokens cannot make us hammer the
-// provider.
+// tells tokens apart by where they came from:
+//
+//   - an ID token from the token endpoint (TLS, in exchange for our own
+//     code) with an unknown key means the provider rotated: refetch at once,
+//     so a rotation never fails a login (see trusted);
+//   - a token anyone can send (bearer access tokens, back-channel logout
+//     tokens) refetches at most once per interval after a successful fetch,
+//     so a flood of made-up key ids cannot make us hammer the provider.
+//
+// Concurrent refetches are coalesced into one. A fetch runs detached from
+// the request that asked for it, bounded by the HTTP client's timeout, so an
+// aborted request cannot abort it; a failed fetch does not start the quiet
+// interval.
 type keySet struct {
 	url      string
 	client   *http.Client
@@ -43,8 +54,11 @@ type keySet struct {
 	// onError, if set, is called when a fetch fails.
 	onError func()
 
-	mu        sync.Mutex // serializes fetches; guards lastFetch
-	lastFetch time.Time
+	mu sync.Mutex // serializes fetches; guards the fields below
+	// gen counts successful fetches, so that callers who waited for another
+	// caller's fetch use its keys instead of fetching again.
+	gen       uint64
+	lastFetch time.Time // of the last successful fetch
 }
 
 func newKeySet(url string, client *http.Client, interval time.Duration, now func() time.Time) *keySet {
@@ -56,9 +70,26 @@ func newKeySet(url string, client *http.Client, interval time.Duration, now func
 	return k
 }
 
-// VerifySignature implements go-oidc's KeySet. go-oidc checks alg, iss,
-// aud and expiry itself.
+// VerifySignature implements go-oidc's KeySet for tokens from untrusted
+// channels: an unknown key refetches at most once per interval.
 func (k *keySet) VerifySignature(ctx context.Context, raw string) ([]byte, error) {
+	return k.verify(ctx, raw, false)
+}
+
+// trusted is the key set as seen by tokens from the token endpoint: an
+// unknown key refetches at once.
+func (k *keySet) trusted() gooidc.KeySet { return trustedKeys{k} }
+
+type trustedKeys struct{ k *keySet }
+
+// VerifySignature implements go-oidc's KeySet.
+func (t trustedKeys) VerifySignature(ctx context.Context, raw string) ([]byte, error) {
+	return t.k.verify(ctx, raw, true)
+}
+
+// verify checks the signature of raw; go-oidc checks alg, iss, aud and
+// expiry itself.
+func (k *keySet) verify(ctx context.Context, raw string, trusted bool) ([]byte, error) {
 	jws, err := jose.ParseSignedCompact(raw, asymmetricAlgs)
 	if err != nil {
 		return nil, fmt.Errorf("malformed jwt: %w", err)
@@ -67,10 +98,13 @@ func (k *keySet) VerifySignature(ctx context.Context, raw string) ([]byte, error
 		return nil, errors.New("jwt must carry exactly one signature")
 	}
 	kid := jws.Signatures[0].Header.KeyID
+	k.mu.Lock()
+	seen := k.gen
+	k.mu.Unlock()
 	if payload, ok := verifyWith(jws, kid, *k.keys.Load()); ok {
 		return payload, nil
 	}
-	keys, err := k.refresh(ctx)
+	keys, err := k.refresh(ctx, seen, trusted)
 	if err != nil {
 		return nil, err
 	}
@@ -92,17 +126,23 @@ func verifyWith(jws *jose.JSONWebSignature, kid string, keys []jose.JSONWebKey) 
 	return nil, false
 }
 
-// refresh fetches the JWKS unless that was done within the interval, and
-// returns the current keys either way.
-func (k *keySet) refresh(ctx context.Context) ([]jose.JSONWebKey, error) {
+// refresh returns keys newer than generation seen: those another caller
+// fetched meanwhile, or freshly fetched ones. Without force it fetches only
+// if the last successful fetch is older than the interval, and otherwise
+// returns the current keys.
+func (k *keySet) refresh(ctx context.Context, seen uint64, force bool) ([]jose.JSONWebKey, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	now := k.now()
-	if !k.lastFetch.IsZero() && now.Sub(k.lastFetch) < k.interval {
+	if k.gen != seen {
 		return *k.keys.Load(), nil
 	}
-	k.lastFetch = now
-	keys, err := k.fetch(ctx)
+	if !force && !k.lastFetch.IsZero() && k.now().Sub(k.lastFetch) < k.interval {
+		return *k.keys.Load(), nil
+	}
+	// Detached: the keys serve every request, not just the one that asked.
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), k.client.Timeout)
+	defer cancel()
+	keys, err := k.fetch(fctx)
 	if err != nil {
 		if k.onError != nil {
 			k.onError()
@@ -110,7 +150,15 @@ func (k *keySet) refresh(ctx context.Context) ([]jose.JSONWebKey, error) {
 		return nil, fmt.Errorf("%w: fetch signing keys: %w", errProviderDown, err)
 	}
 	k.keys.Store(&keys)
+	k.gen++
+	k.lastFetch = k.now()
 	return keys, nil
+}
+
+// warm fetches the keys unless a fetch has succeeded already.
+func (k *keySet) warm(ctx context.Context) error {
+	_, err := k.refresh(ctx, 0, false)
+	return err
 }
 
 func (k *keySet) fetch(ctx context.Context) ([]jose.JSONWebKey, error) {

@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/authproxy/authproxy/cookie"
 	"github.com/authproxy/authproxy/proxy/rules"
+	"github.com/authproxy/authproxy/session"
 )
 
 // faRules are the rules of the forward-auth tests: the real rules package,
@@ -40,8 +40,8 @@ func newFAFixture(t testing.TB) *faFixture {
 	}
 	store := mustStore(t)
 	h, err := New(Config{
-		Upstream: &url.URL{Scheme: "http", Host: "app.internal"}, UserHeader: "X-User", Sessions: store,
-		Auth:  http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusTeapot) }),
+		Upstream: &url.URL{Scheme: "http", Host: "app.internal"}, UserHeader: "X-User", Sessions: store, IsOwnCookie: store.IsOwn,
+		Auth:  authFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusTeapot) }),
 		Ready: func() bool { return true }, Rules: rs, PublicHost: "app.example",
 		Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
 			return &http.Response{StatusCode: 200, Header: http.Header{}, Body: io.NopCloser(strings.NewReader("upstream:" + r.URL.EscapedPath())), Request: r}, nil
@@ -53,7 +53,7 @@ func newFAFixture(t testing.TB) *faFixture {
 	f := &faFixture{h: h, cookies: map[string]string{"visitor": ""}}
 	for user, groups := range map[string][]any{"alice": nil, "admin": {"admins"}} {
 		w := httptest.NewRecorder()
-		sess := cookie.Session{User: user, Expiry: time.Now().Add(time.Hour), Claims: map[string]any{"groups": groups}}
+		sess := session.Session{User: user, Expiry: time.Now().Add(time.Hour), Claims: map[string]any{"groups": groups}}
 		if err := store.Save(w, httptest.NewRequest("GET", "/", nil), sess); err != nil {
 			t.Fatal(err)
 		}

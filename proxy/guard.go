@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/authproxy/authproxy/proxy/page"
+	"github.com/authproxy/authproxy/page"
 )
 
 // Bounds on a request body where nobody has logged in yet: the proxy's own

@@ -135,7 +135,7 @@ func TestUpgrades(t *testing.T) {
 	}
 	for _, h := range up.requests()[before:] {
 		for name := range h {
-			if normalize(name) == "http2-settings" {
+			if NormalizeHeader(name) == "http2-settings" {
 				t.Errorf("the upstream saw %s", name)
 			}
 		}
@@ -222,7 +222,7 @@ func TestBodyBounds(t *testing.T) {
 	up := &bodyRecorder{}
 	f := newFixture(t, up, withAuthz, func(c *Config) {
 		c.bodyTimeout = 2 * time.Second
-		c.Auth = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c.Auth = authFunc(func(w http.ResponseWriter, r *http.Request) {
 			_, err := io.Copy(io.Discard, r.Body)
 			authErr.Store(r.URL.Path, err)
 			if err != nil {
@@ -249,7 +249,7 @@ func TestBodyBounds(t *testing.T) {
 		{"auth, announced too large", "POST /auth/callback HTTP/1.1\r\nContent-Length: 70000\r\n\r\n", nil, 413, false},
 		{"auth, chunked too large", "POST /auth/callback HTTP/1.1\r\n" + chunked(strings.Repeat("x", AuthBodyLimit+1)), nil, 400, false},
 		{"auth, slow", "POST /auth/backchannel-logout HTTP/1.1\r\nContent-Length: 100\r\n\r\n", stall, 400, false},
-		{"auth, small", "POST /auth/login HTTP/1.1\r\nContent-Length: 5\r\n\r\nstate", nil, 418, false},
+		{"auth, small", "POST /auth/logout HTTP/1.1\r\nContent-Length: 5\r\n\r\nstate", nil, 418, false},
 		{"public, announced too large", "POST /public/hook HTTP/1.1\r\nContent-Length: " + fmt.Sprint(len(big)) + "\r\n\r\n", nil, 413, false},
 		{"public, chunked too large", "POST /public/hook HTTP/1.1\r\n" + chunked(big), nil, 413, false},
 		{"public, slow", "POST /public/hook HTTP/1.1\r\nContent-Length: 100\r\n\r\n", stall, 408, false},

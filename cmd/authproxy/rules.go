@@ -44,13 +44,15 @@ func (a access) claimNames() []string {
 }
 
 // explain answers "would this user be allowed on METHOD PATH, and by which
-// rule?" from the rules file alone, without starting the proxy.
-func explain(args []string, stdout, stderr io.Writer) error {
+// rule?" from the rules file alone, without starting the proxy. rulesFile
+// is the default of -rules (AUTHPROXY_RULES_FILE), caseFold that of
+// -case-insensitive (AUTHPROXY_RULES_CASE_INSENSITIVE).
+func explain(args []string, rulesFile, caseFold string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("explain", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	rulesFile := fs.String("rules", os.Getenv("AUTHPROXY_RULES_FILE"), "rules file (default $AUTHPROXY_RULES_FILE)")
+	fs.StringVar(&rulesFile, "rules", rulesFile, "rules file (default $AUTHPROXY_RULES_FILE)")
 	claimsArg := fs.String("claims", "", "the user's ID-token claims as JSON, or @FILE; omit for a visitor who is not logged in")
-	foldDefault, _ := strconv.ParseBool(os.Getenv("AUTHPROXY_RULES_CASE_INSENSITIVE"))
+	foldDefault, _ := strconv.ParseBool(caseFold)
 	caseInsensitive := fs.Bool("case-insensitive", foldDefault, "match paths ignoring case (default $AUTHPROXY_RULES_CASE_INSENSITIVE)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: authproxy explain [-rules FILE] [-case-insensitive] [-claims JSON|@FILE] METHOD PATH")
@@ -64,10 +66,10 @@ func explain(args []string, stdout, stderr io.Writer) error {
 		return errors.New("explain needs METHOD and PATH")
 	}
 	method, target := fs.Arg(0), fs.Arg(1)
-	if *rulesFile == "" {
+	if rulesFile == "" {
 		return errors.New("no rules file: set AUTHPROXY_RULES_FILE or pass -rules (without rules every logged-in user passes)")
 	}
-	a, err := loadRules(*rulesFile, *caseInsensitive)
+	a, err := loadRules(rulesFile, *caseInsensitive)
 	if err != nil {
 		return err
 	}

@@ -27,6 +27,7 @@ func writeRules(t *testing.T) string {
 
 func TestExplain(t *testing.T) {
 	rules := writeRules(t)
+	noEnv := envFrom(t, nil)
 	for _, tt := range []struct {
 		args []string
 		want string
@@ -41,7 +42,7 @@ func TestExplain(t *testing.T) {
 		{[]string{"-rules", rules, "-case-insensitive", "-claims", `{"groups":["staff"]}`, "GET", "/%41dmin/x"}, "DENY"},
 	} {
 		var out bytes.Buffer
-		if err := run(t.Context(), append([]string{"explain"}, tt.args...), &out, io.Discard); err != nil {
+		if err := run(t.Context(), append([]string{"explain"}, tt.args...), noEnv, &out, io.Discard); err != nil {
 			t.Errorf("explain %v: %v", tt.args, err)
 			continue
 		}
@@ -49,12 +50,19 @@ func TestExplain(t *testing.T) {
 			t.Errorf("explain %v:\n%s\nwant it to contain %q", tt.args, out.String(), tt.want)
 		}
 	}
+	// Without -rules, AUTHPROXY_RULES_FILE names the file.
+	var out bytes.Buffer
+	fromEnv := envFrom(t, map[string]string{"AUTHPROXY_RULES_FILE": rules})
+	if err := run(t.Context(), []string{"explain", "GET", "/public/a.css"}, fromEnv, &out, io.Discard); err != nil ||
+		!strings.Contains(out.String(), "PUBLIC: GET /public/a.css") {
+		t.Errorf("explain with AUTHPROXY_RULES_FILE: %v\n%s", err, out.String())
+	}
 	for _, args := range [][]string{
 		{"GET"},
 		{"-rules", rules, "-claims", "{not json", "GET", "/"},
 		{"-rules", filepath.Join(t.TempDir(), "missing.txt"), "GET", "/"},
 	} {
-		if err := run(t.Context(), append([]string{"explain"}, args...), io.Discard, io.Discard); err == nil {
+		if err := run(t.Context(), append([]string{"explain"}, args...), noEnv, io.Discard, io.Discard); err == nil {
 			t.Errorf("explain %v succeeded", args)
 		}
 	}
@@ -116,9 +124,9 @@ func TestCaseInsensitiveRules(t *testing.T) {
 	if got := s.upstream(); len(got) != 0 {
 		t.Errorf("denied requests reached the upstream: %q", got)
 	}
-	t.Setenv("AUTHPROXY_RULES_CASE_INSENSITIVE", "true")
 	var out bytes.Buffer
-	if err := run(t.Context(), []string{"explain", "-rules", rules, "-claims", `{"groups":["staff"]}`, "GET", "/ADMIN/x"}, &out, io.Discard); err != nil || !strings.HasPrefix(out.String(), "DENY") {
+	fold := envFrom(t, map[string]string{"AUTHPROXY_RULES_CASE_INSENSITIVE": "true"})
+	if err := run(t.Context(), []string{"explain", "-rules", rules, "-claims", `{"groups":["staff"]}`, "GET", "/ADMIN/x"}, fold, &out, io.Discard); err != nil || !strings.HasPrefix(out.String(), "DENY") {
 		t.Errorf("explain with AUTHPROXY_RULES_CASE_INSENSITIVE=true: %q, %v; want DENY", out.String(), err)
 	}
 }

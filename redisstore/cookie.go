@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/gorilla/securecookie"
@@ -80,7 +79,8 @@ func (s *Store) readCookie(r *http.Request) (ticketCookie, error) {
 	if err != nil {
 		return ticketCookie{}, errNoCookie
 	}
-	tc, cached := s.verified.get(c.Value)
+	now := s.now()
+	tc, cached := s.verified.Get(c.Value, now)
 	if !cached {
 		if err := securecookie.DecodeMulti(s.name, c.Value, &tc, s.codecs...); err != nil {
 			if tc, err = s.readLegacy(c.Value); err != nil {
@@ -91,67 +91,22 @@ func (s *Store) readCookie(r *http.Request) (ticketCookie, error) {
 			return ticketCookie{}, errNoTicket
 		}
 	}
-	if !s.now().Before(tc.Expiry) {
+	if !now.Before(tc.Expiry) {
 		if cached {
-			s.verified.remove(c.Value)
+			s.verified.Delete(c.Value)
 		}
 		return ticketCookie{}, errExpired
 	}
 	if !cached {
-		s.verified.put(c.Value, tc)
+		// The value may point into the request's header memory; keep a copy.
+		s.verified.Put(strings.Clone(c.Value), tc, tc.Expiry, now)
 	}
 	return tc, nil
 }
 
-// maxVerified bounds the cache of verified ticket cookies: about 300 bytes
-// each, so a few MiB at most.
+// maxVerified bounds the cache of verified ticket cookies (Store.verified):
+// about 300 bytes each, so a few MiB at most.
 const maxVerified = 4096
-
-// verifiedCookies remembers ticket cookies this Store has opened, keyed by
-// the exact cookie value, so that a user's next request costs a map lookup
-// instead of an HMAC, an AES pass and a JSON decode. It only saves that
-// work: Load still fetches the session from Redis every time, so a logout
-// or revocation is seen at once, and the cookie's expiry is checked on
-// every hit. Only values that opened are added; the keys that opened them
-// are fixed for the Store's life.
-type verifiedCookies struct {
-	mu sync.RWMutex
-	m  map[string]ticketCookie
-}
-
-func (v *verifiedCookies) get(value string) (ticketCookie, bool) {
-	v.mu.RLock()
-	tc, ok := v.m[value]
-	v.mu.RUnlock()
-	return tc, ok
-}
-
-// put adds an opened cookie. When full, it drops an arbitrary eighth of the
-// entries (map iteration order is random): a dropped one costs one decode.
-func (v *verifiedCookies) put(value string, tc ticketCookie) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	if v.m == nil {
-		v.m = make(map[string]ticketCookie)
-	}
-	if len(v.m) >= maxVerified {
-		n := maxVerified / 8
-		for k := range v.m {
-			if n <= 0 {
-				break
-			}
-			delete(v.m, k)
-			n--
-		}
-	}
-	v.m[strings.Clone(value)] = tc
-}
-
-func (v *verifiedCookies) remove(value string) {
-	v.mu.Lock()
-	delete(v.m, value)
-	v.mu.Unlock()
-}
 
 // writeCookie sets the ticket cookie of t, living until expiry.
 func (s *Store) writeCookie(w http.ResponseWriter, r *http.Request, t ticket, expiry time.Time) error {

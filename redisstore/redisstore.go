@@ -91,6 +91,7 @@ import (
 	"github.com/gorilla/securecookie"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/authproxy/authproxy/internal/bounded"
 	"github.com/authproxy/authproxy/session"
 )
 
@@ -148,7 +149,11 @@ type Store struct {
 	secure       func(*http.Request) bool
 	codecs       []securecookie.Codec
 	legacy       []securecookie.Codec
-	verified     verifiedCookies
+	// verified holds the ticket cookies this Store has opened, by exact
+	// value, so a user's next request costs a lookup instead of an HMAC, an
+	// AES pass and a JSON decode. It saves only that: Load still reads the
+	// session from Redis every time, so a revocation is seen at once.
+	verified *bounded.Map[string, ticketCookie]
 }
 
 // unavailable reports that Redis could not serve a call: down, unreachable,
@@ -197,7 +202,8 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 		return nil, err
 	}
 	s := &Store{rdb: cfg.Client, policy: cfg.Policy, prefix: cfg.Prefix, now: cfg.Now, timeout: cfg.Timeout,
-		name: cfg.Name, domain: cfg.Domain, secure: cfg.Secure, codecs: codecs, legacy: legacy}
+		verified: bounded.New[string, ticketCookie](maxVerified),
+		name:     cfg.Name, domain: cfg.Domain, secure: cfg.Secure, codecs: codecs, legacy: legacy}
 	ctx, cancel := context.WithTimeout(ctx, max(cfg.Timeout, 5*time.Second))
 	defer cancel()
 	if err := s.rdb.Ping(ctx).Err(); err != nil {

@@ -1244,7 +1244,7 @@ func TestVerifiedCookieCache(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := s.verified.get(c.Value); !ok {
+	if _, ok := s.verified.Get(c.Value, clk.Now()); !ok {
 		t.Fatal("an opened ticket cookie was not cached")
 	}
 	tampered := []byte(c.Value)
@@ -1254,7 +1254,7 @@ func TestVerifiedCookieCache(t *testing.T) {
 	if _, err := s.Load(bad); !isNoSession(err) {
 		t.Errorf("tampered cookie: %v", err)
 	}
-	if _, ok := s.verified.get(string(tampered)); ok {
+	if _, ok := s.verified.Get(string(tampered), clk.Now()); ok {
 		t.Error("a tampered cookie was cached")
 	}
 
@@ -1262,7 +1262,7 @@ func TestVerifiedCookieCache(t *testing.T) {
 	if _, err := s.Load(req); !isNoSession(err) {
 		t.Errorf("expired cookie, cached: %v", err)
 	}
-	if _, ok := s.verified.get(c.Value); ok {
+	if _, ok := s.verified.Get(c.Value, clk.Now()); ok {
 		t.Error("an expired cookie stayed cached")
 	}
 	clk.Add(-time.Hour - time.Second)

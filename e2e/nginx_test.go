@@ -337,6 +337,7 @@ func TestNginxAuthRequest(t *testing.T) {
 			{"x-user", []field{{"x-user", "mallory"}}},
 			{"X_User", []field{{"X_User", "mallory"}}},
 			{"x_user", []field{{"x_user", "mallory"}}},
+			{"X.User", []field{{"X.User", "mallory"}}},
 			{"two X-User", []field{{"X-User", "mallory"}, {"X-User", "eve"}}},
 			{"Connection: X-User", []field{{"Connection", "X-User"}, {"X-User", "mallory"}}},
 			{"other identity headers", []field{
@@ -435,7 +436,59 @@ func TestNginxAuthRequest(t *testing.T) {
 }
 
 // normalize maps a header name to the form upstream stacks compare on: lower
-// case, "_" as "-".
+// case, "_" and "." as "-".
 func normalize(name string) string {
-	return strings.ReplaceAll(strings.ToLower(name), "_", "-")
+	return strings.NewReplacer("_", "-", ".", "-").Replace(strings.ToLower(name))
+}
+
+// TestNginxNormalizingUpstream runs the shipped nginx example in front of
+// an app that normalizes request paths (python3 -m http.server), with
+// access rules guarding /admin/. nginx passes the request target to the
+// app as the client wrote it, and authproxy's /auth/check must judge that
+// same target: no spelling of /admin/ (//admin/, %61dmin, ..%2f, ...) gets
+// a user who is not an admin to the admin page.
+func TestNginxNormalizingUpstream(t *testing.T) {
+	requireE2E(t)
+	requireNginx(t)
+	p := newPKI(t)
+	app := startPythonApp(t)
+	nginxPort := freePort(t)
+	callback := fmt.Sprintf("https://127.0.0.1:%d/auth/callback", nginxPort)
+	client := providerClient{
+		ClientID:                "e2e-nginx-normalize",
+		ClientSecret:            newCookieSecret(t),
+		RedirectURIs:            []string{callback},
+		TokenEndpointAuthMethod: "client_secret_basic",
+	}
+	cfg := providerConfig{Clients: []providerClient{client}}
+	normalizeAccounts(&cfg)
+	prov := startProvider(t, p, cfg)
+	ap := startProxy(t, p, proxyConfig{
+		Upstream:      "http://" + app, // unused: nginx proxies to the app itself
+		Issuer:        prov.Issuer,
+		ClientID:      client.ClientID,
+		ClientSecret:  client.ClientSecret,
+		CookieSecret:  newCookieSecret(t),
+		PostLogoutURL: "/",
+		Env: map[string]string{
+			"AUTHPROXY_REDIRECT_URL": callback,
+			"AUTHPROXY_RULES_FILE":   writeTestFile(t, "rules.txt", normalizeRules),
+		},
+	})
+	ngx := startNginx(t, p, nginxConfig{
+		Port:      nginxPort,
+		AuthProxy: ap.URL.Host,
+		App:       app,
+		CertFile:  p.CertFile,
+		KeyFile:   p.KeyFile,
+	})
+	cookies := map[string]string{}
+	for _, user := range []string{"root", "nina"} {
+		b := newBrowser(t, p)
+		if landed := b.Login(ngx.URL.String()+"/welcome.html", user); landed.Status != http.StatusOK || !strings.Contains(landed.Body, "welcome") {
+			t.Fatalf("%s: login through nginx landed on %d %s; hops:\n%s", user, landed.Status, landed.URL, b.HopsString())
+		}
+		cookies[user] = cookieHeader(b, ngx.URL)
+	}
+	checkAdminPage(t, ngx.URL.Host, p.TLSConfig(), cookies)
 }

@@ -72,7 +72,7 @@ type target struct {
 // for the log). Unless the outcome is OutcomePublic or OutcomeProxied, it
 // has written the refusal.
 func (p *handler) admit(w http.ResponseWriter, r *http.Request, t target) (session.Session, string) {
-	path := t.url.EscapedPath()
+	path := ruleTarget(t.url)
 	if p.cfg.Rules != nil && p.cfg.Rules.Public(t.method, path) {
 		return session.Session{}, OutcomePublic
 	}
@@ -95,6 +95,7 @@ func (p *handler) authenticate(w http.ResponseWriter, r *http.Request, t target)
 		if token, ok := bearerToken(r); ok {
 			sess, err := p.cfg.Bearer(r, token)
 			if err == nil {
+				infoOf(r).bearer = true // watch leaves revalidation to the token's expiry
 				return sess, ""
 			}
 			p.cfg.Logger.Info("bearer token refused", "path", t.url.Path, "err", err)

@@ -165,9 +165,9 @@ func TestForwardAuthCheck(t *testing.T) {
 		user    string
 		login   string
 	}{
-		{"nginx, logged in", true, http.Header{"X-Original-Url": {"https://app.example/data?q=1"}}, "", 200, "alice", ""},
+		{"nginx, logged in", true, http.Header{"X-Original-Url": {"https://app.example/data?q=1"}, "X-Forwarded-Host": {"app.example"}}, "", 200, "alice", ""},
 		{"traefik, logged in", true, http.Header{"X-Forwarded-Uri": {"/data"}, "X-Forwarded-Method": {"POST"}}, "", 200, "alice", ""},
-		{"no session, browser", false, http.Header{"X-Original-Url": {"https://app.example/data?q=1&r=2"}, "Accept": {"text/html"}}, "", 401, "", "/auth/login?rd=%2Fdata%3Fq%3D1%26r%3D2"},
+		{"no session, browser", false, http.Header{"X-Original-Url": {"https://app.example/data?q=1&r=2"}, "X-Forwarded-Host": {"app.example"}, "Accept": {"text/html"}}, "", 401, "", "/auth/login?rd=%2Fdata%3Fq%3D1%26r%3D2"},
 		{"no session, redirect mode", false, http.Header{"X-Forwarded-Uri": {"/data?q=1"}, "Accept": {"text/html"}}, "?redirect=1", 302, "", "/auth/login?rd=%2Fdata%3Fq%3D1"},
 		{"no session, redirect mode, API", false, http.Header{"X-Forwarded-Uri": {"/data"}, "Accept": {"application/json"}}, "?redirect=1", 401, "", "/auth/login?rd=%2Fdata"},
 		{"forbidden", true, http.Header{"X-Forwarded-Uri": {"/admin/x"}}, "", 403, "", ""},
@@ -178,11 +178,17 @@ func TestForwardAuthCheck(t *testing.T) {
 		{"no original URL", true, nil, "", 400, "", ""},
 		{"client adds X-Forwarded-Uri the ingress does not set", false, http.Header{
 			"X-Original-Url": {"https://app.example/admin/x"}, "X-Forwarded-Uri": {"/public/x"}}, "", 400, "", ""},
-		{"headers agree", true, http.Header{"X-Original-Url": {"https://app.example/data?q=1"}, "X-Forwarded-Uri": {"/data?q=1"}}, "", 200, "alice", ""},
+		{"headers agree", true, http.Header{"X-Original-Url": {"https://app.example/data?q=1"}, "X-Forwarded-Host": {"app.example"}, "X-Forwarded-Uri": {"/data?q=1"}}, "", 200, "alice", ""},
 		{"methods disagree", true, http.Header{"X-Forwarded-Uri": {"/data"}, "X-Forwarded-Method": {"GET"}, "X-Original-Method": {"DELETE"}}, "", 400, "", ""},
 		{"unparsable original URL", true, http.Header{"X-Original-Url": {"https://x%zz/admin/secret"}}, "", 400, "", ""},
 		{"relative original URL", true, http.Header{"X-Forwarded-Uri": {"admin/x"}}, "", 400, "", ""},
 		{"original URL twice", true, http.Header{"X-Forwarded-Uri": {"/public/x", "/admin/x"}}, "", 400, "", ""},
+		{"absolute URL for another host", true, http.Header{"X-Original-Url": {"https://admin/x"}, "X-Forwarded-Host": {"app.example"}}, "", 400, "", ""},
+		{"absolute URL without a host to compare", true, http.Header{"X-Original-Url": {"https://app.example/data"}, "X-Forwarded-Host": {"app.example", "other"}}, "", 400, "", ""},
+		{"absolute URL with userinfo", true, http.Header{"X-Original-Url": {"https://u@app.example/data"}, "X-Forwarded-Host": {"app.example"}}, "", 400, "", ""},
+		{"absolute URL, host with another case", true, http.Header{"X-Original-Url": {"https://APP.example/admin/x"}, "X-Forwarded-Host": {"app.example"}}, "", 403, "", ""},
+		{"other scheme", true, http.Header{"X-Original-Url": {"ftp://app.example/data"}, "X-Forwarded-Host": {"app.example"}}, "", 400, "", ""},
+		{"space in path", true, http.Header{"X-Forwarded-Uri": {"/data /admin/x"}}, "", 400, "", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -89,6 +89,7 @@ func (w *sink) reset() { clear(w.h); w.status, w.n = 0, 0 }
 // Sec-Fetch-Mode: navigate).
 func benchRequest(sessionCookies []*http.Cookie, navigation bool) *http.Request {
 	r := httptest.NewRequest("GET", "http://app.example/app/items?page=2", nil)
+	r.URL.Scheme, r.URL.Host = "", "" // origin-form, as a server reads it; Host stays
 	r.RemoteAddr = "192.0.2.10:51234"
 	h := r.Header
 	h.Set("Sec-Ch-Ua", `"Chromium";v="126", "Google Chrome";v="126", "Not-A.Brand";v="99"`)

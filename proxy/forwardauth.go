@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strings"
 
 	"github.com/authproxy/authproxy/page"
 )
@@ -16,7 +17,8 @@ import (
 // ingress. 2xx carries the identity headers in the response; 401 means no
 // valid session (with ?redirect=1, browsers get the 302 to the login page
 // instead, for ingresses that pass the auth response to the client); 403
-// means logged in but not allowed.
+// means logged in but not allowed. The rules judge the original request
+// exactly as in proxy mode: the same functions on the same ruleTarget.
 func (p *handler) check(w http.ResponseWriter, r *http.Request) {
 	info := infoOf(r)
 	w.Header().Set("Cache-Control", "no-store")
@@ -55,11 +57,10 @@ func originalRequest(r *http.Request) (*url.URL, string, error) {
 		if len(vs) > 1 {
 			return nil, "", fmt.Errorf("%s appears %d times", h, len(vs))
 		}
-		u, err := url.Parse(vs[0])
-		if err != nil || (u.Path == "" && u.Opaque == "") || u.Opaque != "" || (u.Path != "" && u.Path[0] != '/') {
-			return nil, "", fmt.Errorf("%s is not a URL or absolute path", h)
+		this, err := requestTarget(vs[0], ownHost(r))
+		if err != nil {
+			return nil, "", fmt.Errorf("%s: %w", h, err)
 		}
-		this := &url.URL{Path: u.Path, RawPath: u.RawPath, RawQuery: u.RawQuery}
 		if orig != nil && orig.RequestURI() != this.RequestURI() {
 			return nil, "", errors.New("the original-URL headers disagree")
 		}
@@ -81,4 +82,51 @@ func originalRequest(r *http.Request) (*url.URL, string, error) {
 		method = http.MethodGet
 	}
 	return orig, method, nil
+}
+
+// requestTarget reads an original-URL header the way Go's server reads the
+// request line's target in proxy mode (url.ParseRequestURI), so that both
+// modes hand the rules the same path. A value starting with "/" is a path
+// and query, never an authority: nginx's $request_uri "//admin/users" is
+// the path the app serves as /admin/users, not host "admin" and path
+// "/users". Only an absolute http(s) URL carries a host, and it must be
+// host, the request's own.
+func requestTarget(v, host string) (*url.URL, error) {
+	if strings.HasPrefix(v, "/") {
+		u, err := url.ParseRequestURI(v)
+		if err != nil || strings.ContainsAny(v, " \t") {
+			return nil, errors.New("not a request target")
+		}
+		return &url.URL{Path: u.Path, RawPath: u.RawPath, RawQuery: u.RawQuery}, nil
+	}
+	scheme, _, _ := strings.Cut(v, "://")
+	if !strings.EqualFold(scheme, "http") && !strings.EqualFold(scheme, "https") {
+		return nil, errors.New("neither a path nor an http(s) URL")
+	}
+	u, err := url.ParseRequestURI(v)
+	if err != nil || u.Host == "" || u.User != nil || u.Opaque != "" || strings.ContainsAny(v, " \t") ||
+		(u.Path != "" && u.Path[0] != '/') {
+		return nil, errors.New("not an absolute http(s) URL")
+	}
+	if host == "" || !strings.EqualFold(u.Host, host) {
+		return nil, fmt.Errorf("names host %q, not the request's own (%q)", u.Host, host)
+	}
+	path := &url.URL{Path: u.Path, RawPath: u.RawPath, RawQuery: u.RawQuery}
+	if path.Path == "" {
+		path.Path = "/"
+	}
+	return path, nil
+}
+
+// ownHost is the host the ingress says the original request was for: its
+// X-Forwarded-Host when it sends exactly one, else the Host of the
+// sub-request (nginx auth_request passes $host).
+func ownHost(r *http.Request) string {
+	switch vs := r.Header.Values("X-Forwarded-Host"); len(vs) {
+	case 0:
+		return r.Host
+	case 1:
+		return vs[0]
+	}
+	return ""
 }

@@ -2,10 +2,13 @@ package proxy
 
 import (
 	"context"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/authproxy/authproxy/internal/ascii"
@@ -45,13 +48,23 @@ func (nopObserver) UpstreamError(int)              {}
 // forwarding, ErrorHandler the outcome to override), and the outcome that
 // the handlers report to observe for the log and metrics.
 type reqInfo struct {
-	sess session.Session // the authenticated user; zero when anonymous
-	// userValue backs the user header's value, so that it costs no
-	// allocation of its own (a one-element slice never grows in place: an
-	// append copies).
-	userValue [1]string
-	outcome   string
-	forwarded time.Time // when the request left for the upstream
+	sess   session.Session // the authenticated user; zero when anonymous
+	bearer bool            // sess came from a bearer token
+	// userValue and hostValue back the user and X-Forwarded-Host header
+	// values, so that they cost no allocation of their own (a one-element
+	// slice never grows in place: an append copies).
+	userValue, hostValue [1]string
+	outcome              string
+	forwarded            time.Time               // when the request left for the upstream
+	bodyErr              atomic.Pointer[failure] // why reading the request body failed (size, time)
+
+	// For a logged-in user's forwarded request (see lateTimer): the
+	// request; under mu, the upstream's response body once it arrives (the
+	// backend connection of a WebSocket), and whether watch ended it.
+	req   *http.Request
+	mu    sync.Mutex
+	body  io.Closer
+	ended bool
 }
 
 type infoKey struct{}

@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/authproxy/authproxy/cookie"
@@ -61,9 +62,10 @@ type Config struct {
 	// Locker, when set, makes replicas take turns refreshing one
 	// server-side session (a session with an ID).
 	Locker session.Locker
-	// Revalidate is how often the session of a WebSocket or event stream is
-	// loaded again, so that revocation closes it. Zero checks only sessions
-	// of a server-side store (with an ID), every DefaultRevalidate.
+	// Revalidate is how often the session of a long-running response
+	// (WebSocket, event stream, long poll, download) is loaded again, so that
+	// revocation closes it. Zero checks only sessions of a server-side store
+	// (with an ID), every DefaultRevalidate.
 	Revalidate time.Duration
 	// Ready reports whether the proxy should receive traffic (provider
 	// discovered, not shutting down).
@@ -71,6 +73,15 @@ type Config struct {
 	// Trusted reports whether a request comes from a trusted proxy, whose
 	// X-Forwarded-* headers are passed on. Nil trusts nobody.
 	Trusted func(*http.Request) bool
+	// PublicHost is the proxy's public host[:port] (from
+	// AUTHPROXY_REDIRECT_URL). When set, the upstream's X-Forwarded-Host is
+	// always this, never a client's Host; absolute-form request targets must
+	// name it; and WebSocket handshakes must come from a page on it. Empty:
+	// the request's own Host.
+	PublicHost string
+	// WebSocketOrigins lists further origins (scheme://host[:port]) whose
+	// pages may open WebSockets through the proxy.
+	WebSocketOrigins []string
 	// Bearer verifies "Authorization: Bearer" access tokens; nil leaves the
 	// Authorization header to the upstream and uses the session cookie only.
 	Bearer func(r *http.Request, token string) (session.Session, error)
@@ -86,6 +97,10 @@ type Config struct {
 	Observer Observer
 	// Logger receives one access-log line per request and upstream errors.
 	Logger *slog.Logger
+
+	// Tests shorten these; zero means the constant of the same name.
+	watchAfter  time.Duration // see WatchAfter
+	bodyTimeout time.Duration // see BodyTimeout
 }
 
 // New returns the proxy's handler.
@@ -123,14 +138,35 @@ func newHandler(cfg Config) (*handler, error) {
 	}
 	// Canonical, so the header can be set by map assignment per request.
 	cfg.UserHeader = http.CanonicalHeaderKey(cfg.UserHeader)
-	p := &handler{cfg: cfg}
+	p := &handler{}
 	for _, h := range cfg.identityHeaders() {
 		p.identity = append(p.identity, NormalizeHeader(h))
 	}
-	// A client (not a trusted proxy) may not tell the upstream which URL or
-	// address it "really" requested from: frameworks that honour these
-	// headers would route or authorize by them.
-	p.untrusted = append([]string{"x-original-url", "x-rewrite-url", "x-forwarded-uri", "x-forwarded-method", "x-original-method", "x-real-ip"}, p.identity...)
+	if cfg.watchAfter <= 0 {
+		cfg.watchAfter = WatchAfter
+	}
+	if cfg.bodyTimeout <= 0 {
+		cfg.bodyTimeout = BodyTimeout
+	}
+	origins := make([]string, len(cfg.WebSocketOrigins))
+	for i, o := range cfg.WebSocketOrigins {
+		origins[i] = strings.ToLower(strings.TrimSuffix(o, "/"))
+	}
+	cfg.WebSocketOrigins = origins
+	p.cfg = cfg
+	// HTTP2-Settings belongs to an h2c upgrade, which never passes.
+	p.identity = append(p.identity, "http2-settings")
+	// A client (not a trusted proxy) may not tell the upstream which URL,
+	// host, port, prefix or address it "really" requested from: frameworks
+	// that honour these headers would route, authorize or build links by
+	// them. (ReverseProxy drops the canonical X-Forwarded-For/Host/Proto and
+	// Forwarded; this catches every other spelling.)
+	p.untrusted = append([]string{
+		"x-original-url", "x-original-uri", "x-rewrite-url", "x-forwarded-uri", "x-forwarded-path",
+		"x-forwarded-prefix", "x-forwarded-port", "x-forwarded-server", "x-forwarded-method",
+		"x-original-method", "x-real-ip", "forwarded", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto",
+	}, p.identity...)
+	p.late.New = func() any { return newLateTimer(p) }
 	p.upstream = &httputil.ReverseProxy{
 		Rewrite:        p.rewrite,
 		Transport:      cfg.Transport,
@@ -148,10 +184,13 @@ type handler struct {
 	cfg      Config
 	mux      *http.ServeMux
 	upstream *httputil.ReverseProxy
-	// identity holds the normalized names of every header the proxy sets.
+	// identity holds the normalized names stripped from every request: each
+	// header the proxy sets, and HTTP2-Settings.
 	identity []string
 	// untrusted adds the names only a trusted proxy may send.
 	untrusted []string
+	// late holds idle *lateTimer.
+	late sync.Pool
 }
 
 // router is what routes needs of an *http.ServeMux; TestRouteTable passes
@@ -182,7 +221,7 @@ func (p *handler) routes(mux, auth router) {
 	if p.cfg.JWKS != nil {
 		auth.Handle("GET /auth/jwks.json", p.cfg.JWKS)
 	}
-	mux.Handle("/auth/", tag(OutcomeAuth, securityHeaders(auth)))
+	mux.Handle("/auth/", tag(OutcomeAuth, securityHeaders(p.bounded(auth))))
 	mux.Handle("GET /healthz", tag(OutcomeProbe, http.HandlerFunc(healthz)))
 	mux.Handle("GET /readyz", tag(OutcomeProbe, http.HandlerFunc(p.readyz)))
 	mux.Handle("/", http.HandlerFunc(p.serveProxied))
@@ -193,6 +232,9 @@ func (p *handler) routes(mux, auth router) {
 // allocates five times per request to find it. Everything else, including
 // paths ServeMux would redirect to their clean form, goes through the mux.
 func (p *handler) route(w http.ResponseWriter, r *http.Request) {
+	if !p.admissible(w, r) {
+		return
+	}
 	if direct(r) {
 		p.serveProxied(w, r)
 		return
@@ -242,66 +284,168 @@ func (p *handler) readyz(w http.ResponseWriter, r *http.Request) {
 // everything else, and forwards what passes.
 func (p *handler) serveProxied(w http.ResponseWriter, r *http.Request) {
 	info := infoOf(r)
+	if !p.upgradeAllowed(w, r) {
+		return
+	}
 	sess, outcome := p.admit(w, r, target{method: r.Method, url: r.URL, redirect: page.IsNavigation(r)})
 	// Rewrite reads the session from info to set the identity headers.
 	info.sess, info.outcome = sess, outcome
-	if outcome != OutcomeProxied && outcome != OutcomePublic {
+	switch outcome {
+	case OutcomePublic:
+		if r.Body != nil && r.Body != http.NoBody && !p.boundBody(w, r, PublicBodyLimit) {
+			return
+		}
+		info.forwarded = time.Now()
+	case OutcomeProxied:
+		info.forwarded = time.Now()
+		// Any response may outlive the session: an event stream or
+		// WebSocket, but also a long poll, NDJSON or a download, announced
+		// or not. One still running after WatchAfter is watched, and cut
+		// when its session expires or is revoked.
+		info.req = r
+		lt := p.late.Get().(*lateTimer)
+		lt.arm(info, p.cfg.watchAfter)
+		defer p.disarm(lt)
+	default:
 		return // refused; admit has answered
 	}
-	if outcome == OutcomeProxied && longLived(r) {
-		// A WebSocket or event stream would outlive the session; end it
-		// when the session ends or is revoked. (Cancelling the request
-		// closes the upstream connection and, for an upgrade, the client's.)
-		ctx, cancel := context.WithDeadline(r.Context(), sess.Expiry)
-		defer cancel()
-		if sess.ID != "" || p.cfg.Revalidate > 0 {
-			go p.watch(ctx, cancel, r)
-		}
-		r = r.WithContext(ctx)
-	}
-	info.forwarded = time.Now()
 	p.upstream.ServeHTTP(w, r)
 }
 
-// DefaultRevalidate is how often a long-lived connection's session is
+// ruleTarget is what the rules judge of a request: its escaped path, as
+// the request line spelled it. Proxy mode and forward auth both use it, on
+// the URL read the same way (url.ParseRequestURI), so that both judge the
+// same request alike.
+func ruleTarget(u *url.URL) string { return u.EscapedPath() }
+
+// DefaultRevalidate is how often a long-running response's session is
 // checked again with the store (revocation, logout elsewhere).
 const DefaultRevalidate = 15 * time.Second
 
-// watch loads the session of a long-lived request again every Revalidate
-// and cancels the request once the store no longer knows it. Only an
-// authoritative "no session" cancels: a store that cannot be reached leaves
-// the connection alone.
-func (p *handler) watch(ctx context.Context, cancel context.CancelFunc, r *http.Request) {
-	every := p.cfg.Revalidate
-	if every <= 0 {
-		every = DefaultRevalidate
+// WatchAfter is how long a response for a logged-in user runs before the
+// proxy starts watching its session. Shorter responses cost one timer
+// reset and stop.
+const WatchAfter = 10 * time.Second
+
+// errSessionEnded cancels a response whose session ended before the
+// upstream answered.
+var errSessionEnded = errors.New("the session ended while the upstream was answering")
+
+// lateTimer fires when a response is still running WatchAfter after it was
+// forwarded. The timers are pooled, so that the common, short response
+// costs no allocation.
+type lateTimer struct {
+	t    *time.Timer
+	info atomic.Pointer[reqInfo] // the armed request; nil when idle or fired
+}
+
+func newLateTimer(p *handler) *lateTimer {
+	lt := &lateTimer{}
+	lt.t = time.AfterFunc(time.Hour, func() {
+		if info := lt.info.Swap(nil); info != nil {
+			p.watch(info)
+		}
+	})
+	lt.t.Stop()
+	return lt
+}
+
+// arm starts the timer for info's response: after d, or at the session's
+// expiry if that comes first.
+func (lt *lateTimer) arm(info *reqInfo, d time.Duration) {
+	if until := time.Until(info.sess.Expiry); !info.sess.Expiry.IsZero() && until < d {
+		d = max(until, time.Millisecond)
 	}
-	t := time.NewTicker(every)
-	defer t.Stop()
+	lt.info.Store(info)
+	lt.t.Reset(d)
+}
+
+// disarm stops lt once the response is over. A timer that already fired is
+// dropped, not pooled: its watch may still be running.
+func (p *handler) disarm(lt *lateTimer) {
+	lt.info.Store(nil)
+	if lt.t.Stop() {
+		p.late.Put(lt)
+	}
+}
+
+// watch runs (in the timer's goroutine) while a long response for a
+// logged-in user lasts: it ends the response when the session expires or,
+// checked every Revalidate, when the store no longer knows it. Only an
+// authoritative "no session" ends it: a store that cannot be reached leaves
+// the connection alone. Bearer tokens are bound by their own expiry.
+func (p *handler) watch(info *reqInfo) {
+	r := info.req
+	ctx := r.Context()
+	var expired <-chan time.Time
+	if !info.sess.Expiry.IsZero() {
+		t := time.NewTimer(time.Until(info.sess.Expiry))
+		defer t.Stop()
+		expired = t.C
+	}
+	var recheck <-chan time.Time
+	if !info.bearer && (info.sess.ID != "" || p.cfg.Revalidate > 0) {
+		every := p.cfg.Revalidate
+		if every <= 0 {
+			every = DefaultRevalidate
+		}
+		t := time.NewTicker(every)
+		defer t.Stop()
+		recheck = t.C
+		// Checked at once too: a revocation during the first WatchAfter
+		// is noticed now, not a Revalidate later.
+		if _, err := p.cfg.Sessions.Load(r); errors.Is(err, session.ErrNoSession) {
+			p.endResponse(info, "its session ended")
+			return
+		}
+	}
 	for {
 		select {
-		case <-ctx.Done():
+		case <-ctx.Done(): // the response is over
 			return
-		case <-t.C:
-		}
-		if _, err := p.cfg.Sessions.Load(r.WithContext(ctx)); errors.Is(err, session.ErrNoSession) {
-			p.cfg.Logger.Info("closing a long-lived connection: its session ended", "path", r.URL.Path)
-			cancel()
+		case <-expired:
+			p.endResponse(info, "its session expired")
 			return
+		case <-recheck:
+			if _, err := p.cfg.Sessions.Load(r); errors.Is(err, session.ErrNoSession) {
+				p.endResponse(info, "its session ended")
+				return
+			}
 		}
 	}
 }
 
-// longLived reports whether r opens a connection that may stay open for
-// hours: a protocol upgrade (WebSocket) or a server-sent event stream.
-func longLived(r *http.Request) bool {
-	return r.Header.Get("Upgrade") != "" || strings.Contains(r.Header.Get("Accept"), "text/event-stream")
+// endResponse cuts a running response: closing the upstream's body ends a
+// stream (the client sees it cut short) and a WebSocket tunnel alike. A
+// response whose headers have not arrived yet is refused when they do.
+func (p *handler) endResponse(info *reqInfo, why string) {
+	info.mu.Lock()
+	info.ended = true
+	body := info.body
+	info.mu.Unlock()
+	if body != nil {
+		body.Close()
+	}
+	p.cfg.Logger.Info("closing a long-running response: "+why, "path", info.req.URL.Path, "user", info.sess.User)
 }
 
-// upstreamResponded records the upstream's time to response headers.
+// upstreamResponded records the upstream's time to response headers, and
+// keeps a logged-in user's response where watch can end it.
 func (p *handler) upstreamResponded(resp *http.Response) error {
-	if info := infoOf(resp.Request); !info.forwarded.IsZero() {
+	info := infoOf(resp.Request)
+	if !info.forwarded.IsZero() {
 		p.cfg.Observer.UpstreamResponse(time.Since(info.forwarded))
+	}
+	if info.req != nil {
+		// ReverseProxy clears resp.Body of a 101 once it tunnels; keep
+		// the body (the backend connection) itself.
+		info.mu.Lock()
+		info.body = resp.Body
+		ended := info.ended
+		info.mu.Unlock()
+		if ended {
+			return errSessionEnded
+		}
 	}
 	return nil
 }
@@ -333,30 +477,43 @@ func (p *handler) rewrite(pr *httputil.ProxyRequest) {
 	if p.cfg.PassHost {
 		pr.Out.Host = pr.In.Host
 	}
-	strip := p.untrusted
+	info := infoOf(pr.In)
 	if p.cfg.Trusted(pr.In) {
-		strip = p.identity
+		stripHeaders(pr.Out.Header, p.identity)
 		// A trusted proxy's chain is extended, its view of proto and host kept.
 		if v := pr.In.Header.Values("X-Forwarded-For"); len(v) > 0 {
 			pr.Out.Header["X-Forwarded-For"] = v
 		}
 		pr.SetXForwarded()
-		for _, h := range []string{"X-Forwarded-Host", "X-Forwarded-Proto"} {
+		p.setForwardedHost(pr.Out.Header, info)
+		for _, h := range []string{"X-Forwarded-Host", "X-Forwarded-Proto", "Forwarded"} {
 			if v := pr.In.Header.Get(h); v != "" {
 				pr.Out.Header.Set(h, v)
 			}
 		}
 	} else {
+		// Before ours are set: the list holds every spelling of them.
+		stripHeaders(pr.Out.Header, p.untrusted)
 		pr.SetXForwarded()
+		// The client's Host must not become the app's idea of its own
+		// name (password-reset links, redirects).
+		p.setForwardedHost(pr.Out.Header, info)
 	}
-	stripHeaders(pr.Out.Header, strip)
 	p.stripCookies(pr.Out.Header)
-	p.setIdentity(pr.Out.Header, infoOf(pr.In))
+	p.setIdentity(pr.Out.Header, info)
+}
+
+// setForwardedHost names the public host, when it is configured.
+func (p *handler) setForwardedHost(h http.Header, info *reqInfo) {
+	if p.cfg.PublicHost != "" {
+		info.hostValue[0] = p.cfg.PublicHost
+		h["X-Forwarded-Host"] = info.hostValue[:]
+	}
 }
 
 // stripHeaders deletes every header that an upstream might read as one of
-// names (normalized): any case, and "_" for "-" (CGI, PHP, WSGI and nginx
-// with underscores_in_headers merge them).
+// names (normalized): any case, and "_" or "." for "-" (CGI, PHP, WSGI and
+// nginx with underscores_in_headers merge them; PHP also maps ".").
 func stripHeaders(h http.Header, names []string) {
 	for name := range h {
 		for _, id := range names {
@@ -379,7 +536,7 @@ func sameHeader(name, norm string) bool {
 		switch {
 		case 'A' <= c && c <= 'Z':
 			c += 'a' - 'A'
-		case c == '_':
+		case c == '_' || c == '.':
 			c = '-'
 		}
 		if c != norm[i] {
@@ -390,10 +547,15 @@ func sameHeader(name, norm string) bool {
 }
 
 // NormalizeHeader maps a header name to the form upstream stacks compare
-// on: lower case, "_" for "-". Two names with the same form are one header
-// to some upstream.
+// on: lower case, with "_" and "." read as "-". Two names with the same
+// form are one header to some upstream.
 func NormalizeHeader(name string) string {
-	return strings.ReplaceAll(strings.ToLower(name), "_", "-")
+	return strings.Map(func(c rune) rune {
+		if c == '_' || c == '.' {
+			return '-'
+		}
+		return c
+	}, strings.ToLower(name))
 }
 
 // stripCookies removes authproxy's own cookies (session, chunks, logins):
@@ -455,15 +617,25 @@ func (bufferPool) Put(b []byte) {
 // upstreamError answers when the upstream cannot be reached or fails
 // mid-request: 504 for timeouts, 502 otherwise.
 func (p *handler) upstreamError(w http.ResponseWriter, r *http.Request, err error) {
+	info := infoOf(r)
+	if f := info.bodyErr.Load(); f != nil {
+		// Before the check below: a failed body read cancels the request.
+		p.bodyRefused(w, r, f.err)
+		return
+	}
 	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
 		return // the client went away; nobody to answer
+	}
+	if errors.Is(err, errSessionEnded) {
+		info.outcome = p.unauthenticated(w, r, target{method: r.Method, url: r.URL})
+		return
 	}
 	status, title := http.StatusBadGateway, "The application is not responding"
 	var ne net.Error
 	if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
 		status, title = http.StatusGatewayTimeout, "The application took too long to answer"
 	}
-	infoOf(r).outcome = OutcomeError
+	info.outcome = OutcomeError
 	p.cfg.Observer.UpstreamError(status)
 	p.cfg.Logger.Warn("upstream error", "method", r.Method, "path", r.URL.Path, "status", status, "err", err)
 	page.Write(w, r, page.Page{Status: status, Code: "upstream_unavailable", Title: title,

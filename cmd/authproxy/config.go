@@ -65,6 +65,8 @@ type env struct {
 	UpstreamMaxConns     string `envconfig:"AUTHPROXY_UPSTREAM_MAX_CONNS" default:"0" desc:"cap on connections to the upstream; requests beyond it wait (0: no cap)"`
 	ProviderTimeout      string `envconfig:"AUTHPROXY_PROVIDER_TIMEOUT" default:"10s" desc:"bound on each call to the identity provider"`
 	RulesFile            string `envconfig:"AUTHPROXY_RULES_FILE" desc:"access rules file (see README); unset lets every logged-in user through"`
+	RulesCaseInsensitive string `envconfig:"AUTHPROXY_RULES_CASE_INSENSITIVE" default:"false" desc:"match rule paths ignoring case, for upstreams that serve /ADMIN as /admin"`
+	WebSocketOrigins     string `envconfig:"AUTHPROXY_WEBSOCKET_ALLOWED_ORIGINS" desc:"comma-separated origins, besides the proxy's own, whose pages may open WebSockets"`
 	Audience             string `envconfig:"AUTHPROXY_AUDIENCE" desc:"API identifier that bearer access tokens must carry; unset disables bearer tokens"`
 	EmailHeader          string `envconfig:"AUTHPROXY_EMAIL_HEADER" desc:"header carrying the user's email (off when empty)"`
 	NameHeader           string `envconfig:"AUTHPROXY_NAME_HEADER" desc:"header carrying the user's name (off when empty)"`
@@ -212,7 +214,7 @@ func (p problems) Error() string {
 // parse checks e and converts it, section by section.
 func (e env) parse() (config, error) {
 	var p problems
-	access, err := loadRules(e.RulesFile)
+	access, err := loadRules(e.RulesFile, p.boolean("AUTHPROXY_RULES_CASE_INSENSITIVE", e.RulesCaseInsensitive))
 	if err != nil {
 		p.add("%v", err)
 	}
@@ -306,6 +308,20 @@ func (e env) proxyConfig(p *problems, origin oidc.Origin, a access) proxy.Config
 	}
 	if a.rules != nil { // a nil *rules.Rules must not become a non-nil interface
 		c.Rules = a.rules
+	}
+	if origin.Fixed != nil {
+		c.PublicHost = origin.Fixed.Host
+	}
+	for s := range strings.SplitSeq(e.WebSocketOrigins, ",") {
+		if s = strings.TrimSpace(s); s == "" {
+			continue
+		}
+		if u, err := url.Parse(s); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" ||
+			u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
+			p.add("AUTHPROXY_WEBSOCKET_ALLOWED_ORIGINS entry %q is not an origin like https://app.example.com", s)
+		} else {
+			c.WebSocketOrigins = append(c.WebSocketOrigins, u.Scheme+"://"+u.Host)
+		}
 	}
 	if e.Upstream == "" {
 		p.add("AUTHPROXY_UPSTREAM is required (the app to protect, e.g. http://127.0.0.1:8080)")

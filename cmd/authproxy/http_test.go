@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/cookiejar"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -162,18 +163,27 @@ func TestOversizedHeaders(t *testing.T) {
 func TestSmuggling(t *testing.T) {
 	s := startStack(t)
 	smuggled := "GET /smuggled HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+	get := "GET /first HTTP/1.1\r\nHost: x\r\nCookie: " + s.cookie + "\r\n\r\n"
 	tests := []struct {
 		name    string
 		payload string
+		want    []int // the answers, when the test pins them
 	}{
-		{"CL and TE", "POST /a HTTP/1.1\r\nHost: x\r\nCookie: " + s.cookie + "\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + smuggled},
-		{"TE and CL", "POST /a HTTP/1.1\r\nHost: x\r\nCookie: " + s.cookie + "\r\nTransfer-Encoding: chunked\r\nContent-Length: 40\r\n\r\n0\r\n\r\n" + smuggled},
-		{"two different CL", "POST /a HTTP/1.1\r\nHost: x\r\nCookie: " + s.cookie + "\r\nContent-Length: 0\r\nContent-Length: " + fmt.Sprint(len(smuggled)) + "\r\n\r\n" + smuggled},
-		{"CL list", "POST /a HTTP/1.1\r\nHost: x\r\nCookie: " + s.cookie + "\r\nContent-Length: 0, 40\r\n\r\n" + smuggled},
-		{"TE obfuscated", "POST /a HTTP/1.1\r\nHost: x\r\nCookie: " + s.cookie + "\r\nTransfer-Encoding: xchunked\r\nContent-Length: 0\r\n\r\n" + smuggled},
-		{"TE with space", "POST /a HTTP/1.1\r\nHost: x\r\nCookie: " + s.cookie + "\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\n" + smuggled},
-		{"TE twice", "POST /a HTTP/1.1\r\nHost: x\r\nCookie: " + s.cookie + "\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n\r\n0\r\n\r\n" + smuggled},
-		{"chunk size overflow", "POST /a HTTP/1.1\r\nHost: x\r\nCookie: " + s.cookie + "\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffff\r\n" + smuggled},
+		// Both framing fields: 400 and the connection closed, nothing
+		// forwarded (Go's server alone would re-frame the body as chunked).
+		{"CL and TE", "POST /a HTTP/1.1\r\nHost: x\r\nCookie: " + s.cookie + "\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + smuggled, []int{400}},
+		{"TE and CL", "POST /a HTTP/1.1\r\nHost: x\r\nCookie: " + s.cookie + "\r\nTransfer-Encoding: chunked\r\nContent-Length: 40\r\n\r\n0\r\n\r\n" + smuggled, []int{400}},
+		{"CL and TE, lower case", "POST /a HTTP/1.1\r\nHost: x\r\nCookie: " + s.cookie + "\r\ncontent-length: 4\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n" + smuggled, []int{400}},
+		{"CL and TE, public path", "POST /auth/backchannel-logout HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + smuggled, []int{400}},
+		{"CL and TE after a request", get + "POST /a HTTP/1.1\r\nHost: x\r\nCookie: " + s.cookie + "\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + smuggled, []int{200, 400}},
+		{"CL and TE after a body that looks like it", "POST /a HTTP/1.1\r\nHost: x\r\nCookie: " + s.cookie + "\r\nContent-Length: 50\r\n\r\n" +
+			"Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n" + "POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", []int{200, 400}},
+		{"two different CL", "POST /a HTTP/1.1\r\nHost: x\r\nCookie: " + s.cookie + "\r\nContent-Length: 0\r\nContent-Length: " + fmt.Sprint(len(smuggled)) + "\r\n\r\n" + smuggled, nil},
+		{"CL list", "POST /a HTTP/1.1\r\nHost: x\r\nCookie: " + s.cookie + "\r\nContent-Length: 0, 40\r\n\r\n" + smuggled, nil},
+		{"TE obfuscated", "POST /a HTTP/1.1\r\nHost: x\r\nCookie: " + s.cookie + "\r\nTransfer-Encoding: xchunked\r\nContent-Length: 0\r\n\r\n" + smuggled, nil},
+		{"TE with space", "POST /a HTTP/1.1\r\nHost: x\r\nCookie: " + s.cookie + "\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\n" + smuggled, nil},
+		{"TE twice", "POST /a HTTP/1.1\r\nHost: x\r\nCookie: " + s.cookie + "\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n\r\n0\r\n\r\n" + smuggled, nil},
+		{"chunk size overflow", "POST /a HTTP/1.1\r\nHost: x\r\nCookie: " + s.cookie + "\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffff\r\n" + smuggled, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -181,6 +191,9 @@ func TestSmuggling(t *testing.T) {
 			s.seen = nil
 			s.mu.Unlock()
 			resps := s.raw(t, tt.payload)
+			if tt.want != nil && !slices.Equal(statuses(resps), tt.want) {
+				t.Errorf("answers %v, want %v", statuses(resps), tt.want)
+			}
 			answered := 0
 			for _, r := range resps {
 				if r.StatusCode == 200 {

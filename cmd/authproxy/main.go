@@ -79,7 +79,7 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 		fmt.Fprintln(stdout, "authproxy", buildVersion())
 		return nil
 	case "explain":
-		return explain(args[1:], getenv("AUTHPROXY_RULES_FILE"), stdout, stderr)
+		return explain(args[1:], getenv("AUTHPROXY_RULES_FILE"), getenv("AUTHPROXY_RULES_CASE_INSENSITIVE"), stdout, stderr)
 	case "healthcheck":
 		return healthcheck(ctx, getenv("AUTHPROXY_ADDR"))
 	case "help", "-h", "-help", "--help":
@@ -240,13 +240,15 @@ func (s *server) serve(ctx context.Context, cfg serverConfig, ln net.Listener, l
 	srv := &http.Server{
 		Handler:           s.handler,
 		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		// Idle keep-alive connections are closed after this; request
+		// bodies are bounded where nobody is logged in (proxy.BodyTimeout).
+		IdleTimeout:    120 * time.Second,
+		MaxHeaderBytes: 64 << 10,
+		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 		// WriteTimeout stays 0: it would cut server-sent events and downloads.
 	}
 	errc := make(chan error, 2)
-	go func() { errc <- srv.Serve(ln) }()
+	go func() { errc <- srv.Serve(proxy.RefuseAmbiguousFraming(ln)) }()
 	if s.internal != nil {
 		msrv, err := serveMetrics(cfg.MetricsAddr, s.internal, log, errc)
 		if err != nil {
@@ -349,7 +351,7 @@ func usage(w io.Writer) error {
 Usage:
   authproxy               serve; configured by AUTHPROXY_* environment variables (see README)
   authproxy demo          run with an embedded development provider and sample app on 127.0.0.1
-  authproxy explain [-rules FILE] [-claims JSON|@FILE] METHOD PATH
+  authproxy explain [-rules FILE] [-case-insensitive] [-claims JSON|@FILE] METHOD PATH
                           which access rule decides the request, without starting the proxy
   authproxy version       print the version
   authproxy healthcheck   exit 0 if /healthz of the proxy at AUTHPROXY_ADDR answers 200

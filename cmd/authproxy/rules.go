@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/authproxy/authproxy/proxy/rules"
@@ -16,7 +17,9 @@ import (
 // access is the loaded rules file; rules is nil when none is configured.
 type access struct{ rules *rules.Rules }
 
-func loadRules(path string) (access, error) {
+// loadRules reads the rules file; caseInsensitive folds case (see
+// rules.Options).
+func loadRules(path string, caseInsensitive bool) (access, error) {
 	if path == "" {
 		return access{}, nil
 	}
@@ -25,7 +28,7 @@ func loadRules(path string) (access, error) {
 		return access{}, fmt.Errorf("AUTHPROXY_RULES_FILE: %w", err)
 	}
 	defer f.Close()
-	rs, err := rules.Parse(path, f)
+	rs, err := rules.ParseWith(path, f, rules.Options{CaseInsensitive: caseInsensitive})
 	if err != nil {
 		return access{}, fmt.Errorf("AUTHPROXY_RULES_FILE: %w", err)
 	}
@@ -42,14 +45,17 @@ func (a access) claimNames() []string {
 
 // explain answers "would this user be allowed on METHOD PATH, and by which
 // rule?" from the rules file alone, without starting the proxy. rulesFile
-// is the default of -rules: AUTHPROXY_RULES_FILE.
-func explain(args []string, rulesFile string, stdout, stderr io.Writer) error {
+// is the default of -rules (AUTHPROXY_RULES_FILE), caseFold that of
+// -case-insensitive (AUTHPROXY_RULES_CASE_INSENSITIVE).
+func explain(args []string, rulesFile, caseFold string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("explain", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&rulesFile, "rules", rulesFile, "rules file (default $AUTHPROXY_RULES_FILE)")
 	claimsArg := fs.String("claims", "", "the user's ID-token claims as JSON, or @FILE; omit for a visitor who is not logged in")
+	foldDefault, _ := strconv.ParseBool(caseFold)
+	caseInsensitive := fs.Bool("case-insensitive", foldDefault, "match paths ignoring case (default $AUTHPROXY_RULES_CASE_INSENSITIVE)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: authproxy explain [-rules FILE] [-claims JSON|@FILE] METHOD PATH")
+		fmt.Fprintln(stderr, "usage: authproxy explain [-rules FILE] [-case-insensitive] [-claims JSON|@FILE] METHOD PATH")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -63,7 +69,7 @@ func explain(args []string, rulesFile string, stdout, stderr io.Writer) error {
 	if rulesFile == "" {
 		return errors.New("no rules file: set AUTHPROXY_RULES_FILE or pass -rules (without rules every logged-in user passes)")
 	}
-	a, err := loadRules(rulesFile)
+	a, err := loadRules(rulesFile, *caseInsensitive)
 	if err != nil {
 		return err
 	}

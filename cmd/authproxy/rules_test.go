@@ -37,6 +37,9 @@ func TestExplain(t *testing.T) {
 		{[]string{"-rules", rules, "-claims", `{"groups":["admins"]}`, "POST", "/admin/x"}, "ALLOW: POST /admin/x\n  " + rules + ":3:"},
 		{[]string{"-rules", rules, "-claims", `{"groups":["staff"]}`, "GET", "/admin/x?to=/public/"}, "DENY: GET /admin/x\n"},
 		{[]string{"-rules", rules, "GET", "/public/..;/admin/x"}, "NEED-LOGIN"},
+		{[]string{"-rules", rules, "-claims", `{"groups":["staff"]}`, "GET", "/ADMIN/x"}, "ALLOW"},
+		{[]string{"-rules", rules, "-case-insensitive", "-claims", `{"groups":["staff"]}`, "GET", "/ADMIN/x"}, "DENY"},
+		{[]string{"-rules", rules, "-case-insensitive", "-claims", `{"groups":["staff"]}`, "GET", "/%41dmin/x"}, "DENY"},
 	} {
 		var out bytes.Buffer
 		if err := run(t.Context(), append([]string{"explain"}, tt.args...), noEnv, &out, io.Discard); err != nil {
@@ -68,7 +71,7 @@ func TestExplain(t *testing.T) {
 func TestBadRulesFileStopsStart(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "rules.txt")
 	os.WriteFile(p, []byte("allow * /admin/\npermit GET /x any\n"), 0o600)
-	_, err := loadRules(p)
+	_, err := loadRules(p, false)
 	if err == nil || !strings.Contains(err.Error(), ":1:") || !strings.Contains(err.Error(), ":2:") {
 		t.Errorf("loadRules = %v, want both bad lines reported", err)
 	}
@@ -98,5 +101,32 @@ func TestRulesThroughTheProxy(t *testing.T) {
 		if strings.Contains(seen, "/admin/") {
 			t.Errorf("a denied request reached the upstream: %q", seen)
 		}
+	}
+}
+
+// TestCaseInsensitiveRules: AUTHPROXY_RULES_CASE_INSENSITIVE=true makes the
+// rules for /admin/ cover every case of it, for upstreams that fold case;
+// explain reads the same setting.
+func TestCaseInsensitiveRules(t *testing.T) {
+	rules := writeRules(t)
+	s := startStack(t, func(e *env) { e.RulesFile, e.RulesCaseInsensitive = rules, "true" })
+	c := &http.Client{Jar: s.jar}
+	for _, path := range []string{"/admin/x", "/ADMIN/x", "/Admin/x", "/%41dmin/x", "/aDMIN./x"} {
+		resp, err := c.Get(s.base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusForbidden {
+			t.Errorf("alice GET %s: %d, want 403", path, resp.StatusCode)
+		}
+	}
+	if got := s.upstream(); len(got) != 0 {
+		t.Errorf("denied requests reached the upstream: %q", got)
+	}
+	var out bytes.Buffer
+	fold := envFrom(t, map[string]string{"AUTHPROXY_RULES_CASE_INSENSITIVE": "true"})
+	if err := run(t.Context(), []string{"explain", "-rules", rules, "-claims", `{"groups":["staff"]}`, "GET", "/ADMIN/x"}, fold, &out, io.Discard); err != nil || !strings.HasPrefix(out.String(), "DENY") {
+		t.Errorf("explain with AUTHPROXY_RULES_CASE_INSENSITIVE=true: %q, %v; want DENY", out.String(), err)
 	}
 }

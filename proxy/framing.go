@@ -1,0 +1,281 @@
+package proxy
+
+import "net"
+
+// RefuseAmbiguousFraming wraps a listener so that a request carrying both
+// Content-Length and Transfer-Encoding is answered with 400 by the server
+// and the connection closed, before any handler sees it. Go's server
+// would accept it, drop Content-Length and read the body as chunked (RFC
+// 9112 allows that for an intermediary), but a front end that believed
+// Content-Length has framed the stream differently: the message is a
+// request-smuggling attempt, and RFC 9112 advises handling it as an error.
+//
+// The connection's bytes are followed by a small HTTP/1.1 framing reader
+// (request heads, Content-Length and chunked bodies), which only ever
+// refuses such a head; on anything it cannot follow (an oversized head, a
+// broken chunk, the tunnel after a protocol switch) it stops watching and
+// leaves the bytes to the server, whose own parser refuses or re-frames
+// them.
+func RefuseAmbiguousFraming(ln net.Listener) net.Listener { return framingListener{ln} }
+
+type framingListener struct{ net.Listener }
+
+func (l framingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &framingConn{Conn: c}, nil
+}
+
+// badRequest replaces a refused head: a NUL makes the server's own parser
+// refuse the request (400, connection closed) wherever it lands, in the
+// request line, a field name or a field value. Failing the read instead
+// would end the connection without an answer, and cancel the request
+// before it (the server reads ahead while a handler runs).
+const badRequest = "\x00\r\n\r\n"
+
+// maxHeadBytes bounds a head the framing reader follows; the server
+// refuses longer ones itself (MaxHeaderBytes).
+const maxHeadBytes = 1 << 20
+
+// framingConn follows the framing of the requests read from it. The
+// server never reads a connection from two goroutines at once.
+type framingConn struct {
+	net.Conn
+	refused []byte // what is left of badRequest to hand over
+	framing
+}
+
+func (c *framingConn) Read(p []byte) (int, error) {
+	if len(c.refused) > 0 {
+		n := copy(p, c.refused)
+		c.refused = c.refused[n:]
+		return n, nil
+	}
+	n, err := c.Conn.Read(p)
+	if bad := c.scan(p[:n]); bad >= 0 {
+		// Hand over what precedes the bad head (earlier, pipelined
+		// requests), then badRequest in its place. What follows is read
+		// on unwatched (the server stops at badRequest); an end of
+		// input here would cancel the request before it.
+		m := copy(p[bad:], badRequest)
+		c.refused = []byte(badRequest[m:])
+		c.off = true
+		return bad + m, nil
+	}
+	return n, err
+}
+
+// framing is the state of the framing reader.
+type framing struct {
+	state     int
+	off       bool  // stopped watching
+	headLen   int   // bytes of the current head so far
+	lineLen   int   // bytes of the current line so far ("\r" not counted)
+	lineNo    int   // lines of the current head so far
+	name      int   // header names the current line may still be (nameCL, nameTE)
+	colon     bool  // the current line's name has ended
+	isCL      bool  // the current line is a Content-Length field
+	val       int64 // the current Content-Length line's value, -1 if unparsable
+	digits    bool  // digits seen in val, or in the chunk size
+	hasCL     bool  // the head has a Content-Length field
+	hasTE     bool  // the head has a Transfer-Encoding field
+	cl        int64 // the head's Content-Length
+	remaining int64 // body or chunk bytes left to skip
+}
+
+const (
+	stHead        = iota // in a request head
+	stBody               // skipping Content-Length bytes
+	stChunkSize          // in a chunk-size line
+	stChunkExt           // in a chunk extension (after ';')
+	stChunkData          // skipping a chunk's bytes
+	stChunkDataLF        // after a chunk's data: its line end
+	stTrailer            // in the trailer section after the last chunk
+)
+
+const (
+	nameCL = 1 << iota
+	nameTE
+)
+
+const (
+	contentLength    = "content-length"
+	transferEncoding = "transfer-encoding"
+)
+
+// scan follows b and returns the offset in b where a head with both
+// Content-Length and Transfer-Encoding begins (0 if it began in an earlier
+// buffer), or -1.
+func (f *framing) scan(b []byte) int {
+	if f.off {
+		return -1
+	}
+	headAt := -1 // where the current head began in b; -1: before b
+	if f.state == stHead && f.headLen == 0 {
+		headAt = 0
+	}
+	for i := 0; i < len(b); i++ {
+		switch f.state {
+		case stBody, stChunkData:
+			skip := min(int64(len(b)-i), f.remaining)
+			f.remaining -= skip
+			i += int(skip) - 1
+			if f.remaining == 0 {
+				if f.state == stBody {
+					*f = framing{}
+				} else {
+					f.state = stChunkDataLF
+				}
+			}
+		case stChunkDataLF:
+			switch b[i] {
+			case '\r':
+			case '\n':
+				*f = framing{state: stChunkSize}
+			default:
+				f.off = true
+				return -1
+			}
+		case stChunkSize, stChunkExt:
+			f.chunkSizeByte(b[i])
+		case stTrailer:
+			switch b[i] {
+			case '\r':
+			case '\n':
+				if f.lineLen == 0 {
+					*f = framing{}
+				}
+				f.lineLen = 0
+			default:
+				f.lineLen++
+			}
+		case stHead:
+			if f.headLen++; f.headLen > maxHeadBytes {
+				f.off = true
+			} else if f.headByte(b[i]) {
+				return max(headAt, 0)
+			}
+		}
+		if f.off {
+			return -1
+		}
+		if f.state == stHead && f.headLen == 0 {
+			headAt = i + 1
+		}
+	}
+	return -1
+}
+
+// chunkSizeByte takes one byte of a chunk-size line.
+func (f *framing) chunkSizeByte(c byte) {
+	switch {
+	case c == '\r':
+	case c == '\n':
+		switch {
+		case !f.digits:
+			f.off = true
+		case f.remaining == 0:
+			*f = framing{state: stTrailer}
+		default:
+			f.state = stChunkData
+		}
+	case f.state == stChunkExt:
+	case c == ';' || c == ' ' || c == '\t':
+		f.state = stChunkExt
+	default:
+		d, ok := hexDigit(c)
+		if !ok || f.remaining >= 1<<59 {
+			f.off = true // the server refuses it too
+			return
+		}
+		f.remaining, f.digits = f.remaining<<4|int64(d), true
+	}
+}
+
+// headByte takes one byte of a head and reports whether the head, now
+// complete, carries both framing fields.
+func (f *framing) headByte(c byte) bool {
+	switch {
+	case c == '\r':
+		return false
+	case c == '\n':
+		return f.endLine()
+	case f.lineNo == 0: // the request line
+	case !f.colon && c == ':':
+		f.colon = true
+		f.isCL = f.name&nameCL != 0 && f.lineLen == len(contentLength)
+		f.val, f.digits = 0, false
+		f.hasTE = f.hasTE || f.name&nameTE != 0 && f.lineLen == len(transferEncoding)
+	case !f.colon:
+		if f.lineLen == 0 {
+			f.name = nameCL | nameTE
+		}
+		l := c | 0x20 // ASCII lower case; other bytes never match
+		if f.lineLen >= len(contentLength) || contentLength[f.lineLen] != l {
+			f.name &^= nameCL
+		}
+		if f.lineLen >= len(transferEncoding) || transferEncoding[f.lineLen] != l {
+			f.name &^= nameTE
+		}
+	case f.isCL && f.val >= 0:
+		switch {
+		case c >= '0' && c <= '9' && f.val < 1<<50:
+			f.val, f.digits = f.val*10+int64(c-'0'), true
+		case c == ' ' || c == '\t':
+		default:
+			f.val = -1
+		}
+	}
+	f.lineLen++
+	return false
+}
+
+// endLine ends a line of a head, and the head at an empty line.
+func (f *framing) endLine() bool {
+	switch {
+	case f.lineLen == 0 && f.lineNo == 0: // empty lines before the request line
+		f.headLen = 0
+		return false
+	case f.lineLen == 0:
+		return f.endHead()
+	case f.isCL:
+		switch {
+		case f.val < 0 || !f.digits || f.hasCL && f.val != f.cl:
+			f.off = true // unparsable or conflicting: the server refuses it
+		default:
+			f.hasCL, f.cl = true, f.val
+		}
+	}
+	f.lineNo++
+	f.lineLen, f.colon, f.isCL, f.name = 0, false, false, 0
+	return false
+}
+
+// endHead decides what follows the head.
+func (f *framing) endHead() bool {
+	switch {
+	case f.hasCL && f.hasTE:
+		return true
+	case f.hasTE:
+		*f = framing{state: stChunkSize}
+	case f.cl > 0:
+		*f = framing{state: stBody, remaining: f.cl}
+	default:
+		*f = framing{}
+	}
+	return false
+}
+
+func hexDigit(c byte) (byte, bool) {
+	switch {
+	case '0' <= c && c <= '9':
+		return c - '0', true
+	case 'a' <= c && c <= 'f':
+		return c - 'a' + 10, true
+	case 'A' <= c && c <= 'F':
+		return c - 'A' + 10, true
+	}
+	return 0, false
+}

@@ -1,0 +1,94 @@
+package proxy
+
+import (
+	"strings"
+	"testing"
+)
+
+// TestFramingRefusesContentLengthWithTransferEncoding feeds byte streams
+// to the framing reader in pieces of every size and checks where it stops
+// the stream: at the start of the first head with both framing fields, and
+// never inside a body, however much a body looks like such a head.
+func TestFramingRefusesContentLengthWithTransferEncoding(t *testing.T) {
+	const (
+		get     = "GET /a HTTP/1.1\r\nHost: x\r\n\r\n"
+		clte    = "POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+		fakeCT  = "Content-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"
+		smuggle = "GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
+	)
+	bodyLike := "POST /c HTTP/1.1\r\nHost: x\r\nContent-Length: " + itoa(len(fakeCT)) + "\r\n\r\n" + fakeCT
+	chunked := "POST /d HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + hex(len(fakeCT)) + "\r\n" + fakeCT + "\r\n0\r\n\r\n"
+	tests := []struct {
+		name   string
+		stream string
+		bad    int // offset of the refused head; -1: none
+	}{
+		{"CL and TE", clte, 0},
+		{"TE and CL", "POST /b HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n0\r\n\r\n", 0},
+		{"lower case", "POST /b HTTP/1.1\r\ncontent-length: 4\r\ntransfer-encoding: chunked\r\n\r\n", 0},
+		{"upper case", "POST /b HTTP/1.1\r\nCONTENT-LENGTH: 4\r\nTRANSFER-ENCODING: chunked\r\n\r\n", 0},
+		{"bare LF", "POST /b HTTP/1.1\nContent-Length: 4\nTransfer-Encoding: chunked\n\n", 0},
+		{"TE identity", "POST /b HTTP/1.1\r\nContent-Length: 4\r\nTransfer-Encoding: identity\r\n\r\nabcd", 0},
+		{"empty CL", "POST /b HTTP/1.1\r\nContent-Length: 0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 0},
+		{"after a GET", get + clte, len(get)},
+		{"after two GETs", get + get + clte, 2 * len(get)},
+		{"after a body that looks like it", bodyLike + clte, len(bodyLike)},
+		{"after a chunked body that looks like it", chunked + clte, len(chunked)},
+		{"after a chunked body with trailers", "POST /d HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3;ext=1\r\nabc\r\n0\r\nX-Trailer: 1\r\n\r\n" + clte, len("POST /d HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3;ext=1\r\nabc\r\n0\r\nX-Trailer: 1\r\n\r\n")},
+		{"after equal duplicate CLs", "POST /e HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nab" + clte, len("POST /e HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nab")},
+		{"after a zero-length body", "POST /e HTTP/1.1\r\nContent-Length: 0\r\n\r\n" + clte, len("POST /e HTTP/1.1\r\nContent-Length: 0\r\n\r\n")},
+		{"a body that looks like it", bodyLike + smuggle, -1},
+		{"a chunked body that looks like it", chunked + smuggle, -1},
+		{"CL alone", "POST /f HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc" + get, -1},
+		{"TE alone", "POST /f HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + get, -1},
+		{"look-alike names", "POST /f HTTP/1.1\r\nContent-Length2: 3\r\nX-Content-Length: 3\r\nContent-Lengt: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + get, -1},
+		{"field name in a value", "POST /f HTTP/1.1\r\nX-Note: Content-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + get, -1},
+		{"field name in the request line", "GET /Content-Length:1 HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + get, -1},
+	}
+	for _, tt := range tests {
+		for _, size := range []int{1, 2, 3, 7, 16, len(tt.stream)} {
+			var f framing
+			delivered, refused := 0, false
+			for i := 0; i < len(tt.stream) && !refused; i += size {
+				piece := tt.stream[i:min(i+size, len(tt.stream))]
+				if bad := f.scan([]byte(piece)); bad >= 0 {
+					delivered, refused = delivered+bad, true
+				} else {
+					delivered += len(piece)
+				}
+			}
+			switch {
+			case tt.bad < 0 && refused:
+				t.Errorf("%s, pieces of %d: refused at %d, want no refusal", tt.name, size, delivered)
+			case tt.bad >= 0 && !refused:
+				t.Errorf("%s, pieces of %d: not refused, want refusal at %d", tt.name, size, tt.bad)
+			case refused && (delivered < tt.bad || delivered > headEnd(tt.stream, tt.bad)):
+				// Everything before the bad head is delivered, and none of
+				// what follows it.
+				t.Errorf("%s, pieces of %d: delivered %d bytes, want %d to %d", tt.name, size, delivered, tt.bad, headEnd(tt.stream, tt.bad))
+			}
+		}
+	}
+}
+
+// headEnd is the offset of the end of the head starting at start.
+func headEnd(stream string, start int) int {
+	rest := strings.ReplaceAll(stream[start:], "\r", "")
+	end := strings.Index(rest, "\n\n") + 2
+	return start + end + strings.Count(stream[start:], "\r") // an upper bound is enough
+}
+
+func itoa(n int) string { return fmtInt(n, 10) }
+func hex(n int) string  { return fmtInt(n, 16) }
+
+func fmtInt(n, base int) string {
+	const digits = "0123456789abcdef"
+	if n == 0 {
+		return "0"
+	}
+	var b []byte
+	for ; n > 0; n /= base {
+		b = append([]byte{digits[n%base]}, b...)
+	}
+	return string(b)
+}

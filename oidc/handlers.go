@@ -11,6 +11,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/authproxy/authproxy/cookie"
+	"github.com/authproxy/authproxy/internal/claim"
 	"github.com/authproxy/authproxy/proxy/page"
 )
 
@@ -151,9 +152,10 @@ func (h *Handler) complete(r *http.Request, l cookie.Login, loginErr error) (coo
 		if e == "access_denied" {
 			status = http.StatusForbidden
 		}
+		e = truncate(redact(e), 100)
 		detail := "The identity provider refused the sign-in (" + e + ")."
 		if d := q.Get("error_description"); d != "" {
-			detail += " It said: " + truncate(d, 200)
+			detail += " It said: " + truncate(redact(d), 200)
 		}
 		return fail(status, "provider_error", detail, fmt.Errorf("provider returned error %q", e))
 	}
@@ -179,6 +181,7 @@ func (h *Handler) complete(r *http.Request, l cookie.Login, loginErr error) (coo
 	conf := p.oauth2
 	conf.RedirectURL = l.RedirectURL
 	tok, err := conf.Exchange(ctx, code, oauth2.VerifierOption(l.Verifier))
+	err = h.fromProvider(err, code, l.Verifier)
 	if err != nil {
 		if err := classify(err); errors.Is(err, errProviderDown) {
 			return fail(http.StatusServiceUnavailable, "provider_unavailable",
@@ -193,7 +196,7 @@ func (h *Handler) complete(r *http.Request, l cookie.Login, loginErr error) (coo
 			errors.New("token response without id_token"))
 	}
 	idt, err := p.verifier.Verify(ctx, raw)
-	if err != nil {
+	if err = h.fromProvider(err, code, l.Verifier); err != nil {
 		return fail(http.StatusBadRequest, "invalid_id_token", "The identity provider's answer could not be verified.", err)
 	}
 	var claims map[string]any
@@ -211,22 +214,20 @@ func (h *Handler) complete(r *http.Request, l cookie.Login, loginErr error) (coo
 		return fail(http.StatusBadRequest, "invalid_nonce", "The identity provider's answer does not belong to this sign-in.",
 			errors.New("nonce mismatch"))
 	}
-	user := claimString(claims[h.cfg.UserClaim])
-	if user == "" {
-		return fail(http.StatusBadRequest, "missing_claim",
-			fmt.Sprintf("The identity provider did not say who you are (no %q claim).", h.cfg.UserClaim),
-			fmt.Errorf("ID token has no %q claim; set AUTHPROXY_USER_CLAIM or add the claim at the provider", h.cfg.UserClaim))
+	sess, err := h.identify(claims)
+	if err != nil {
+		code := "invalid_claim"
+		if errors.Is(err, claim.ErrMissing) {
+			code = "missing_claim"
+		}
+		return fail(http.StatusBadRequest, code,
+			fmt.Sprintf("The identity provider did not say who you are in a form authproxy can use (the %q claim).", h.cfg.UserClaim),
+			fmt.Errorf("ID token: %w; set AUTHPROXY_USER_CLAIM or fix the claim at the provider", err))
 	}
-	sess := cookie.Session{
-		User:    user,
-		Email:   claimString(claims["email"]),
-		Name:    claimString(claims["name"]),
-		IDToken: raw,
-		Expiry:  h.cfg.Now().Add(h.cfg.SessionLifetime),
-		Claims:  h.keep(claims),
-		SID:     claimString(claims["sid"]),
-		Seen:    h.cfg.Now(),
-	}
+	sess.IDToken = raw
+	sess.Expiry = h.cfg.Now().Add(h.cfg.SessionLifetime)
+	sess.SID = claimString(claims["sid"])
+	sess.Seen = h.cfg.Now()
 	if h.cfg.KeepAccessToken {
 		sess.AccessToken = tok.AccessToken
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -227,6 +228,11 @@ func TestGroupsHeader(t *testing.T) {
 		{[]any{"a", "b"}, "a,b"},
 		{"solo", "solo"},
 		{[]any{"ok", "evil,admins", "x\r\nX-User: root", 5, ""}, "ok"},
+		// Never trimmed into another group: left out.
+		{[]any{"staff", " admins", "admins ", "\tadmins", "admins\n", "\u00a0admins", "\ufeffadmins", "ad\x00mins"}, "staff"},
+		{[]any{"staff", "ad\u2028mins", "ad\ufffdmins", strings.Repeat("g", 257)}, "staff"},
+		{" admins", ""},
+		{[]any{"Ann Team", "ops+oncall", "π"}, "Ann Team,ops+oncall,π"},
 		{nil, ""},
 		{map[string]any{"a": 1}, ""},
 	} {
@@ -240,7 +246,9 @@ func TestGroupsHeader(t *testing.T) {
 // provider for "outage".
 type fakeRefresher struct{ calls atomic.Int32 }
 
-func (f *fakeRefresher) NeedsRefresh(s cookie.Session) bool { return s.RefreshToken != "new" }
+func (f *fakeRefresher) NeedsRefresh(s cookie.Session) bool {
+	return s.RefreshToken != "new" && s.RefreshToken != "new-of-revoked"
+}
 
 func (f *fakeRefresher) Refresh(_ context.Context, s cookie.Session) (cookie.Session, error) {
 	f.calls.Add(1)
@@ -250,6 +258,9 @@ func (f *fakeRefresher) Refresh(_ context.Context, s cookie.Session) (cookie.Ses
 		return s, nil
 	case "outage":
 		return cookie.Session{}, temporary{}
+	case "revoked-meanwhile":
+		s.RefreshToken, s.Name = "new-of-revoked", "renewed"
+		return s, nil
 	}
 	return cookie.Session{}, errors.New("invalid_grant")
 }
@@ -296,5 +307,48 @@ func TestRefreshThroughTheProxy(t *testing.T) {
 		if saved != tt.newCookie || cleared != tt.clearsSess {
 			t.Errorf("%s: session cookie saved=%v cleared=%v", tt.token, saved, cleared)
 		}
+	}
+}
+
+// revokingStore is a session store whose Save of a refreshed session finds
+// it revoked meanwhile, as the Redis store does after a logout, an admin
+// revocation or a back-channel logout that came while the provider answered.
+type revokingStore struct{ *cookie.Store }
+
+func (s revokingStore) Save(w http.ResponseWriter, r *http.Request, sess cookie.Session) error {
+	if sess.RefreshToken == "new-of-revoked" {
+		return fmt.Errorf("%w: revoked during the refresh", cookie.ErrNoSession)
+	}
+	return s.Store.Save(w, r, sess)
+}
+
+// TestRefreshOfARevokedSession: a session revoked while its refresh was
+// in flight ends that request as unauthenticated; the request is not
+// forwarded with the new tokens.
+func TestRefreshOfARevokedSession(t *testing.T) {
+	ref := &fakeRefresher{}
+	var store revokingStore
+	f := newFixture(t, &recorder{}, func(c *Config) {
+		store = revokingStore{c.Sessions.(*cookie.Store)}
+		c.Sessions, c.Refresher, c.Headers.Name = store, ref, "X-Name"
+	})
+	w := httptest.NewRecorder()
+	if err := store.Store.Save(w, httptest.NewRequest("GET", "/", nil), cookie.Session{User: "alice", RefreshToken: "revoked-meanwhile", Expiry: time.Now().Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	before := f.upstream.count()
+	resp := f.get(t, "/x", w.Result().Cookies(), nil)
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("status %d, want 401", resp.StatusCode)
+	}
+	if f.upstream.count() != before {
+		t.Errorf("the request of a revoked session reached the upstream with X-Name %q", f.upstream.last(t).Header.Get("X-Name"))
+	}
+	cleared := false
+	for _, c := range resp.Cookies() {
+		cleared = cleared || (c.Name == cookie.DefaultName && c.MaxAge < 0)
+	}
+	if !cleared {
+		t.Error("the session cookie was not cleared")
 	}
 }

@@ -90,7 +90,7 @@ func isString(v any) bool { _, ok := v.(string); return ok }
 // headerType is the typ of a JWT's protected header ("" if absent or not a
 // JWS). Call it only on a token whose signature was verified.
 func headerType(raw string) string {
-	jws, err := jose.ParseSigned(raw, asymmetricAlgs)
+	jws, err := jose.ParseSignedCompact(raw, asymmetricAlgs)
 	if err != nil || len(jws.Signatures) != 1 {
 		return ""
 	}

@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
+	"unicode/utf8"
 )
 
 // redacted replaces what redact removes. Shorter than any value replaced
@@ -56,9 +57,27 @@ func redact(s string, known ...string) string {
 			s = replaceAllRepeated(s, form)
 		}
 	}
+	s = truncateRedacted(s)
 	s = authScheme.ReplaceAllString(s, "$1 "+redacted)
 	s = redactNamed(s)
 	return jwtLike.ReplaceAllString(s, redacted)
+}
+
+// maxRedacted bounds the text redact looks at and returns: a provider may
+// answer with a megabyte, and a log line needs far less.
+const maxRedacted = 4 << 10
+
+// truncateRedacted cuts s to maxRedacted bytes, and then drops the
+// token-like characters the cut may have left at its end, so that no part of
+// a token or value survives without what marks it as one.
+func truncateRedacted(s string) string {
+	if len(s) <= maxRedacted {
+		return s
+	}
+	s = strings.TrimRightFunc(s[:maxRedacted], func(r rune) bool {
+		return r == utf8.RuneError || isWordByte(byte(r)) && r < utf8.RuneSelf || strings.ContainsRune(".-~%+/=\\", r)
+	})
+	return s + " …(truncated)"
 }
 
 // replaceAllRepeated replaces old until it no longer occurs, in case a
@@ -70,15 +89,24 @@ func replaceAllRepeated(s, old string) string {
 	return s
 }
 
-// redactNamed replaces the values of the parameters in secretNames.
+// redactNamed replaces the values of the parameters in secretNames. Names
+// are looked for inside values too, and overlapping values merge, so a
+// value that swallows the next parameter's name cannot shield its value.
 func redactNamed(s string) string {
-	lower := strings.ToLower(s)
-	var out strings.Builder
-	last := 0 // s[:last] is written
-	for i := 0; i < len(s); {
+	// ASCII only: strings.ToLower would change the length of invalid UTF-8
+	// and of some runes, and the indexes must match s.
+	lb := []byte(s)
+	for i, c := range lb {
+		if c >= 'A' && c <= 'Z' {
+			lb[i] = c + 'a' - 'A'
+		}
+	}
+	lower := string(lb)
+	type span struct{ from, to int }
+	var spans []span
+	for i := 0; i < len(s); i++ {
 		name := nameAt(lower, i)
 		if name == "" {
-			i++
 			continue
 		}
 		j := i + len(name)
@@ -93,17 +121,23 @@ func redactNamed(s string) string {
 			}
 		}
 		if !sep {
-			i = j
 			continue
 		}
 		j = skipSpace(s, j)
-		end := valueEnd(s, j)
-		out.WriteString(s[last:j])
-		out.WriteString(redacted)
-		last, i = end, end
-		if i == j {
-			i++
+		if end := valueEnd(s, j); end > j {
+			if n := len(spans); n > 0 && j <= spans[n-1].to {
+				spans[n-1].to = max(spans[n-1].to, end)
+			} else {
+				spans = append(spans, span{j, end})
+			}
 		}
+	}
+	var out strings.Builder
+	last := 0
+	for _, sp := range spans {
+		out.WriteString(s[last:sp.from])
+		out.WriteString(redacted)
+		last = sp.to
 	}
 	out.WriteString(s[last:])
 	return out.String()
@@ -112,7 +146,9 @@ func redactNamed(s string) string {
 // nameAt returns the secret parameter name at lower[i:], if one starts
 // there and is not the tail of a longer word ("error_code").
 func nameAt(lower string, i int) string {
-	if i > 0 && isWordByte(lower[i-1]) {
+	// A percent escape ("%3Fcode", "%22code") ends a word too.
+	escaped := i >= 3 && lower[i-3] == '%' && isHex(lower[i-2]) && isHex(lower[i-1])
+	if i > 0 && isWordByte(lower[i-1]) && !escaped {
 		return ""
 	}
 	for _, n := range secretNames {
@@ -126,6 +162,8 @@ func nameAt(lower string, i int) string {
 func isWordByte(c byte) bool {
 	return c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
 }
+
+func isHex(c byte) bool { return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F' }
 
 func skipSpace(s string, j int) int {
 	for j < len(s) && (s[j] == ' ' || s[j] == '\t') {
@@ -183,15 +221,26 @@ func valueEnd(s string, j int) int {
 		}
 		return len(s)
 	case strings.HasPrefix(s[k:], "%22") || strings.HasPrefix(s[k:], "%27"):
+		// Percent-encoded JSON inside a parameter; or a value that starts
+		// with an encoded quote. Past the closing quote, on to the end of
+		// the parameter: the quote may have been part of the value.
 		q := s[k : k+3]
-		if e := strings.Index(strings.ToUpper(s[k+3:]), strings.ToUpper(q)); e >= 0 {
-			return k + 3 + e + 3
+		e := strings.Index(strings.ToUpper(s[k+3:]), q)
+		if e < 0 {
+			return len(s)
 		}
-		return len(s)
+		return unquotedEnd(s, k+3+e+3)
 	}
-	i := j
-	for i < len(s) && !strings.ContainsRune(" \t\r\n&\"',;}])<>", rune(s[i])) &&
-		!(s[i] == '\\' && i+1 < len(s) && s[i+1] == '"') && !strings.HasPrefix(s[i:], "%26") && !strings.HasPrefix(s[i:], "%22") {
+	return unquotedEnd(s, j)
+}
+
+// unquotedEnd returns where an unquoted value (form, URL, a JSON number)
+// starting at s[i:] ends: at white space, the next parameter or a quote;
+// anything else may be part of the value (encoded separators of a URL nested
+// in it included).
+func unquotedEnd(s string, i int) int {
+	for i < len(s) && !strings.ContainsRune(" \t\r\n&\"'", rune(s[i])) &&
+		!(s[i] == '\\' && i+1 < len(s) && s[i+1] == '"') {
 		i++
 	}
 	return i

@@ -282,3 +282,38 @@ func (o *oddClaims) loginSessionAs(t *testing.T, user string) cookie.Session {
 	defer o.mutate.Store(m)
 	return o.loginSession(t, user)
 }
+
+// TestEmailAsUserMustBeVerified: with AUTHPROXY_USER_CLAIM=email, an
+// address the provider does not vouch for is no user (anyone may sign up
+// with another's address), at login and in bearer tokens.
+func TestEmailAsUserMustBeVerified(t *testing.T) {
+	o := newOddClaims(t, oidctest.Options{}, func(c *Config) { c.UserClaim = "email"; c.Audience = apiAudience })
+	now := time.Now()
+	for _, tt := range []struct {
+		name     string
+		verified any // nil: absent
+		ok       bool
+	}{
+		{"verified", true, true},
+		{"verified, as a string", "true", true},
+		{"unverified", false, false},
+		{"email_verified absent", nil, false},
+		{"email_verified the string false", "false", false},
+		{"email_verified 1", 1, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			o.setIDToken(func(c map[string]any) { withClaims(c, "email_verified", tt.verified) })
+			defer o.mutate.Store(nil)
+			b := &browser{}
+			resp := b.do(o.h, callbackPath(o.authorize(t, o.startLogin(t, b, "/"), "victim")))
+			if ok := resp.StatusCode == http.StatusFound; ok != tt.ok {
+				t.Errorf("login: status %d, want success %v", resp.StatusCode, tt.ok)
+			}
+			tok := o.sign(t, withClaims(map[string]any{"iss": o.idp.Issuer(), "aud": apiAudience, "sub": "s", "email": "victim@example.test",
+				"iat": now.Unix(), "exp": now.Add(time.Hour).Unix()}, "email_verified", tt.verified))
+			if _, err := o.h.VerifyAccessToken(httptest.NewRequest("GET", "/", nil), tok); (err == nil) != tt.ok {
+				t.Errorf("bearer token: %v, want success %v", err, tt.ok)
+			}
+		})
+	}
+}

@@ -21,15 +21,21 @@ type claimError struct {
 func (e *claimError) Error() string { return fmt.Sprintf("the %q claim %v", e.name, e.err) }
 func (e *claimError) Unwrap() error { return e.err }
 
-// errNotNumber is a time claim that is not a JSON number.
-var errNotNumber = errors.New("is not a JSON number")
+var (
+	// errNotNumber is a time claim that is not a JSON number.
+	errNotNumber = errors.New("is not a JSON number")
+	// errUnverified is an email used as the user that the provider does
+	// not vouch for: anyone may sign up with someone else's address.
+	errUnverified = errors.New("is not verified (email_verified is not true)")
+)
 
 // identify reads who verified claims (an ID token's or an access token's)
 // stand for. The user claim must pass claim.Check, or the token is refused;
 // so must exp, iat and nbf be JSON numbers (go-oidc also takes the string
 // "9999999999"). Email and name are kept only when they pass claim.Check,
-// and the email only when email_verified says so: a value that breaks the
-// rules is left out, never trimmed into another one.
+// and the email only when email_verified says so (an unverified email as
+// the user refuses the token): a value that breaks the rules is left out,
+// never trimmed into another one.
 func (h *Handler) identify(claims map[string]any) (cookie.Session, error) {
 	for _, name := range []string{"exp", "iat", "nbf"} {
 		v, ok := claims[name]
@@ -39,6 +45,9 @@ func (h *Handler) identify(claims map[string]any) (cookie.Session, error) {
 	}
 	if err := claim.Check(claims[h.cfg.UserClaim]); err != nil {
 		return cookie.Session{}, &claimError{h.cfg.UserClaim, err}
+	}
+	if h.cfg.UserClaim == "email" && !emailVerified(claims["email_verified"]) {
+		return cookie.Session{}, &claimError{h.cfg.UserClaim, errUnverified}
 	}
 	sess := cookie.Session{User: claims[h.cfg.UserClaim].(string), Claims: h.keep(claims)}
 	if claim.Check(claims["email"]) == nil && emailVerified(claims["email_verified"]) {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/authproxy/authproxy/cookie"
+	"github.com/authproxy/authproxy/session"
 )
 
 // The benchmarks in this file measure the session cookie on the proxy's hot
@@ -33,7 +34,7 @@ func benchStore(b *testing.B, secrets ...[]byte) *cookie.Store {
 // size (negative: none, so every Load decrypts).
 func benchStoreCache(b *testing.B, size int, secrets ...[]byte) *cookie.Store {
 	b.Helper()
-	s, err := cookie.NewStore(cookie.Config{Lifetime: 12 * time.Hour, Secrets: secrets, CacheSize: size})
+	s, err := cookie.NewStore(cookie.Config{Policy: session.Policy{Lifetime: 12 * time.Hour}, Secrets: secrets, CacheSize: size})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -55,11 +56,11 @@ func benchIDToken() string {
 
 // Sessions of the sizes authproxy writes: the user alone, and what a login
 // through the oidc package leaves (user, email, name, raw ID token).
-func minimalSession() cookie.Session {
-	return cookie.Session{User: "auth0|64f1c2a9e4b0d7c3a1b2c3d4", Expiry: time.Now().Add(12 * time.Hour)}
+func minimalSession() session.Session {
+	return session.Session{User: "auth0|64f1c2a9e4b0d7c3a1b2c3d4", Expiry: time.Now().Add(12 * time.Hour)}
 }
 
-func loginSession() cookie.Session {
+func loginSession() session.Session {
 	s := minimalSession()
 	s.Email, s.Name, s.IDToken = "ada.lovelace@example.com", "Ada Lovelace", benchIDToken()
 	return s
@@ -67,7 +68,7 @@ func loginSession() cookie.Session {
 
 // sessionRequest returns a GET carrying the session cookies that s saves for
 // sess, next to an unrelated app cookie, as a browser would send them.
-func sessionRequest(b *testing.B, s *cookie.Store, sess cookie.Session) *http.Request {
+func sessionRequest(b *testing.B, s *cookie.Store, sess session.Session) *http.Request {
 	b.Helper()
 	w := httptest.NewRecorder()
 	if err := s.Save(w, httptest.NewRequest("GET", "/", nil), sess); err != nil {
@@ -152,7 +153,7 @@ func BenchmarkSave(b *testing.B) {
 	r := httptest.NewRequest("GET", "/auth/callback", nil)
 	for _, tt := range []struct {
 		name string
-		sess cookie.Session
+		sess session.Session
 	}{{"minimal", minimalSession()}, {"login", loginSession()}} {
 		b.Run(tt.name, func(b *testing.B) {
 			w := &headerWriter{h: http.Header{}}

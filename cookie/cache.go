@@ -1,9 +1,13 @@
 package cookie
 
 import (
+	"iter"
 	"net/http"
 	"strings"
-	"sync"
+	"time"
+
+	"github.com/authproxy/authproxy/internal/bounded"
+	"github.com/authproxy/authproxy/session"
 )
 
 // DefaultCacheSize bounds the verified-session cache: about 2 kB of key
@@ -13,87 +17,88 @@ const DefaultCacheSize = 4096
 // sessionCache remembers sessions this Store has already decrypted and
 // verified, keyed by the exact cookie value, so a user's second request
 // costs a map lookup instead of an HMAC, an AES pass and a JSON decode.
+// A nil *sessionCache caches nothing.
 //
 // It cannot serve what Load would refuse: only values that decoded and
 // verified are added; the key is the whole value, so a changed byte misses;
-// the session's expiry is checked on every hit; and the keys that verified a
-// value are fixed for the Store's life (a removed key means a restart, so an
-// empty cache). Logout with the cookie store clears the browser's cookie but
-// revokes nothing, with or without the cache: a replayed copy was valid
-// either way until its expiry.
+// an entry expires with its session, and Load checks the session on every
+// hit; and the keys that verified a value are fixed for the Store's life (a
+// removed key means a restart, so an empty cache). Logout with the cookie
+// store clears the browser's cookie but revokes nothing, with or without
+// the cache: a replayed copy was valid either way until its expiry. When
+// full, the session that expires first makes room; a dropped session only
+// costs one decode.
 type sessionCache struct {
-	mu  sync.RWMutex
-	max int
-	m   map[string]Session
+	m *bounded.Map[string, session.Session]
 }
 
 func newSessionCache(max int) *sessionCache {
 	if max <= 0 {
 		return nil
 	}
-	return &sessionCache{max: max, m: make(map[string]Session, max)}
+	return &sessionCache{m: bounded.New[string, session.Session](max)}
 }
 
-func (c *sessionCache) get(value string) (Session, bool) {
+func (c *sessionCache) get(value string, now time.Time) (session.Session, bool) {
 	if c == nil {
-		return Session{}, false
+		return session.Session{}, false
 	}
-	c.mu.RLock()
-	sess, ok := c.m[value]
-	c.mu.RUnlock()
-	return sess, ok
+	return c.m.Get(value, now)
 }
 
-// put adds a verified session. When full, it drops an arbitrary eighth of
-// the entries (Go's map iteration order is random): cheaper than an LRU's
-// bookkeeping on every hit, and a dropped session only costs one decode.
-func (c *sessionCache) put(value string, sess Session) {
+func (c *sessionCache) put(value string, sess session.Session, now time.Time) {
 	if c == nil {
 		return
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if len(c.m) >= c.max {
-		n := c.max / 8
-		for k := range c.m {
-			if n <= 0 {
-				break
-			}
-			delete(c.m, k)
-			n--
-		}
-	}
 	// The value may point into the request's header memory; keep a copy.
-	c.m[strings.Clone(value)] = sess
+	c.m.Put(strings.Clone(value), sess, sess.Expiry, now)
 }
 
 func (c *sessionCache) remove(value string) {
 	if c == nil {
 		return
 	}
-	c.mu.Lock()
-	delete(c.m, value)
-	c.mu.Unlock()
+	c.m.Delete(value)
 }
 
-// cookieValue finds a cookie in the request's Cookie headers without
-// parsing all of them into http.Cookie values, which allocates on every
-// request.
-func cookieValue(r *http.Request, name string) (string, bool) {
-	for _, line := range r.Header["Cookie"] {
-		for len(line) > 0 {
-			var part string
-			part, line, _ = strings.Cut(line, ";")
-			part = strings.TrimSpace(part)
-			k, v, ok := strings.Cut(part, "=")
-			if !ok || k != name {
-				continue
+// Pairs yields the cookie-pairs of h's Cookie lines as the client wrote
+// them (trimmed of spaces, empty ones skipped), each with its name: the part
+// before "=", trimmed. It allocates nothing, unlike parsing the header into
+// http.Cookie values, and it is the one scanner of Cookie headers: Load
+// reads the session cookie with it, the proxy strips authproxy's cookies
+// from every request with it.
+func Pairs(h http.Header) iter.Seq2[string, string] {
+	return func(yield func(name, pair string) bool) {
+		for _, line := range h["Cookie"] {
+			for line != "" {
+				var pair string
+				pair, line, _ = strings.Cut(line, ";")
+				if pair = strings.TrimSpace(pair); pair == "" {
+					continue
+				}
+				name, _, _ := strings.Cut(pair, "=")
+				if !yield(strings.TrimSpace(name), pair) {
+					return
+				}
 			}
-			if len(v) > 1 && v[0] == '"' && v[len(v)-1] == '"' {
-				v = v[1 : len(v)-1]
-			}
-			return v, true
 		}
+	}
+}
+
+// cookieValue returns the value of the first cookie called name in r.
+func cookieValue(r *http.Request, name string) (string, bool) {
+	for n, pair := range Pairs(r.Header) {
+		if n != name {
+			continue
+		}
+		_, v, ok := strings.Cut(pair, "=")
+		if !ok {
+			continue
+		}
+		if len(v) > 1 && v[0] == '"' && v[len(v)-1] == '"' {
+			v = v[1 : len(v)-1]
+		}
+		return v, true
 	}
 	return "", false
 }

@@ -1,11 +1,13 @@
-// Package cookie keeps authproxy's state in the browser: the session of a
-// logged-in user and the short-lived login cookie that carries state, nonce
-// and PKCE verifier across the round trip to the identity provider.
+// Package cookie keeps authproxy's state in the browser: Store is the
+// session.Store that holds the whole session in the browser, and it alone
+// writes the short-lived login cookies that carry state, nonce and PKCE
+// verifier across the round trip to the identity provider, whichever store
+// keeps the sessions.
 //
 // Values are encrypted and authenticated with gorilla/securecookie. Several
 // secrets may be configured: the first encodes, all decode, so keys can be
-// rotated without logging everyone out. The package imports no other
-// authproxy package.
+// rotated without logging everyone out. The package imports no authproxy
+// package but session and the internal ones.
 package cookie
 
 import (
@@ -19,12 +21,10 @@ import (
 	"time"
 
 	"github.com/gorilla/securecookie"
-)
 
-// ErrNoSession means the request carries no usable session: the cookie is
-// missing, tampered with, expired, or sealed with a key no longer configured.
-// Callers treat it as "log in again"; it is never a server error.
-var ErrNoSession = errors.New("no valid session")
+	"github.com/authproxy/authproxy/internal/ascii"
+	"github.com/authproxy/authproxy/session"
+)
 
 // ErrTooLarge means a session does not fit in the cookies a browser keeps
 // for one site (maxChunks chunks); such a session belongs in a server-side
@@ -47,37 +47,6 @@ const (
 	// login page.
 	DefaultLoginTTL = 10 * time.Minute
 )
-
-// Session is what a completed login leaves behind. It is a plain value.
-type Session struct {
-	// User is the value of the configured ID-token claim (sub by default).
-	User  string `json:"u,omitempty"`
-	Email string `json:"e,omitempty"`
-	Name  string `json:"n,omitempty"`
-	// IDToken is the raw ID token, kept as id_token_hint for logout.
-	IDToken string `json:"t,omitempty"`
-	// Expiry ends the session whatever the ID token's own expiry says.
-	Expiry time.Time `json:"x"`
-	// Claims keeps the ID-token claims that access rules or extra headers
-	// read (groups, roles, email_verified), and only those: the cookie
-	// should stay small.
-	Claims map[string]any `json:"c,omitempty"`
-	// AccessToken is kept only when it is passed to the upstream (opt-in).
-	AccessToken string `json:"a,omitempty"`
-	// SID is the provider's session id (the ID token's sid claim), which
-	// back-channel logout names.
-	SID string `json:"s,omitempty"`
-	// Ticket, in a cookie of a server-side store, stands for a session
-	// kept elsewhere; such a cookie carries nothing else but Expiry.
-	Ticket string `json:"k,omitempty"`
-	// RefreshToken renews the tokens at the provider before TokenExpiry;
-	// present only with the offline_access scope.
-	RefreshToken string    `json:"r,omitempty"`
-	TokenExpiry  time.Time `json:"y,omitzero"`
-	// Seen is when the session was last used, for the idle timeout; it is
-	// rewritten at most every quarter of that timeout.
-	Seen time.Time `json:"l,omitzero"`
-}
 
 // Login is the state of one login in progress. Each login has its own cookie,
 // named after its state, so logins started in parallel tabs do not collide.
@@ -103,8 +72,9 @@ type Config struct {
 	// Secure reports whether the request reached the proxy over https, which
 	// marks cookies Secure. Nil means never.
 	Secure func(*http.Request) bool
-	// Lifetime bounds a session; the cookie lives exactly as long.
-	Lifetime time.Duration
+	// Policy bounds sessions (Lifetime is required); the cookie lives as
+	// long as the session's Expiry.
+	Policy session.Policy
 	// LoginTTL bounds a login in progress (DefaultLoginTTL when zero).
 	LoginTTL time.Duration
 	// Secrets are 32 or 64 random bytes each. The first encodes; all decode.
@@ -114,16 +84,10 @@ type Config struct {
 	// CacheSize bounds the cache of verified sessions (DefaultCacheSize
 	// when zero; negative disables it).
 	CacheSize int
-	// Idle ends a session not used for this long (0: never).
-	Idle time.Duration
-	// Tickets makes the session cookie carry a server-side store's ticket
-	// instead of the session: Load then accepts only ticket cookies, and
-	// without it only session cookies. Switching stores means logging in
-	// again, never a half-read session.
-	Tickets bool
 }
 
-// Store reads and writes authproxy's cookies.
+// Store keeps sessions in cookies and writes the login cookies. It is a
+// session.Store, safe for concurrent use.
 type Store struct {
 	cfg         Config
 	codecs      []securecookie.Codec
@@ -143,8 +107,8 @@ func NewStore(cfg Config) (*Store, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	if cfg.Lifetime <= 0 {
-		return nil, errors.New("cookie: session lifetime must be positive")
+	if err := cfg.Policy.Check(); err != nil {
+		return nil, fmt.Errorf("cookie: %w", err)
 	}
 	if len(cfg.Secrets) == 0 {
 		return nil, errors.New("cookie: at least one secret is required")
@@ -166,14 +130,16 @@ func NewStore(cfg Config) (*Store, error) {
 		}
 		// No length limit in the codec: Save checks the size itself, to
 		// report ErrTooLarge. (Decoding is bounded by what read joins.)
-		s.codecs = append(s.codecs, newCodec(hashKey, blockKey, cfg.Lifetime, 0))
+		s.codecs = append(s.codecs, newCodec(hashKey, blockKey, cfg.Policy.Lifetime, 0))
 		s.loginCodecs = append(s.loginCodecs, newCodec(hashKey, blockKey, cfg.LoginTTL, chunkSize))
 	}
 	return s, nil
 }
 
 // deriveKeys splits one configured secret into independent HMAC and AES keys,
-// so the operator manages a single value per key generation.
+// so the operator manages a single value per key generation. (redisstore
+// derives its ticket cookie's keys from the same secrets under other
+// labels, so neither store's cookie decodes as the other's.)
 func deriveKeys(secret []byte) (hashKey, blockKey []byte, err error) {
 	hashKey, err = hkdf.Key(sha256.New, secret, nil, "authproxy cookie hmac", 32)
 	if err != nil {
@@ -194,18 +160,10 @@ func newCodec(hashKey, blockKey []byte, maxAge time.Duration, maxLen int) *secur
 	return c
 }
 
-// Touch reports whether sess should be saved again to record its use for
-// the idle timeout, and sets Seen if so.
-func (s *Store) Touch(sess *Session) bool {
-	if s.cfg.Idle <= 0 {
-		return false
-	}
-	now := s.cfg.Now()
-	if now.Sub(sess.Seen) < s.cfg.Idle/4 {
-		return false
-	}
-	sess.Seen = now
-	return true
+// Touch records a use of sess for the idle timeout and reports whether it
+// must be saved for it (session.Policy.Touch).
+func (s *Store) Touch(sess *session.Session) bool {
+	return s.cfg.Policy.Touch(sess, s.cfg.Now())
 }
 
 // Name returns the session cookie's name.
@@ -219,40 +177,42 @@ func (s *Store) IsOwn(name string) bool {
 }
 
 // Load returns the request's session. Any problem with the cookie yields an
-// error wrapping ErrNoSession.
-func (s *Store) Load(r *http.Request) (Session, error) {
+// error wrapping session.ErrNoSession. The session's ID is always empty:
+// nothing is kept on a server.
+func (s *Store) Load(r *http.Request) (session.Session, error) {
 	value, err := s.read(r)
 	if err != nil {
-		return Session{}, err
-	}
-	sess, cached := s.cache.get(value)
-	if !cached {
-		if sess, err = s.decode(value); err != nil {
-			return Session{}, err
-		}
+		return session.Session{}, err
 	}
 	now := s.cfg.Now()
-	if (s.cfg.Tickets != (sess.Ticket != "")) || (!s.cfg.Tickets && sess.User == "") || !now.Before(sess.Expiry) ||
-		(s.cfg.Idle > 0 && !sess.Seen.IsZero() && now.Sub(sess.Seen) >= s.cfg.Idle) {
+	sess, cached := s.cache.get(value, now)
+	if !cached {
+		if sess, err = s.decode(value); err != nil {
+			return session.Session{}, err
+		}
+	}
+	// No user: a ticket cookie that an earlier version's Redis store sealed
+	// with these keys. Not a session.
+	if sess.User == "" || s.cfg.Policy.Ended(&sess, now) {
 		if cached {
 			s.cache.remove(value)
 		}
-		return Session{}, errExpired
+		return session.Session{}, errExpired
 	}
 	if !cached {
-		s.cache.put(value, sess)
+		s.cache.put(value, sess, now)
 	}
 	return sess, nil
 }
 
-var errExpired = fmt.Errorf("%w: session expired", ErrNoSession)
+var errExpired = fmt.Errorf("%w: session expired", session.ErrNoSession)
 
 // decode verifies and decrypts a session value. (Apart from Load so that a
 // cache hit does not pay for the heap-allocated decode target.)
-func (s *Store) decode(value string) (Session, error) {
-	var sess Session
+func (s *Store) decode(value string) (session.Session, error) {
+	var sess session.Session
 	if err := securecookie.DecodeMulti(s.cfg.Name, value, &sess, s.codecs...); err != nil {
-		return Session{}, fmt.Errorf("%w: %w", ErrNoSession, err)
+		return session.Session{}, fmt.Errorf("%w: %w", session.ErrNoSession, err)
 	}
 	return sess, nil
 }
@@ -271,15 +231,15 @@ func (s *Store) read(r *http.Request) (string, error) {
 		b.WriteString(v)
 	}
 	if b.Len() == 0 {
-		return "", fmt.Errorf("%w: no cookie", ErrNoSession)
+		return "", fmt.Errorf("%w: no cookie", session.ErrNoSession)
 	}
 	return b.String(), nil
 }
 
 // Save writes sess, split into chunks when it does not fit one cookie, and
 // expires whatever whole or chunked cookie the request still carries from an
-// earlier, differently sized session.
-func (s *Store) Save(w http.ResponseWriter, r *http.Request, sess Session) error {
+// earlier, differently sized session. sess.ID is not stored.
+func (s *Store) Save(w http.ResponseWriter, r *http.Request, sess session.Session) error {
 	value, err := securecookie.EncodeMulti(s.cfg.Name, sess, s.codecs...)
 	if err != nil {
 		return fmt.Errorf("cookie: encode session: %w", err)
@@ -412,15 +372,4 @@ func (s *Store) cookie(r *http.Request, name, value string, maxAge int) *http.Co
 
 // validName accepts the characters of base64url, which is all authproxy ever
 // puts into a cookie name.
-func validName(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
-			return false
-		}
-	}
-	return true
-}
+func validName(s string) bool { return ascii.IsName(s, "") }

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/authproxy/authproxy/session"
 )
 
 var (
@@ -18,7 +20,7 @@ var (
 
 func newStore(t testing.TB, now *time.Time, secrets ...[]byte) *Store {
 	t.Helper()
-	s, err := NewStore(Config{Lifetime: 12 * time.Hour, Secrets: secrets, Now: func() time.Time { return *now }})
+	s, err := NewStore(Config{Policy: session.Policy{Lifetime: 12 * time.Hour}, Secrets: secrets, Now: func() time.Time { return *now }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -26,7 +28,7 @@ func newStore(t testing.TB, now *time.Time, secrets ...[]byte) *Store {
 }
 
 // save runs Save and returns the cookies a browser would now send.
-func save(t testing.TB, s *Store, prior []*http.Cookie, sess Session) []*http.Cookie {
+func save(t testing.TB, s *Store, prior []*http.Cookie, sess session.Session) []*http.Cookie {
 	t.Helper()
 	r := httptest.NewRequest("GET", "/", nil)
 	for _, c := range prior {
@@ -58,7 +60,7 @@ func jar(have, set []*http.Cookie) []*http.Cookie {
 	return out
 }
 
-func load(s *Store, cookies []*http.Cookie) (Session, error) {
+func load(s *Store, cookies []*http.Cookie) (session.Session, error) {
 	r := httptest.NewRequest("GET", "/", nil)
 	for _, c := range cookies {
 		r.AddCookie(c)
@@ -69,7 +71,7 @@ func load(s *Store, cookies []*http.Cookie) (Session, error) {
 func TestSessionRoundTrip(t *testing.T) {
 	now := t0
 	s := newStore(t, &now, keyA)
-	want := Session{User: "alice", Email: "a@example.com", IDToken: "tok", Expiry: now.Add(time.Hour)}
+	want := session.Session{User: "alice", Email: "a@example.com", IDToken: "tok", Expiry: now.Add(time.Hour)}
 	got, err := load(s, save(t, s, nil, want))
 	if err != nil {
 		t.Fatal(err)
@@ -82,8 +84,8 @@ func TestSessionRoundTrip(t *testing.T) {
 func TestSessionRejected(t *testing.T) {
 	now := t0
 	s := newStore(t, &now, keyA)
-	valid := save(t, s, nil, Session{User: "alice", Expiry: now.Add(time.Hour)})
-	other := save(t, newStore(t, &now, keyB), nil, Session{User: "mallory", Expiry: now.Add(time.Hour)})
+	valid := save(t, s, nil, session.Session{User: "alice", Expiry: now.Add(time.Hour)})
+	other := save(t, newStore(t, &now, keyB), nil, session.Session{User: "mallory", Expiry: now.Add(time.Hour)})
 	flip := func(v string, i int) string {
 		b := []byte(v)
 		b[i] ^= 1
@@ -113,8 +115,8 @@ func TestSessionRejected(t *testing.T) {
 			now = t0.Add(tt.advance)
 			defer func() { now = t0 }()
 			sess, err := load(s, tt.cookies)
-			if !errors.Is(err, ErrNoSession) {
-				t.Errorf("Load = %+v, %v; want ErrNoSession", sess, err)
+			if !errors.Is(err, session.ErrNoSession) {
+				t.Errorf("Load = %+v, %v; want session.ErrNoSession", sess, err)
 			}
 		})
 	}
@@ -131,25 +133,25 @@ func loginValue(t *testing.T, s *Store) string {
 func TestKeyRotation(t *testing.T) {
 	now := t0
 	old := newStore(t, &now, keyA)
-	cookies := save(t, old, nil, Session{User: "alice", Expiry: now.Add(time.Hour)})
+	cookies := save(t, old, nil, session.Session{User: "alice", Expiry: now.Add(time.Hour)})
 
 	rotated := newStore(t, &now, keyB, keyA)
 	if got, err := load(rotated, cookies); err != nil || got.User != "alice" {
 		t.Errorf("rotated store: Load = %+v, %v; want alice", got, err)
 	}
-	resaved := save(t, rotated, cookies, Session{User: "alice", Expiry: now.Add(time.Hour)})
+	resaved := save(t, rotated, cookies, session.Session{User: "alice", Expiry: now.Add(time.Hour)})
 	if _, err := load(newStore(t, &now, keyB), resaved); err != nil {
 		t.Errorf("cookie re-saved after rotation not readable with the new key alone: %v", err)
 	}
-	if _, err := load(newStore(t, &now, keyB), cookies); !errors.Is(err, ErrNoSession) {
-		t.Errorf("old-key cookie after the key was removed: err = %v, want ErrNoSession", err)
+	if _, err := load(newStore(t, &now, keyB), cookies); !errors.Is(err, session.ErrNoSession) {
+		t.Errorf("old-key cookie after the key was removed: err = %v, want session.ErrNoSession", err)
 	}
 }
 
 func TestChunking(t *testing.T) {
 	now := t0
 	s := newStore(t, &now, keyA)
-	big := Session{User: "alice", IDToken: strings.Repeat("x", 9000), Expiry: now.Add(time.Hour)}
+	big := session.Session{User: "alice", IDToken: strings.Repeat("x", 9000), Expiry: now.Add(time.Hour)}
 	chunked := save(t, s, nil, big)
 	if len(chunked) < 3 {
 		t.Fatalf("a 9 kB session was written as %d cookies, want chunks", len(chunked))
@@ -164,7 +166,7 @@ func TestChunking(t *testing.T) {
 	}
 
 	// A smaller session replaces the chunk set and expires every old chunk.
-	small := save(t, s, chunked, Session{User: "bob", Expiry: now.Add(time.Hour)})
+	small := save(t, s, chunked, session.Session{User: "bob", Expiry: now.Add(time.Hour)})
 	if len(small) != 1 || small[0].Name != DefaultName {
 		t.Errorf("after shrinking, browser holds %v, want only %s", names(small), DefaultName)
 	}
@@ -181,10 +183,10 @@ func TestChunking(t *testing.T) {
 	}
 
 	// A missing chunk is a broken session, not a crash.
-	if _, err := load(s, chunked[1:]); !errors.Is(err, ErrNoSession) {
+	if _, err := load(s, chunked[1:]); !errors.Is(err, session.ErrNoSession) {
 		t.Errorf("missing first chunk: err = %v", err)
 	}
-	if _, err := load(s, chunked[:len(chunked)-1]); !errors.Is(err, ErrNoSession) {
+	if _, err := load(s, chunked[:len(chunked)-1]); !errors.Is(err, session.ErrNoSession) {
 		t.Errorf("missing last chunk: err = %v", err)
 	}
 }
@@ -192,7 +194,7 @@ func TestChunking(t *testing.T) {
 func TestClearExpiresEverything(t *testing.T) {
 	now := t0
 	s := newStore(t, &now, keyA)
-	cookies := save(t, s, nil, Session{User: "alice", IDToken: strings.Repeat("x", 9000), Expiry: now.Add(time.Hour)})
+	cookies := save(t, s, nil, session.Session{User: "alice", IDToken: strings.Repeat("x", 9000), Expiry: now.Add(time.Hour)})
 	r := httptest.NewRequest("GET", "/", nil)
 	for _, c := range cookies {
 		r.AddCookie(c)
@@ -259,10 +261,10 @@ func TestIsOwn(t *testing.T) {
 
 func TestNewStoreRejects(t *testing.T) {
 	for name, cfg := range map[string]Config{
-		"no secret":       {Lifetime: time.Hour},
-		"short secret":    {Lifetime: time.Hour, Secrets: [][]byte{make([]byte, 16)}},
+		"no secret":       {Policy: session.Policy{Lifetime: time.Hour}},
+		"short secret":    {Policy: session.Policy{Lifetime: time.Hour}, Secrets: [][]byte{make([]byte, 16)}},
 		"no lifetime":     {Secrets: [][]byte{keyA}},
-		"bad cookie name": {Lifetime: time.Hour, Secrets: [][]byte{keyA}, Name: "a b;"},
+		"bad cookie name": {Policy: session.Policy{Lifetime: time.Hour}, Secrets: [][]byte{keyA}, Name: "a b;"},
 	} {
 		if _, err := NewStore(cfg); err == nil {
 			t.Errorf("%s: NewStore succeeded", name)
@@ -284,7 +286,7 @@ func names(cs []*http.Cookie) []string {
 func FuzzLoad(f *testing.F) {
 	now := t0
 	s := newStore(f, &now, keyA)
-	valid := save(f, s, nil, Session{User: "alice", Expiry: now.Add(time.Hour)})[0].Value
+	valid := save(f, s, nil, session.Session{User: "alice", Expiry: now.Add(time.Hour)})[0].Value
 	f.Add(valid)
 	f.Add(valid[:len(valid)/2])
 	f.Add("")
@@ -303,8 +305,8 @@ func FuzzLoad(f *testing.F) {
 			if err == nil && (sess.User != "alice" || !sess.Expiry.Equal(now.Add(time.Hour))) {
 				t.Fatalf("Load accepted a forged value: %q -> %+v", value, sess)
 			}
-			if err != nil && !errors.Is(err, ErrNoSession) {
-				t.Fatalf("Load error %v does not wrap ErrNoSession", err)
+			if err != nil && !errors.Is(err, session.ErrNoSession) {
+				t.Fatalf("Load error %v does not wrap session.ErrNoSession", err)
 			}
 		}
 	})
@@ -312,14 +314,14 @@ func FuzzLoad(f *testing.F) {
 
 func TestCookieAttributes(t *testing.T) {
 	for _, secure := range []bool{false, true} {
-		s, err := NewStore(Config{Lifetime: time.Hour, Secrets: [][]byte{keyA}, Domain: "example.test",
+		s, err := NewStore(Config{Policy: session.Policy{Lifetime: time.Hour}, Secrets: [][]byte{keyA}, Domain: "example.test",
 			Secure: func(*http.Request) bool { return secure }})
 		if err != nil {
 			t.Fatal(err)
 		}
 		w := httptest.NewRecorder()
 		r := httptest.NewRequest("GET", "/", nil)
-		if err := s.Save(w, r, Session{User: "alice", Expiry: time.Now().Add(30 * time.Minute)}); err != nil {
+		if err := s.Save(w, r, session.Session{User: "alice", Expiry: time.Now().Add(30 * time.Minute)}); err != nil {
 			t.Fatal(err)
 		}
 		if err := s.SaveLogin(w, r, Login{State: strings.Repeat("s", 43)}); err != nil {

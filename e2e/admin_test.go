@@ -14,11 +14,15 @@ import (
 	"time"
 )
 
+// revalidateEvery is proxy.DefaultRevalidate, which the binary uses: how
+// often the proxy checks a long-lived connection's session.
+const revalidateEvery = 15 * time.Second
+
 // streamCloseWithin bounds how long an event stream may outlive the
-// revocation of its session: the proxy checks a long-lived connection's
-// session every 15 s (proxy.DefaultRevalidate, which the binary uses), plus
-// slack for a loaded machine.
-const streamCloseWithin = 15*time.Second + 5*time.Second
+// revocation of its session: one revalidation interval, plus slack for a
+// loaded machine. It stays well below sseMaxLife, so that a proxy that
+// never closes the stream still fails.
+const streamCloseWithin = revalidateEvery + 45*time.Second
 
 // TestAdminAPI drives the session admin API on replica A's internal listener
 // while the user works through replica B.
@@ -102,9 +106,11 @@ func TestAdminAPI(t *testing.T) {
 	}
 	// An event stream through B for each browser.
 	var streams [2]*sseStream
+	var opened [2]time.Time // the proxy's revalidation ticker of each started before this
 	for i, ck := range cookies {
 		streams[i] = openSSE(t, rs.URL("b", fmt.Sprintf("/events?stream=%d", i+1)), ck)
-		if ev := streams[i].next(t, 5*time.Second); ev != "hello "+user {
+		opened[i] = time.Now()
+		if ev := streams[i].next(t); ev != "hello "+user {
 			t.Fatalf("stream %d: first event %q, want %q", i+1, ev, "hello "+user)
 		}
 	}
@@ -130,15 +136,18 @@ func TestAdminAPI(t *testing.T) {
 
 	closed1 := streams[0].waitEnd(t, revoked, streamCloseWithin)
 	t.Logf("stream 1 (revoked session) closed %s after the revocation (client saw: %v)", closed1.Round(time.Millisecond), streams[0].err)
-	sse.checkEnded(t, "1", time.Second)
-	// Stream 2 has been checked at about the same moment (both opened
-	// together, every 15 s): it is alive and still delivering.
-	time.Sleep(time.Second)
+	sse.checkEnded(t, "1")
+	// Stream 2's session has been checked since the revocation: its first
+	// revalidation was due revalidateEvery after it opened, later than the
+	// one that closed stream 1. It is alive and still delivering. (Its
+	// ticker may fire late on a busy machine; then this checks less, but
+	// cannot fail wrongly.)
+	time.Sleep(time.Until(opened[1].Add(revalidateEvery + time.Second)))
 	if streams[1].ended() {
 		t.Fatalf("stream 2 (session alive) closed too: %v", streams[1].err)
 	}
 	streams[1].drain()
-	if ev := streams[1].next(t, 3*time.Second); !strings.HasPrefix(ev, "tick ") {
+	if ev := streams[1].next(t); !strings.HasPrefix(ev, "tick ") {
 		t.Errorf("stream 2 after stream 1 closed: event %q, want a tick", ev)
 	}
 
@@ -158,7 +167,7 @@ func TestAdminAPI(t *testing.T) {
 	}
 	closed2 := streams[1].waitEnd(t, revokedAll, streamCloseWithin)
 	t.Logf("stream 2 closed %s after revoking all (client saw: %v)", closed2.Round(time.Millisecond), streams[1].err)
-	sse.checkEnded(t, "2", time.Second)
+	sse.checkEnded(t, "2")
 	checkServedNoError(t, rs)
 }
 
@@ -281,11 +290,11 @@ func (s *sseUpstream) handler(rec *recorder) http.Handler {
 	})
 }
 
-// checkEnded fails t unless the upstream's handler of stream id returned
-// (its request was cancelled) within wait.
-func (s *sseUpstream) checkEnded(t *testing.T, id string, wait time.Duration) {
+// checkEnded fails t unless the upstream's handler of stream id returns
+// (its request is cancelled) within hangTimeout.
+func (s *sseUpstream) checkEnded(t *testing.T, id string) {
 	t.Helper()
-	deadline := time.Now().Add(wait)
+	deadline := time.Now().Add(hangTimeout)
 	for {
 		s.mu.Lock()
 		_, ok := s.ended[id]
@@ -311,7 +320,7 @@ type sseStream struct {
 }
 
 // sseMaxLife bounds a stream in the test, whatever the proxy does.
-const sseMaxLife = 2 * time.Minute
+const sseMaxLife = 5 * time.Minute
 
 // openSSE opens rawURL as an event stream with exactly cookie, as
 // EventSource does, and fails t unless it answers 200 text/event-stream.
@@ -359,16 +368,17 @@ func openSSE(t *testing.T, rawURL string, cookie *http.Cookie) *sseStream {
 	return s
 }
 
-// next returns the next event's data, failing t if none comes within wait.
-func (s *sseStream) next(t *testing.T, wait time.Duration) string {
+// next returns the next event's data, failing t if none comes within
+// hangTimeout (the upstream sends one every 200ms).
+func (s *sseStream) next(t *testing.T) string {
 	t.Helper()
 	select {
 	case ev := <-s.events:
 		return ev
 	case <-s.done:
 		t.Fatalf("event stream ended (%v) while waiting for an event", s.err)
-	case <-time.After(wait):
-		t.Fatalf("no event within %s", wait)
+	case <-time.After(hangTimeout):
+		t.Fatalf("no event within %s", hangTimeout)
 	}
 	return ""
 }

@@ -8,10 +8,11 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
-	"time"
 )
 
 // proxyConfig is how a test configures one authproxy process. Only the
@@ -36,7 +37,7 @@ type authproxy struct {
 }
 
 // proxyReadyTimeout bounds the start and the first successful discovery.
-const proxyReadyTimeout = 30 * time.Second
+const proxyReadyTimeout = hangTimeout
 
 // newCookieSecret returns base64 of 32 random bytes.
 func newCookieSecret(t *testing.T) string {
@@ -96,10 +97,19 @@ func startProxy(t *testing.T, p *pki, cfg proxyConfig) *authproxy {
 		}
 	})
 
-	client := &http.Client{Timeout: 2 * time.Second}
+	client := &http.Client{Timeout: hangTimeout}
 	t.Cleanup(client.CloseIdleConnections)
+	probes := 0
 	proc.waitFor(t, "200 from GET /readyz", proxyReadyTimeout, func() error {
-		resp, err := client.Get(base + "/readyz")
+		req, err := http.NewRequest(http.MethodGet, base+"/readyz", nil)
+		if err != nil {
+			return err
+		}
+		// Marked as the suite's own, so that checks of the access log can
+		// tell these answers before readiness from the tests' requests.
+		probes++
+		req.Header.Set("X-Request-Id", fmt.Sprintf("%s%d", readinessProbeID, probes))
+		resp, err := client.Do(req)
 		if err != nil {
 			return err
 		}
@@ -110,6 +120,91 @@ func startProxy(t *testing.T, p *pki, cfg proxyConfig) *authproxy {
 		return nil
 	})
 	return ap
+}
+
+// readinessProbeID prefixes the X-Request-Id of startProxy's polls of
+// /readyz. A proxy answers 503 until its first provider discovery is done,
+// which on a busy machine may take a while: those answers are the suite
+// waiting, not errors.
+const readinessProbeID = "e2e-readiness-"
+
+// logSyncID prefixes the X-Request-Id of syncLog's requests.
+const logSyncID = "e2e-log-sync-"
+
+// syncLog sends the proxy a probe of its own and waits until the suite has
+// read its access-log line. The proxy writes a request's line before it
+// finishes the response, on one pipe, so afterwards the output holds the
+// line of every request answered before syncLog was called, and anything
+// logged before them: a check of the log cannot miss a line that was merely
+// slow to arrive. Probes are logged at debug level, startProxy's default.
+func (ap *authproxy) syncLog(t *testing.T) {
+	t.Helper()
+	if !slices.Contains(ap.Env, "AUTHPROXY_LOG_LEVEL=debug") {
+		t.Fatalf("syncLog needs the proxy's access log of probes: AUTHPROXY_LOG_LEVEL=debug")
+	}
+	id := logSyncID + randomToken(t)
+	req, err := http.NewRequest(http.MethodGet, ap.URL.String()+"/healthz", nil)
+	if err != nil {
+		t.Fatalf("new request: %v", err)
+	}
+	req.Header.Set("X-Request-Id", id)
+	client := &http.Client{Timeout: hangTimeout}
+	defer client.CloseIdleConnections()
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatalf("GET /healthz to sync the log: %v", err)
+	}
+	resp.Body.Close()
+	ap.waitFor(t, "the access-log line of request "+id, hangTimeout, func() error {
+		if !strings.Contains(ap.out.String(), "request_id="+id) {
+			return fmt.Errorf("not logged yet")
+		}
+		return nil
+	})
+}
+
+// accessLog returns the proxy's access-log lines (msg=request) so far,
+// complete up to now (syncLog), each as its fields, without the suite's own
+// readiness and sync probes.
+func (ap *authproxy) accessLog(t *testing.T) []map[string]string {
+	t.Helper()
+	ap.syncLog(t)
+	var out []map[string]string
+	for line := range strings.Lines(ap.out.String()) {
+		f := logFields(line)
+		if f["msg"] != "request" || strings.HasPrefix(f["request_id"], readinessProbeID) || strings.HasPrefix(f["request_id"], logSyncID) {
+			continue
+		}
+		out = append(out, f)
+	}
+	return out
+}
+
+// logFields parses a line of slog's text format (key=value, values quoted
+// when they need it) into its fields; what it cannot parse, it skips.
+func logFields(line string) map[string]string {
+	f := map[string]string{}
+	rest := strings.TrimSpace(line)
+	for rest != "" {
+		key, after, ok := strings.Cut(rest, "=")
+		if !ok || strings.ContainsAny(key, " \"") {
+			return f
+		}
+		var val string
+		if strings.HasPrefix(after, `"`) {
+			q, err := strconv.QuotedPrefix(after)
+			if err != nil {
+				return f
+			}
+			val, _ = strconv.Unquote(q)
+			after = after[len(q):]
+		} else {
+			val, after, _ = strings.Cut(after, " ")
+		}
+		f[key] = val
+		rest = strings.TrimLeft(after, " ")
+	}
+	return f
 }
 
 // inheritedEnv is the suite's environment without any AUTHPROXY_* or AUTH0_*

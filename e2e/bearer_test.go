@@ -29,6 +29,11 @@ const (
 	shortLivedTTL = 3 // seconds
 )
 
+// jwksRefetchInterval is oidc.DefaultKeyRefetchInterval, which the binary
+// uses: the proxy fetches the provider's keys for an unknown kid or a bad
+// signature at most once per interval.
+const jwksRefetchInterval = 10 * time.Second
+
 // bearerRules lets the machine client into /api/machines/, members of
 // api-users (a custom claim the provider also puts in access tokens) into
 // /api/, and verified example.test addresses into the rest.
@@ -159,12 +164,25 @@ func TestBearerAccessToken(t *testing.T) {
 	if c := mustClaims(t, proxyIDToken); !audienceIs(c["aud"], s.Client.ClientID) {
 		t.Fatalf("the proxy's ID token has aud %v, want %q", c["aud"], s.Client.ClientID)
 	}
-	shortToken := tp.clientCredentials(machine, shortLivedAPI)
-	if c := mustClaims(t, shortToken); c["aud"] != apiAudience {
-		t.Fatalf("short-lived token aud = %v, want %q", c["aud"], apiAudience)
-	}
-	if p := tp.call(t, "/api/machines/short-lived-fresh", "Bearer "+shortToken, nil); p.Status != http.StatusOK {
-		t.Fatalf("fresh short-lived token: status %d, want 200; body:\n%s", p.Status, p.Body)
+	// The short-lived token works while fresh. On a loaded machine it may
+	// expire between its issue and its use: only a refusal while it was
+	// still valid is a failure; an expired one is replaced and tried again.
+	var shortToken string
+	for attempt := 1; ; attempt++ {
+		shortToken = tp.clientCredentials(machine, shortLivedAPI)
+		c := mustClaims(t, shortToken)
+		if c["aud"] != apiAudience {
+			t.Fatalf("short-lived token aud = %v, want %q", c["aud"], apiAudience)
+		}
+		exp, _ := c["exp"].(float64)
+		p := tp.call(t, fmt.Sprintf("/api/machines/short-lived-fresh?attempt=%d", attempt), "Bearer "+shortToken, nil)
+		if p.Status == http.StatusOK {
+			break
+		}
+		if time.Now().Before(time.Unix(int64(exp), 0)) || attempt == 5 {
+			t.Fatalf("fresh short-lived token (attempt %d): status %d, want 200; body:\n%s", attempt, p.Status, p.Body)
+		}
+		t.Logf("short-lived token expired before it was used (attempt %d): the machine is slow; trying a new one", attempt)
 	}
 	otherToken := tp.clientCredentials(machine, otherAPI)
 	if c := mustClaims(t, otherToken); c["aud"] != otherAPI {
@@ -193,11 +211,13 @@ func TestBearerAccessToken(t *testing.T) {
 	// that the first token failing its signature check may refetch the keys
 	// (a rotated key) and the others must not.
 	exp, _ := mustClaims(t, shortToken)["exp"].(float64)
-	wait := max(time.Until(time.Unix(int64(exp), 0).Add(time.Second)), time.Until(keysFetched.Add(10*time.Second+500*time.Millisecond)))
+	wait := max(time.Until(time.Unix(int64(exp), 0).Add(time.Second)), time.Until(keysFetched.Add(jwksRefetchInterval+500*time.Millisecond)))
 	t.Logf("waiting %s for the short-lived token to expire and the JWKS refetch interval to pass", wait.Round(time.Millisecond))
 	time.Sleep(wait)
 
+	var refusing time.Duration
 	requests = s.providerRequestsDuring(t, func() {
+		defer func(start time.Time) { refusing = time.Since(start) }(time.Now())
 		for i, c := range refused {
 			t.Run(c.name, func(t *testing.T) {
 				pathQuery := fmt.Sprintf("/api/machines/refused?case=%d", i)
@@ -223,8 +243,12 @@ func TestBearerAccessToken(t *testing.T) {
 			t.Errorf("while refusing %d bad tokens, the provider served %v, want only JWKS fetches", len(refused), r)
 		}
 	}
-	if len(requests) > 1 {
-		t.Errorf("while refusing %d bad tokens, the proxy fetched the JWKS %d times, want at most once: %v", len(refused), len(requests), requests)
+	// One fetch per refetch interval that passed: on a slow machine the
+	// refusals may span more than one. A fetch per bad token would still
+	// show as about len(refused).
+	if allowed := 1 + int(refusing/jwksRefetchInterval); len(requests) > allowed {
+		t.Errorf("while refusing %d bad tokens in %s, the proxy fetched the JWKS %d times, want at most %d (one per %s): %v",
+			len(refused), refusing.Round(time.Millisecond), len(requests), allowed, jwksRefetchInterval, requests)
 	}
 	t.Logf("refusing %d bad tokens cost %d provider requests", len(refused), len(requests))
 }
@@ -246,8 +270,8 @@ func newTokenClient(t *testing.T, s *stack) *tokenClient {
 	t.Cleanup(api.CloseIdleConnections)
 	return &tokenClient{
 		t: t, s: s,
-		provider: &http.Client{Transport: tr, Timeout: 10 * time.Second},
-		api: &http.Client{Transport: api, Timeout: 10 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error {
+		provider: &http.Client{Transport: tr, Timeout: hangTimeout},
+		api: &http.Client{Transport: api, Timeout: hangTimeout, CheckRedirect: func(*http.Request, []*http.Request) error {
 			return http.ErrUseLastResponse
 		}},
 	}
@@ -370,21 +394,9 @@ func (s *stack) providerRequestsDuring(t *testing.T, f func()) []providerEvent {
 	if !s.Provider.Config.LogRequests {
 		t.Fatalf("providerRequestsDuring needs a provider started with LogRequests")
 	}
-	client := &http.Client{Transport: &http.Transport{TLSClientConfig: s.PKI.TLSConfig()}, Timeout: 5 * time.Second}
-	defer client.CloseIdleConnections()
-	mark := func() string {
-		path := "/e2e-marker/" + randomToken(t)
-		resp, err := client.Get(strings.TrimSuffix(s.Provider.Issuer, "/") + path)
-		if err != nil {
-			t.Fatalf("marker request: %v", err)
-		}
-		resp.Body.Close()
-		s.Provider.WaitEvent(t, "request", 5*time.Second, func(ev providerEvent) bool { return ev.String("path") == path })
-		return path
-	}
-	before := mark()
+	before := s.Provider.Mark(t)
 	f()
-	after := mark()
+	after := s.Provider.Mark(t)
 	var out []providerEvent
 	in := false
 	for _, ev := range s.Provider.Events("request") {

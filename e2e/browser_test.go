@@ -9,7 +9,6 @@ import (
 	"regexp"
 	"strings"
 	"testing"
-	"time"
 )
 
 // browser is a scripted, browser-like HTTP client: a cookie jar, no
@@ -61,7 +60,7 @@ func newBrowser(t *testing.T, p *pki) *browser {
 		client: &http.Client{
 			Jar:       jar,
 			Transport: tr,
-			Timeout:   15 * time.Second,
+			Timeout:   hangTimeout,
 			CheckRedirect: func(*http.Request, []*http.Request) error {
 				return http.ErrUseLastResponse
 			},

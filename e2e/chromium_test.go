@@ -53,7 +53,7 @@ func TestChromiumLogin(t *testing.T) {
 	t.Cleanup(cancelAlloc) // kills Chromium and waits for it
 	browserCtx, cancelBrowser := chromedp.NewContext(allocCtx)
 	t.Cleanup(cancelBrowser)
-	ctx, cancel := context.WithTimeout(browserCtx, 90*time.Second)
+	ctx, cancel := context.WithTimeout(browserCtx, hangTimeout)
 	defer cancel()
 
 	const user = "heidi"

@@ -12,6 +12,9 @@
 // The tests run only when AUTHPROXY_E2E=1 (`make test` sets it and installs
 // Node modules and Chromium); plain `go test ./...` skips them. With
 // AUTHPROXY_E2E=1, a missing dependency fails the suite instead of skipping.
+// The suite takes 3 to 6 minutes on an idle two-core machine and about twice
+// that on a busy one, close to `go test`'s default 10-minute -timeout:
+// `make test` passes -timeout 30m; pass it too when running it by hand.
 //
 // The package has no non-test code besides this comment: the harness lives in
 // the _test.go files (main_test.go, stack_test.go and their neighbours).

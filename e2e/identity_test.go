@@ -221,7 +221,7 @@ func verifyAssertion(token string, jwks jose.JSONWebKeySet) (assertionClaims, st
 // fetchAssertionJWKS gets the proxy's JWKS as an upstream would.
 func fetchAssertionJWKS(t *testing.T, url string) jose.JSONWebKeySet {
 	t.Helper()
-	client := &http.Client{Timeout: 5 * time.Second}
+	client := &http.Client{Timeout: hangTimeout}
 	defer client.CloseIdleConnections()
 	resp, err := client.Get(url)
 	if err != nil {

@@ -7,7 +7,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
 )
 
 // TestLoginFlow drives the whole authorization-code flow through the proxy
@@ -41,7 +40,7 @@ func TestLoginFlow(t *testing.T) {
 			}
 
 			// The provider issued the tokens for this sub.
-			s.Provider.WaitEvent(t, "grant.success", 5*time.Second, func(ev providerEvent) bool {
+			s.Provider.WaitEvent(t, "grant.success", func(ev providerEvent) bool {
 				return ev.String("sub") == tc.user && ev.String("client_id") == s.Client.ClientID
 			})
 

@@ -13,7 +13,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
 )
 
 // nginxPath is Debian's nginx package.
@@ -24,7 +23,7 @@ const nginxPath = "/usr/sbin/nginx"
 const nginxConfFile = "deploy/nginx/authproxy.conf"
 
 // nginxReadyTimeout bounds nginx's start.
-const nginxReadyTimeout = 10 * time.Second
+const nginxReadyTimeout = hangTimeout
 
 // requireNginx fails t when nginx, or its auth_request module, is missing,
 // saying how to install it.
@@ -145,7 +144,7 @@ http {
 			}
 		}
 	})
-	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: p.TLSConfig()}}
+	client := &http.Client{Timeout: hangTimeout, Transport: &http.Transport{TLSClientConfig: p.TLSConfig()}}
 	t.Cleanup(client.CloseIdleConnections)
 	n.waitFor(t, "an HTTPS answer on "+n.URL.String(), nginxReadyTimeout, func() error {
 		resp, err := client.Get(n.URL.String() + "/auth/check")
@@ -266,7 +265,7 @@ func TestNginxAuthRequest(t *testing.T) {
 			req.Header = apiHeaders()
 			tr := &http.Transport{TLSClientConfig: p.TLSConfig()}
 			defer tr.CloseIdleConnections()
-			resp, err := (&http.Client{Transport: tr, Timeout: 15 * time.Second}).Do(req)
+			resp, err := (&http.Client{Transport: tr, Timeout: hangTimeout}).Do(req)
 			if err != nil {
 				t.Fatalf("GET %s with Host %q: %v", pathQuery, req.Host, err)
 			}
@@ -315,7 +314,7 @@ func TestNginxAuthRequest(t *testing.T) {
 	if want := `<h1 id="user">` + html.EscapeString(user) + `</h1>`; !strings.Contains(pg.Body, want) {
 		t.Errorf("app page does not show the user %q:\n%s", user, pg.Body)
 	}
-	prov.WaitEvent(t, "grant.success", 5*time.Second, func(ev providerEvent) bool {
+	prov.WaitEvent(t, "grant.success", func(ev providerEvent) bool {
 		return ev.String("sub") == user && ev.String("client_id") == client.ClientID
 	})
 	seen := app.ByRequestURI(start)
@@ -426,7 +425,7 @@ func TestNginxAuthRequest(t *testing.T) {
 	if landed.Status != http.StatusOK || landed.URL.String() != postLogout {
 		t.Errorf("after the provider's logout, landed on %d %s, want 200 %s; hops:\n%s", landed.Status, landed.URL, postLogout, b.HopsString())
 	}
-	prov.WaitEvent(t, "end_session.success", 5*time.Second, nil)
+	prov.WaitEvent(t, "end_session.success", nil)
 
 	// nginx sent authproxy /auth/ only; the app got everything else.
 	if seen := direct.Requests(); len(seen) != 0 {

@@ -47,7 +47,14 @@ func startProcess(t *testing.T, name string, cmd *exec.Cmd) *process {
 }
 
 // stopTimeout bounds a graceful stop before the process group is killed.
-const stopTimeout = 15 * time.Second
+const stopTimeout = hangTimeout
+
+// hangTimeout bounds every wait for something that is certain to happen (a
+// process getting ready, an event or log line being printed, a stream
+// ending): only a hang reaches it. It is minutes, not seconds, because a
+// machine running the race detector under other load can be many times
+// slower than a developer's; no test asserts how fast these things happen.
+const hangTimeout = 2 * time.Minute
 
 // stop sends SIGTERM to the process group and waits up to timeout for the
 // process to exit, then kills the group. It returns the exit status (nil for

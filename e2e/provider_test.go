@@ -108,10 +108,11 @@ type provider struct {
 	Issuer string   // https://127.0.0.1:PORT/ (trailing slash, like Auth0)
 	URL    *url.URL // the issuer, parsed
 	Config providerConfig
+	client *http.Client // trusts the suite's CA; for Mark
 }
 
 // providerReadyTimeout bounds Node's start and the first discovery answer.
-const providerReadyTimeout = 20 * time.Second
+const providerReadyTimeout = hangTimeout
 
 // startProvider writes cfg (with host, port, issuer and TLS files filled in
 // when empty) and starts provider/server.mjs on it, waiting until discovery
@@ -152,10 +153,10 @@ func startProvider(t *testing.T, p *pki, cfg providerConfig) *provider {
 
 	cmd := exec.Command(node, filepath.Join(dir, "server.mjs"), cfgFile)
 	cmd.Dir = dir
-	prov := &provider{process: startProcess(t, "oidc-provider", cmd), Issuer: cfg.Issuer, URL: issuer, Config: cfg}
-
-	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: p.TLSConfig()}}
+	client := &http.Client{Timeout: hangTimeout, Transport: &http.Transport{TLSClientConfig: p.TLSConfig()}}
 	t.Cleanup(client.CloseIdleConnections)
+	prov := &provider{process: startProcess(t, "oidc-provider", cmd), Issuer: cfg.Issuer, URL: issuer, Config: cfg, client: client}
+
 	discovery := strings.TrimSuffix(cfg.Issuer, "/") + "/.well-known/openid-configuration"
 	prov.waitFor(t, "discovery at "+discovery, providerReadyTimeout, func() error {
 		resp, err := client.Get(discovery)
@@ -199,11 +200,13 @@ func (p *provider) Events(name string) []providerEvent {
 	return events
 }
 
-// WaitEvent waits up to timeout for an event named name for which match
-// returns true (match may be nil), and fails t without one.
-func (p *provider) WaitEvent(t *testing.T, name string, timeout time.Duration, match func(providerEvent) bool) providerEvent {
+// WaitEvent waits for an event named name for which match returns true
+// (match may be nil), and fails t if none is printed within hangTimeout.
+// Use it for events that are certain to come; to assert that something did
+// not happen, or to count, read Events after Mark.
+func (p *provider) WaitEvent(t *testing.T, name string, match func(providerEvent) bool) providerEvent {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
+	deadline := time.Now().Add(hangTimeout)
 	for {
 		for _, ev := range p.Events(name) {
 			if match == nil || match(ev) {
@@ -211,10 +214,32 @@ func (p *provider) WaitEvent(t *testing.T, name string, timeout time.Duration, m
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("provider printed no matching %q event within %s; it printed:\n%s", name, timeout, p.out.String())
+			t.Fatalf("provider printed no matching %q event within %s; it printed:\n%s", name, hangTimeout, p.out.String())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// Mark sends the provider a request of its own and waits until the suite
+// has read its "request" event; it returns the request's path. The provider
+// prints each event before it answers the request that caused it, on one
+// pipe, so once the mark is read, so is every event of a request that was
+// answered before Mark was called: Events is then complete, without waiting
+// an arbitrary while for stragglers. Needs a provider started with
+// LogRequests.
+func (p *provider) Mark(t *testing.T) string {
+	t.Helper()
+	if !p.Config.LogRequests {
+		t.Fatalf("provider.Mark needs a provider started with LogRequests")
+	}
+	path := "/e2e-marker/" + randomToken(t)
+	resp, err := p.client.Get(strings.TrimSuffix(p.Issuer, "/") + path)
+	if err != nil {
+		t.Fatalf("marker request: %v", err)
+	}
+	resp.Body.Close()
+	p.WaitEvent(t, "request", func(ev providerEvent) bool { return ev.String("path") == path })
+	return path
 }
 
 // String returns the field as a string ("" when absent or not a string).

@@ -17,11 +17,20 @@ import (
 )
 
 // redisReadyTimeout bounds redis-server's start, until it answers PING.
-const redisReadyTimeout = 10 * time.Second
+const redisReadyTimeout = hangTimeout
 
 // recoverWithin bounds how long the proxy may answer 503 after Redis is
-// back: go-redis probes a server it gave up dialing once a second.
-const recoverWithin = 3 * time.Second
+// back. go-redis probes a server it gave up dialing once a second, so it
+// takes about a second; the bound is generous for a loaded machine and
+// still fails a proxy that never reconnects.
+const recoverWithin = 30 * time.Second
+
+// outageAnswerWithin bounds each answer while Redis is down. With the server
+// gone, the store's calls fail at once (connection refused) and the proxy
+// answers 503 in milliseconds; the bound catches a request that waits on the
+// dead store (retrying, or queued for a pool connection) until the client
+// gives up, not a slow machine.
+const outageAnswerWithin = 30 * time.Second
 
 // requireRedis fails t when redis-server is missing, saying how to install it.
 func requireRedis(t *testing.T) string {
@@ -180,7 +189,7 @@ func (c *respClient) Close() error { return c.conn.Close() }
 // Do sends one command and returns its reply: string (simple and bulk),
 // int64, []any, nil (a nil bulk or array), or a respError.
 func (c *respClient) Do(args ...string) (any, error) {
-	if err := c.conn.SetDeadline(time.Now().Add(5 * time.Second)); err != nil {
+	if err := c.conn.SetDeadline(time.Now().Add(hangTimeout)); err != nil {
 		return nil, err
 	}
 	var b strings.Builder
@@ -588,7 +597,7 @@ func TestRedisReplicas(t *testing.T) {
 		"issuer":           strings.TrimSuffix(rs.Provider.Issuer, "/"),
 		"a JWT (ID token)": "eyJhbGciOi", // base64url of `{"alg":`, how every JWT starts
 		"client secret":    rs.Client.ClientSecret,
-		"session JSON":     `"u":"`, // cookie.Session's user field, as encoding/json writes it
+		"session JSON":     `"u":"`, // session.Session's user field, as encoding/json writes it
 	}
 	checkDumpHides(t, dump, secrets)
 
@@ -654,17 +663,33 @@ func checkDumpHides(t *testing.T, dump []redisKey, secrets map[string]string) {
 	}
 }
 
-// checkServedNoError fails t if any replica answered a 5xx other than 501.
+// checkServedNoError fails t if any replica answered a request with a 5xx
+// other than 501. The suite's own polls of /readyz while a replica started
+// do not count: a replica says 503 there until its first provider discovery
+// is done, by design.
 func checkServedNoError(t *testing.T, rs *replicaSet) {
 	t.Helper()
 	for name, p := range rs.Proxy {
-		for line := range strings.Lines(p.out.String()) {
+		for _, f := range serverErrors(t, p) {
 			// 501 is the cookie store's answer to back-channel logout, by design.
-			if strings.Contains(line, "msg=request") && strings.Contains(line, " status=5") && !strings.Contains(line, " status=501 ") {
-				t.Errorf("replica %s answered a 5xx: %s", name, strings.TrimSpace(line))
+			if f["status"] != "501" {
+				t.Errorf("replica %s answered %s %s with %s (request %s)", name, f["method"], f["path"], f["status"], f["request_id"])
 			}
 		}
 	}
+}
+
+// serverErrors returns the access-log lines of p's 5xx answers so far
+// (authproxy.accessLog).
+func serverErrors(t *testing.T, p *authproxy) []map[string]string {
+	t.Helper()
+	var out []map[string]string
+	for _, f := range p.accessLog(t) {
+		if strings.HasPrefix(f["status"], "5") {
+			out = append(out, f)
+		}
+	}
+	return out
 }
 
 // TestRedisOutage kills redis-server under a logged-in browser and starts an
@@ -723,8 +748,8 @@ func TestRedisOutage(t *testing.T) {
 			}
 		}
 	}
-	if slowest > 3*time.Second {
-		t.Errorf("slowest 503 with Redis down took %s, want within the store's 1 s call timeout (plus slack)", slowest)
+	if slowest > outageAnswerWithin {
+		t.Errorf("slowest 503 with Redis down took %s, want an answer without waiting on the dead store (within %s)", slowest, outageAnswerWithin)
 	}
 	if a, err := rawGet(c, rs.URL("a", "/healthz"), nil, nil); err != nil || a.Status != http.StatusOK {
 		t.Errorf("GET /healthz with Redis down: %v %d, want 200 (the process is alive)", err, a.Status)
@@ -774,10 +799,9 @@ func TestRedisOutage(t *testing.T) {
 		t.Fatalf("authproxy exited (%v) after Redis came back", err)
 	}
 	// 503s were written on purpose; nothing else may be a 5xx.
-	for line := range strings.Lines(rs.Proxy["a"].out.String()) {
-		if strings.Contains(line, "msg=request") && strings.Contains(line, " status=5") &&
-			!strings.Contains(line, "path=/during") && !strings.Contains(line, "path=/recovering") {
-			t.Errorf("authproxy answered a 5xx outside the outage: %s", strings.TrimSpace(line))
+	for _, f := range serverErrors(t, rs.Proxy["a"]) {
+		if f["path"] != "/during" && f["path"] != "/recovering" {
+			t.Errorf("authproxy answered %s %s with %s outside the outage (request %s)", f["method"], f["path"], f["status"], f["request_id"])
 		}
 	}
 }

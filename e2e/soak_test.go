@@ -28,7 +28,7 @@ const (
 	soakLoginPool      = 16  // concurrent logins while setting up; the Node provider is the bottleneck
 	soakReloginEvery   = 10  // every 10th logged-in client logs out and in again halfway through
 	soakMaxProblems    = 30  // problems kept for the report; all are counted
-	soakSettleTimeout  = 20 * time.Second
+	soakSettleTimeout  = hangTimeout
 	soakSampleInterval = 500 * time.Millisecond
 )
 
@@ -292,7 +292,7 @@ func newSoakClient(tr *http.Transport) (*soakClient, error) {
 	return &soakClient{client: &http.Client{
 		Jar:       jar,
 		Transport: tr,
-		Timeout:   30 * time.Second,
+		Timeout:   hangTimeout,
 		CheckRedirect: func(*http.Request, []*http.Request) error {
 			return http.ErrUseLastResponse
 		},
@@ -531,7 +531,7 @@ type goMetrics struct {
 // go_memstats_heap_inuse_bytes from a Prometheus text endpoint. It opens a
 // new connection for each scrape, so that it keeps none open itself.
 func newMetricsScraper(t *testing.T) func(url string) (goMetrics, error) {
-	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	client := &http.Client{Timeout: hangTimeout, Transport: &http.Transport{DisableKeepAlives: true}}
 	t.Cleanup(client.CloseIdleConnections)
 	return func(url string) (goMetrics, error) {
 		resp, err := client.Get(url)

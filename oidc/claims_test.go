@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/authproxy/authproxy/cookie"
 	"github.com/authproxy/authproxy/oidc/oidctest"
+	"github.com/authproxy/authproxy/session"
 )
 
 // syncBuffer is a log sink safe for concurrent writers.
@@ -276,7 +276,7 @@ func TestRefreshUpdatesIdentity(t *testing.T) {
 
 // loginSessionAs logs in with an unchanged ID token, then restores the
 // provider's mutation for what follows.
-func (o *oddClaims) loginSessionAs(t *testing.T, user string) cookie.Session {
+func (o *oddClaims) loginSessionAs(t *testing.T, user string) session.Session {
 	t.Helper()
 	m := o.mutate.Swap(nil)
 	defer o.mutate.Store(m)

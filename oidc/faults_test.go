@@ -15,6 +15,7 @@ import (
 
 	"github.com/authproxy/authproxy/cookie"
 	"github.com/authproxy/authproxy/oidc/oidctest"
+	"github.com/authproxy/authproxy/session"
 )
 
 // TestKeyRotation: an ID token from the token endpoint signed with a key
@@ -177,12 +178,12 @@ func TestProviderFaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { idp.Close() })
-	store, _ := cookie.NewStore(cookie.Config{Lifetime: time.Hour, Secrets: [][]byte{make([]byte, 32)}})
+	store, _ := cookie.NewStore(cookie.Config{Policy: session.Policy{Lifetime: time.Hour}, Secrets: [][]byte{make([]byte, 32)}})
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	h, err := New(ctx, Config{Issuer: idp.Issuer(), ClientID: clientID, ClientSecret: secret, RedirectURL: callbackURL,
 		Scopes: []string{"openid"}, SessionLifetime: time.Hour,
-		HTTPClient: &http.Client{Timeout: 200 * time.Millisecond}}, store)
+		HTTPClient: &http.Client{Timeout: 200 * time.Millisecond}}, store, store)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -243,7 +244,7 @@ func TestProviderFaults(t *testing.T) {
 				r.AddCookie(c)
 			}
 			w := httptest.NewRecorder()
-			h.ServeHTTP(w, r)
+			h.Callback(w, r)
 			if w.Code != tt.status {
 				t.Errorf("status %d, want %d; body %q", w.Code, tt.status, w.Body.String())
 			}
@@ -300,11 +301,11 @@ func TestDiscoveryFaults(t *testing.T) {
 				tt.fault(w, r)
 				return true
 			})
-			store, _ := cookie.NewStore(cookie.Config{Lifetime: time.Hour, Secrets: [][]byte{make([]byte, 32)}})
+			store, _ := cookie.NewStore(cookie.Config{Policy: session.Policy{Lifetime: time.Hour}, Secrets: [][]byte{make([]byte, 32)}})
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			h, err := New(ctx, Config{Issuer: idp.Issuer(), ClientID: clientID, ClientSecret: secret, RedirectURL: callbackURL,
-				Scopes: []string{"openid"}, SessionLifetime: time.Hour, HTTPClient: &http.Client{Timeout: 200 * time.Millisecond}}, store)
+				Scopes: []string{"openid"}, SessionLifetime: time.Hour, HTTPClient: &http.Client{Timeout: 200 * time.Millisecond}}, store, store)
 			if err != nil {
 				t.Fatal(err)
 			}

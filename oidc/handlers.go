@@ -12,18 +12,14 @@ import (
 
 	"github.com/authproxy/authproxy/cookie"
 	"github.com/authproxy/authproxy/internal/claim"
-	"github.com/authproxy/authproxy/proxy/page"
+	"github.com/authproxy/authproxy/page"
+	"github.com/authproxy/authproxy/session"
 )
 
-// login starts the authorization-code flow: a fresh state, nonce and PKCE
+// Login starts the authorization-code flow: a fresh state, nonce and PKCE
 // verifier go into a login cookie of their own, the browser to the provider.
-func (h *Handler) login(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		w.Header().Set("Allow", "GET, HEAD")
-		page.Write(w, r, page.Page{Status: http.StatusMethodNotAllowed, Code: "method_not_allowed",
-			Title: "Method not allowed", Detail: "Sign in with a GET request."})
-		return
-	}
+// The proxy routes GET and HEAD here.
+func (h *Handler) Login(w http.ResponseWriter, r *http.Request) {
 	p := h.provider.Load()
 	if p == nil {
 		h.providerDown(w, r)
@@ -36,7 +32,7 @@ func (h *Handler) login(w http.ResponseWriter, r *http.Request) {
 		ReturnTo:    ReturnPath(returnTarget(r)),
 		RedirectURL: h.redirectURL(r),
 	}
-	if err := h.store.SaveLogin(w, r, l); err != nil {
+	if err := h.logins.SaveLogin(w, r, l); err != nil {
 		h.log.Error("save login cookie", "err", err)
 		h.internalError(w, r)
 		return
@@ -81,15 +77,15 @@ type callbackError struct {
 
 func (e *callbackError) Error() string { return e.code + ": " + e.err.Error() }
 
-// callback completes the flow: state, code exchange with the PKCE verifier,
+// Callback completes the flow: state, code exchange with the PKCE verifier,
 // ID-token verification, nonce, then the session cookie.
-func (h *Handler) callback(w http.ResponseWriter, r *http.Request) {
+func (h *Handler) Callback(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	state := q.Get("state")
 	// Every outcome consumes the login: a state is good for one try.
-	l, loginErr := h.store.LoadLogin(r, state)
+	l, loginErr := h.logins.LoadLogin(r, state)
 	if loginErr == nil {
-		h.store.ClearLogin(w, r, state)
+		h.logins.ClearLogin(w, r, state)
 	}
 	sess, err := h.complete(r, l, loginErr)
 	if err != nil {
@@ -126,7 +122,7 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request) {
 	}
 	if err != nil {
 		h.log.Error("save session", "err", err)
-		if isTemporary(err) { // the session store is down; the login itself was fine
+		if errors.Is(err, session.ErrUnavailable) { // the session store is down; the login itself was fine
 			h.cfg.Observer.LoginFailed("session_store_unavailable")
 			page.Write(w, r, page.Page{Status: http.StatusServiceUnavailable, Code: "session_store_unavailable",
 				Title: "Sign-in is temporarily unavailable", Detail: "authproxy cannot reach its session store. Please sign in again in a moment.",
@@ -142,10 +138,10 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request) {
 	http.Redirect(w, r, ReturnPath(l.ReturnTo), http.StatusFound)
 }
 
-func (h *Handler) complete(r *http.Request, l cookie.Login, loginErr error) (cookie.Session, error) {
+func (h *Handler) complete(r *http.Request, l cookie.Login, loginErr error) (session.Session, error) {
 	q := r.URL.Query()
-	fail := func(status int, code, detail string, err error) (cookie.Session, error) {
-		return cookie.Session{}, &callbackError{status, code, detail, err}
+	fail := func(status int, code, detail string, err error) (session.Session, error) {
+		return session.Session{}, &callbackError{status, code, detail, err}
 	}
 	if e := q.Get("error"); e != "" {
 		status := http.StatusBadRequest
@@ -163,7 +159,7 @@ func (h *Handler) complete(r *http.Request, l cookie.Login, loginErr error) (coo
 		return fail(http.StatusBadRequest, "invalid_state",
 			"This sign-in link is not valid in this browser, or it has expired. Please start again.", loginErr)
 	}
-	if !h.used.use(l.State, h.cfg.Now()) {
+	if now := h.cfg.Now(); !h.used.Add(l.State, struct{}{}, now.Add(cookie.DefaultLoginTTL), now) {
 		return fail(http.StatusBadRequest, "state_reused", "This sign-in was already completed. Please start again.",
 			errors.New("state used twice"))
 	}
@@ -240,8 +236,8 @@ func (h *Handler) complete(r *http.Request, l cookie.Login, loginErr error) (coo
 	return sess, nil
 }
 
-// logout ends the session here, then at the provider.
-func (h *Handler) logout(w http.ResponseWriter, r *http.Request) {
+// Logout ends the session here, then at the provider.
+func (h *Handler) Logout(w http.ResponseWriter, r *http.Request) {
 	sess, _ := h.store.Load(r) // an unreadable session still gets cleared
 	h.store.Clear(w, r)
 	if sess.User != "" {
@@ -254,7 +250,7 @@ func (h *Handler) logout(w http.ResponseWriter, r *http.Request) {
 
 // logoutURL picks the provider's end-session endpoint, else Auth0's
 // /v2/logout, else the post-logout URL itself.
-func (h *Handler) logoutURL(r *http.Request, sess cookie.Session) string {
+func (h *Handler) logoutURL(r *http.Request, sess session.Session) string {
 	after := h.postLogoutURL(r)
 	if p := h.provider.Load(); p != nil && p.endSession != "" {
 		u, err := url.Parse(p.endSession)

@@ -7,8 +7,8 @@ import (
 
 	jose "github.com/go-jose/go-jose/v4"
 
-	"github.com/authproxy/authproxy/cookie"
 	"github.com/authproxy/authproxy/internal/claim"
+	"github.com/authproxy/authproxy/session"
 )
 
 // claimError is a verified token whose claims cannot be used: it names the
@@ -36,20 +36,20 @@ var (
 // and the email only when email_verified says so (an unverified email as
 // the user refuses the token): a value that breaks the rules is left out,
 // never trimmed into another one.
-func (h *Handler) identify(claims map[string]any) (cookie.Session, error) {
+func (h *Handler) identify(claims map[string]any) (session.Session, error) {
 	for _, name := range []string{"exp", "iat", "nbf"} {
 		v, ok := claims[name]
 		if _, num := v.(float64); (ok || name == "exp") && !num {
-			return cookie.Session{}, &claimError{name, errNotNumber}
+			return session.Session{}, &claimError{name, errNotNumber}
 		}
 	}
 	if err := claim.Check(claims[h.cfg.UserClaim]); err != nil {
-		return cookie.Session{}, &claimError{h.cfg.UserClaim, err}
+		return session.Session{}, &claimError{h.cfg.UserClaim, err}
 	}
 	if h.cfg.UserClaim == "email" && !emailVerified(claims["email_verified"]) {
-		return cookie.Session{}, &claimError{h.cfg.UserClaim, errUnverified}
+		return session.Session{}, &claimError{h.cfg.UserClaim, errUnverified}
 	}
-	sess := cookie.Session{User: claims[h.cfg.UserClaim].(string), Claims: h.keep(claims)}
+	sess := session.Session{User: claims[h.cfg.UserClaim].(string), Claims: h.keep(claims)}
 	if claim.Check(claims["email"]) == nil && emailVerified(claims["email_verified"]) {
 		sess.Email = claims["email"].(string)
 	}

@@ -1,5 +1,6 @@
-// Package oidc talks to the OpenID Provider: discovery, the /auth/login,
-// /auth/callback and /auth/logout handlers, and ID-token verification.
+// Package oidc talks to the OpenID Provider: discovery, the handlers of
+// /auth/login, /auth/callback, /auth/logout and /auth/backchannel-logout
+// (routed by proxy, which holds the route table), and token verification.
 //
 // Discovery runs in the background with backoff, so the proxy starts and
 // serves logged-in users while the provider is unreachable; only new logins
@@ -18,7 +19,6 @@ import (
 	"net/url"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -27,6 +27,8 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/authproxy/authproxy/cookie"
+	"github.com/authproxy/authproxy/internal/bounded"
+	"github.com/authproxy/authproxy/session"
 )
 
 // Config configures a Handler.
@@ -69,7 +71,10 @@ type Config struct {
 	Audience string
 	// Revoker ends sessions named by back-channel logout tokens; nil (the
 	// cookie store) answers them 501.
-	Revoker Revoker
+	Revoker session.Revoker
+	// Once, when set, makes a logout token's jti good once across replicas;
+	// each replica also remembers the jtis it has seen.
+	Once session.OnceMarker
 	// Observer hears about logins and provider errors; nil means nobody.
 	Observer Observer
 	// KeyRefetchInterval is the least time between JWKS fetches triggered
@@ -96,25 +101,29 @@ func (nopObserver) Logout()              {}
 func (nopObserver) TokenRefreshed()      {}
 func (nopObserver) ProviderError(string) {}
 
-// sessionStore is what the handlers need from the cookie store.
-type sessionStore interface {
-	Load(*http.Request) (cookie.Session, error)
-	Save(http.ResponseWriter, *http.Request, cookie.Session) error
-	Clear(http.ResponseWriter, *http.Request)
+// loginStore keeps a login in progress in the browser: the cookie store,
+// whichever store keeps the sessions.
+type loginStore interface {
 	SaveLogin(http.ResponseWriter, *http.Request, cookie.Login) error
 	LoadLogin(*http.Request, string) (cookie.Login, error)
 	ClearLogin(http.ResponseWriter, *http.Request, string)
 }
 
-// Handler serves the /auth/ routes.
+// Handler holds the provider and serves the sign-in flow's routes through
+// its Login, Callback, Logout and BackchannelLogout methods.
 type Handler struct {
 	cfg      Config
-	store    sessionStore
+	store    session.Store
+	logins   loginStore
 	log      *slog.Logger
 	provider atomic.Pointer[provider]
-	used     usedStates
-	refresh  refresher
-	jtis     seenJTIs
+	// used holds consumed states until their login cookie would have
+	// expired, so a replayed callback (same cookie, same state) is refused
+	// even though the cookie store itself is stateless.
+	used    *bounded.Map[string, struct{}]
+	refresh refresher
+	// jtis holds the ids of logout tokens that ended sessions here.
+	jtis *bounded.Map[string, struct{}]
 }
 
 // provider is everything discovery yields, swapped in atomically once ready.
@@ -131,8 +140,9 @@ type provider struct {
 
 // New checks cfg and starts discovery in the background. ctx bounds the
 // discovery retries and the lifetime of the provider's key set; pass the
-// process's long-lived context, not a request's.
-func New(ctx context.Context, cfg Config, store sessionStore) (*Handler, error) {
+// process's long-lived context, not a request's. A completed login is saved
+// in sessions; logins in progress are kept by logins.
+func New(ctx context.Context, cfg Config, sessions session.Store, logins loginStore) (*Handler, error) {
 	var problems []string
 	if cfg.Issuer == "" {
 		problems = append(problems, "issuer is required")
@@ -142,6 +152,9 @@ func New(ctx context.Context, cfg Config, store sessionStore) (*Handler, error) 
 	}
 	if cfg.HTTPClient == nil || cfg.HTTPClient.Timeout <= 0 {
 		problems = append(problems, "HTTP client with a timeout is required")
+	}
+	if sessions == nil || logins == nil {
+		problems = append(problems, "session and login stores are required")
 	}
 	if cfg.SessionLifetime <= 0 {
 		problems = append(problems, "session lifetime must be positive")
@@ -173,8 +186,10 @@ func New(ctx context.Context, cfg Config, store sessionStore) (*Handler, error) 
 	if cfg.Observer == nil {
 		cfg.Observer = nopObserver{}
 	}
-	h := &Handler{cfg: cfg, store: store, log: cfg.Logger}
-	h.used.ttl = cookie.DefaultLoginTTL
+	h := &Handler{cfg: cfg, store: sessions, logins: logins, log: cfg.Logger,
+		used:    bounded.New[string, struct{}](maxUsedStates),
+		refresh: refresher{done: bounded.New[[32]byte, refreshOutcome](maxRefreshResults)},
+		jtis:    bounded.New[string, struct{}](maxLogoutTokens)}
 	go h.discover(ctx)
 	return h, nil
 }
@@ -269,43 +284,39 @@ func (h *Handler) bearerVerifier(keys gooidc.KeySet) *gooidc.IDTokenVerifier {
 var ErrInvalidToken = errors.New("invalid bearer token")
 
 // ErrNotReady means discovery has not completed, so tokens cannot be
-// checked yet. It is Temporary, so callers answer 503, not 401.
-var ErrNotReady error = notReady{}
-
-type notReady struct{}
-
-func (notReady) Error() string   { return "identity provider not discovered yet" }
-func (notReady) Temporary() bool { return true }
+// checked yet. It wraps session.ErrUnavailable, so callers answer 503, not
+// 401.
+var ErrNotReady = fmt.Errorf("%w: identity provider not discovered yet", session.ErrUnavailable)
 
 // VerifyAccessToken checks a bearer JWT locally: signature against the
 // cached JWKS, issuer, audience (Config.Audience), expiry, that it is an
 // access token and not an ID token (isIDTokenShaped), and its claims
 // (identify). It returns the session the token stands for. No provider call is made unless the token
 // names an unknown key (and then at most once per refetch interval).
-func (h *Handler) VerifyAccessToken(r *http.Request, raw string) (cookie.Session, error) {
+func (h *Handler) VerifyAccessToken(r *http.Request, raw string) (session.Session, error) {
 	p := h.provider.Load()
 	if p == nil {
-		return cookie.Session{}, ErrNotReady
+		return session.Session{}, ErrNotReady
 	}
 	if p.bearer == nil {
-		return cookie.Session{}, fmt.Errorf("%w: bearer tokens are not enabled (set AUTHPROXY_AUDIENCE)", ErrInvalidToken)
+		return session.Session{}, fmt.Errorf("%w: bearer tokens are not enabled (set AUTHPROXY_AUDIENCE)", ErrInvalidToken)
 	}
 	tok, err := p.bearer.Verify(gooidc.ClientContext(r.Context(), h.cfg.HTTPClient), raw)
 	if err != nil {
-		return cookie.Session{}, fmt.Errorf("%w: %w", ErrInvalidToken, h.fromProvider(err, raw))
+		return session.Session{}, fmt.Errorf("%w: %w", ErrInvalidToken, h.fromProvider(err, raw))
 	}
 	var claims map[string]any
 	if err := tok.Claims(&claims); err != nil {
-		return cookie.Session{}, fmt.Errorf("%w: %w", ErrInvalidToken, err)
+		return session.Session{}, fmt.Errorf("%w: %w", ErrInvalidToken, err)
 	}
 	// go-oidc checked the audience (never the client: New refuses that
 	// configuration); the shape tells an ID token from an access token.
 	if why := h.isIDTokenShaped(headerType(raw), claims); why != "" {
-		return cookie.Session{}, fmt.Errorf("%w: not an access token: %s", ErrInvalidToken, why)
+		return session.Session{}, fmt.Errorf("%w: not an access token: %s", ErrInvalidToken, why)
 	}
 	sess, err := h.identify(claims)
 	if err != nil {
-		return cookie.Session{}, fmt.Errorf("%w: %w", ErrInvalidToken, err)
+		return session.Session{}, fmt.Errorf("%w: %w", ErrInvalidToken, err)
 	}
 	sess.Expiry = tok.Expiry
 	return sess, nil
@@ -325,22 +336,6 @@ func (h *Handler) keep(claims map[string]any) map[string]any {
 	return kept
 }
 
-// ServeHTTP routes the /auth/ paths.
-func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	switch r.URL.Path {
-	case "/auth/login":
-		h.login(w, r)
-	case "/auth/callback":
-		h.callback(w, r)
-	case "/auth/logout":
-		h.logout(w, r)
-	case "/auth/backchannel-logout":
-		h.backchannelLogout(w, r)
-	default:
-		http.NotFound(w, r)
-	}
-}
-
 // randomString returns n random bytes as base64url.
 func randomString(n int) string {
 	b := make([]byte, n)
@@ -348,40 +343,10 @@ func randomString(n int) string {
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 
-// usedStates remembers consumed states until their login cookie would have
-// expired, so a replayed callback (same cookie, same state) is refused even
-// though the cookie store itself is stateless.
-type usedStates struct {
-	mu   sync.Mutex
-	ttl  time.Duration
-	seen map[string]time.Time
-}
-
-// maxUsedStates bounds memory under a flood of callbacks.
+// maxUsedStates bounds the used login states remembered, under a flood of
+// callbacks: past it, the state that expires first makes room, and the new
+// one is always recorded.
 const maxUsedStates = 100_000
-
-// use records state and reports whether it was fresh.
-func (u *usedStates) use(state string, now time.Time) bool {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	if u.seen == nil {
-		u.seen = map[string]time.Time{}
-	}
-	if exp, ok := u.seen[state]; ok && now.Before(exp) {
-		return false
-	}
-	if len(u.seen) >= maxUsedStates {
-		for s, exp := range u.seen {
-			if !now.Before(exp) {
-				delete(u.seen, s)
-			}
-		}
-	}
-	if len(u.seen) < maxUsedStates {
-		u.seen[state] = now.Add(u.ttl)
-	}
-	return true
-}
 
 // errProviderDown marks failures to reach the provider (as opposed to the
 // provider rejecting what we sent).

@@ -17,6 +17,7 @@ import (
 
 	"github.com/authproxy/authproxy/cookie"
 	"github.com/authproxy/authproxy/oidc/oidctest"
+	"github.com/authproxy/authproxy/session"
 )
 
 const (
@@ -50,7 +51,7 @@ func newFixtureIDP(t *testing.T, opts oidctest.Options, mutate ...func(*Config))
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { idp.Close() })
-	store, err := cookie.NewStore(cookie.Config{Lifetime: time.Hour, Secrets: [][]byte{make([]byte, 32)}})
+	store, err := cookie.NewStore(cookie.Config{Policy: session.Policy{Lifetime: time.Hour}, Secrets: [][]byte{make([]byte, 32)}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,7 +65,7 @@ func newFixtureIDP(t *testing.T, opts oidctest.Options, mutate ...func(*Config))
 	for _, m := range mutate {
 		m(&cfg)
 	}
-	h, err := New(ctx, cfg, store)
+	h, err := New(ctx, cfg, store, store)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,9 +73,13 @@ func newFixtureIDP(t *testing.T, opts oidctest.Options, mutate ...func(*Config))
 	return &fixture{idp, store, h}
 }
 
+// waitReady polls until h's discovery has succeeded. The deadline only
+// bounds a hang: discovery retries with a backoff that grows to 30 s, and
+// on a loaded machine an attempt may fail on the fault tests' short client
+// timeout, so a few attempts may be needed.
 func waitReady(t *testing.T, h *Handler) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(2 * time.Minute)
 	for !h.Ready() {
 		if time.Now().After(deadline) {
 			t.Fatal("discovery did not finish")
@@ -86,13 +91,27 @@ func waitReady(t *testing.T, h *Handler) {
 // browser is the cookies of one user agent.
 type browser struct{ cookies []*http.Cookie }
 
-func (b *browser) do(h http.Handler, target string) *http.Response {
+// serve calls the method of h that proxy's route table sends r's path to.
+func serve(h *Handler, w http.ResponseWriter, r *http.Request) {
+	switch r.URL.Path {
+	case "/auth/login":
+		h.Login(w, r)
+	case "/auth/callback":
+		h.Callback(w, r)
+	case "/auth/logout":
+		h.Logout(w, r)
+	default:
+		panic("no route for " + r.URL.Path)
+	}
+}
+
+func (b *browser) do(h *Handler, target string) *http.Response {
 	r := httptest.NewRequest("GET", target, nil)
 	for _, c := range b.cookies {
 		r.AddCookie(c)
 	}
 	w := httptest.NewRecorder()
-	h.ServeHTTP(w, r)
+	serve(h, w, r)
 	resp := w.Result()
 	for _, set := range resp.Cookies() {
 		kept := b.cookies[:0]
@@ -182,7 +201,7 @@ func TestLoginFlow(t *testing.T) {
 	if lq.Get("id_token_hint") != sess.IDToken || lq.Get("client_id") != clientID || lq.Get("post_logout_redirect_uri") != "http://proxy.test/bye" {
 		t.Errorf("logout URL query = %v", lq)
 	}
-	if _, err := f.store.Load(requestWith(b)); !errors.Is(err, cookie.ErrNoSession) {
+	if _, err := f.store.Load(requestWith(b)); !errors.Is(err, session.ErrNoSession) {
 		t.Errorf("session survived logout: %v", err)
 	}
 }
@@ -325,11 +344,11 @@ func TestProviderDownAtStart(t *testing.T) {
 		http.Error(w, "down", http.StatusBadGateway)
 		return true
 	})
-	store, _ := cookie.NewStore(cookie.Config{Lifetime: time.Hour, Secrets: [][]byte{make([]byte, 32)}})
+	store, _ := cookie.NewStore(cookie.Config{Policy: session.Policy{Lifetime: time.Hour}, Secrets: [][]byte{make([]byte, 32)}})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	h, err := New(ctx, Config{Issuer: idp.Issuer(), ClientID: clientID, ClientSecret: secret, RedirectURL: callbackURL,
-		Scopes: []string{"openid"}, SessionLifetime: time.Hour, HTTPClient: &http.Client{Timeout: time.Second}}, store)
+		Scopes: []string{"openid"}, SessionLifetime: time.Hour, HTTPClient: &http.Client{Timeout: time.Second}}, store, store)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -337,7 +356,7 @@ func TestProviderDownAtStart(t *testing.T) {
 	r := httptest.NewRequest("GET", "/auth/login", nil)
 	r.Header.Set("Accept", "text/html")
 	w := httptest.NewRecorder()
-	h.ServeHTTP(w, r)
+	h.Login(w, r)
 	if w.Code != http.StatusServiceUnavailable || !strings.Contains(w.Body.String(), "cannot be reached") {
 		t.Errorf("login while provider down: %d %q", w.Code, w.Body.String())
 	}
@@ -351,7 +370,7 @@ func TestProviderDownAtStart(t *testing.T) {
 
 func TestAuth0Logout(t *testing.T) {
 	h := &Handler{cfg: Config{ClientID: "cid", Auth0Domain: "tenant.eu.auth0.com", PostLogoutURL: "https://app.example/bye"}}
-	got, _ := url.Parse(h.logoutURL(httptest.NewRequest("GET", "/auth/logout", nil), cookie.Session{}))
+	got, _ := url.Parse(h.logoutURL(httptest.NewRequest("GET", "/auth/logout", nil), session.Session{}))
 	if got.Host != "tenant.eu.auth0.com" || got.Path != "/v2/logout" ||
 		got.Query().Get("returnTo") != "https://app.example/bye" || got.Query().Get("client_id") != "cid" {
 		t.Errorf("Auth0 logout URL = %s", got)

@@ -5,13 +5,14 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	gooidc "github.com/coreos/go-oidc/v3/oidc"
 	"golang.org/x/oauth2"
+	"golang.org/x/sync/singleflight"
 
-	"github.com/authproxy/authproxy/cookie"
+	"github.com/authproxy/authproxy/internal/bounded"
+	"github.com/authproxy/authproxy/session"
 )
 
 // RefreshMargin is how long before the tokens expire that a request
@@ -27,95 +28,74 @@ var ErrRefreshRejected = errors.New("the provider refused the refresh token")
 // refresh tokens revokes the whole family when an old one is used again.
 const lateGrace = 2 * time.Minute
 
-// maxRefreshResults bounds the remembered outcomes.
+// maxRefreshResults bounds the remembered outcomes: past it, the oldest go
+// first.
 const maxRefreshResults = 10_000
 
 // NeedsRefresh reports whether sess carries a refresh token and its tokens
 // expire within RefreshMargin.
-func (h *Handler) NeedsRefresh(sess cookie.Session) bool {
+func (h *Handler) NeedsRefresh(sess session.Session) bool {
 	return sess.RefreshToken != "" && h.cfg.Now().Add(RefreshMargin).After(sess.TokenExpiry)
 }
 
 // refresher makes sure each refresh token is used once: concurrent
-// requests carrying the same token wait for one call, and later requests
-// that still carry it get that call's outcome.
+// requests carrying the same token wait for one call (flights), and later
+// requests that still carry it get that call's outcome (done).
 type refresher struct {
-	mu       sync.Mutex
-	inflight map[[32]byte]*refreshCall
-	done     map[[32]byte]refreshOutcome
-}
-
-type refreshCall struct {
-	wait chan struct{}
-	refreshOutcome
+	flights singleflight.Group
+	done    *bounded.Map[[32]byte, refreshOutcome]
 }
 
 type refreshOutcome struct {
-	sess cookie.Session
+	sess session.Session
 	err  error
-	at   time.Time
 }
 
 // Refresh renews sess's tokens at the provider, without the user. Requests
 // of the same session share one call to the provider; the refresh token is
 // never sent twice. A refused token yields ErrRefreshRejected; a provider
-// that cannot be reached yields a Temporary error, and the caller may keep
-// serving the still-valid session.
-func (h *Handler) Refresh(ctx context.Context, sess cookie.Session) (cookie.Session, error) {
+// that cannot be reached, an error wrapping session.ErrUnavailable, and the
+// caller may keep serving the still-valid session.
+func (h *Handler) Refresh(ctx context.Context, sess session.Session) (session.Session, error) {
 	key := sha256.Sum256([]byte(sess.RefreshToken))
-	now := h.cfg.Now()
 	r := &h.refresh
-	r.mu.Lock()
-	if out, ok := r.done[key]; ok && now.Sub(out.at) < lateGrace {
-		r.mu.Unlock()
+	if out, ok := r.done.Get(key, h.cfg.Now()); ok {
 		return out.sess, out.err
 	}
-	if c, ok := r.inflight[key]; ok {
-		r.mu.Unlock()
-		select {
-		case <-c.wait:
-			return c.sess, c.err
-		case <-ctx.Done():
-			return cookie.Session{}, temporary{ctx.Err()}
+	ch := r.flights.DoChan(string(key[:]), func() (any, error) {
+		// A flight that ended between the lookup above and this one
+		// recorded its outcome before it ended: look again, or the
+		// rotated-away token would be sent a second time.
+		if out, ok := r.done.Get(key, h.cfg.Now()); ok {
+			return out, nil
 		}
-	}
-	c := &refreshCall{wait: make(chan struct{})}
-	if r.inflight == nil {
-		r.inflight, r.done = map[[32]byte]*refreshCall{}, map[[32]byte]refreshOutcome{}
-	}
-	r.inflight[key] = c
-	r.mu.Unlock()
-
-	// The call outlives the request that started it: others wait on it.
-	callCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), h.cfg.HTTPClient.Timeout)
-	c.sess, c.err = h.refreshOnce(callCtx, sess)
-	cancel()
-	c.at = h.cfg.Now()
-	if c.err == nil {
-		h.cfg.Observer.TokenRefreshed()
-	}
-
-	r.mu.Lock()
-	delete(r.inflight, key)
-	if !isTemporary(c.err) { // a temporary failure may be retried with the same token
-		if len(r.done) >= maxRefreshResults {
-			for k, out := range r.done {
-				if now.Sub(out.at) >= lateGrace || len(r.done) >= maxRefreshResults {
-					delete(r.done, k)
-				}
-			}
+		// The call outlives the request that started it: others wait on it.
+		callCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), h.cfg.HTTPClient.Timeout)
+		defer cancel()
+		var out refreshOutcome
+		out.sess, out.err = h.refreshOnce(callCtx, sess)
+		if out.err == nil {
+			h.cfg.Observer.TokenRefreshed()
 		}
-		r.done[key] = c.refreshOutcome
+		if !errors.Is(out.err, session.ErrUnavailable) { // a temporary failure may be retried with the same token
+			now := h.cfg.Now()
+			r.done.Put(key, out, now.Add(lateGrace), now)
+		}
+		return out, nil
+	})
+	select {
+	case res := <-ch:
+		out := res.Val.(refreshOutcome)
+		return out.sess, out.err
+	case <-ctx.Done():
+		return session.Session{}, fmt.Errorf("%w: waiting for a refresh: %w", session.ErrUnavailable, ctx.Err())
 	}
-	r.mu.Unlock()
-	close(c.wait)
-	return c.sess, c.err
 }
 
-func (h *Handler) refreshOnce(ctx context.Context, sess cookie.Session) (cookie.Session, error) {
+func (h *Handler) refreshOnce(ctx context.Context, sess session.Session) (session.Session, error) {
 	p := h.provider.Load()
 	if p == nil {
-		return cookie.Session{}, temporary{ErrNotReady}
+		return session.Session{}, ErrNotReady
 	}
 	ctx = gooidc.ClientContext(ctx, h.cfg.HTTPClient)
 	// An expired token forces the token source to refresh now.
@@ -124,9 +104,9 @@ func (h *Handler) refreshOnce(ctx context.Context, sess cookie.Session) (cookie.
 	if err = h.fromProvider(err, sess.RefreshToken); err != nil {
 		if err := classify(err); errors.Is(err, errProviderDown) {
 			h.cfg.Observer.ProviderError("refresh")
-			return cookie.Session{}, temporary{err}
+			return session.Session{}, fmt.Errorf("%w: %w", session.ErrUnavailable, err)
 		}
-		return cookie.Session{}, fmt.Errorf("%w: %w", ErrRefreshRejected, err)
+		return session.Session{}, fmt.Errorf("%w: %w", ErrRefreshRejected, err)
 	}
 	next := sess
 	next.AccessToken = ""
@@ -140,18 +120,18 @@ func (h *Handler) refreshOnce(ctx context.Context, sess cookie.Session) (cookie.
 	if raw, _ := tok.Extra("id_token").(string); raw != "" {
 		idt, err := p.verifier.Verify(ctx, raw)
 		if err = h.fromProvider(err, sess.RefreshToken); err != nil {
-			return cookie.Session{}, fmt.Errorf("%w: new ID token: %w", ErrRefreshRejected, err)
+			return session.Session{}, fmt.Errorf("%w: new ID token: %w", ErrRefreshRejected, err)
 		}
 		var claims map[string]any
 		if err := idt.Claims(&claims); err != nil {
-			return cookie.Session{}, fmt.Errorf("%w: new ID token: %w", ErrRefreshRejected, err)
+			return session.Session{}, fmt.Errorf("%w: new ID token: %w", ErrRefreshRejected, err)
 		}
 		id, err := h.identify(claims)
 		if err != nil {
-			return cookie.Session{}, fmt.Errorf("%w: new ID token: %w", ErrRefreshRejected, err)
+			return session.Session{}, fmt.Errorf("%w: new ID token: %w", ErrRefreshRejected, err)
 		}
 		if id.User != sess.User {
-			return cookie.Session{}, fmt.Errorf("%w: the refreshed ID token names another user", ErrRefreshRejected)
+			return session.Session{}, fmt.Errorf("%w: the refreshed ID token names another user", ErrRefreshRejected)
 		}
 		// What the provider says now, not what it said at login: a changed
 		// or no longer verified email, a renamed user, other groups.
@@ -170,17 +150,4 @@ func (h *Handler) refreshOnce(ctx context.Context, sess cookie.Session) (cookie.
 		next.TokenExpiry = h.cfg.Now().Add(5 * time.Minute) // no expiry given: check again soon
 	}
 	return next, nil
-}
-
-// temporary marks a failure that says nothing about the session: the
-// provider could not be asked.
-type temporary struct{ err error }
-
-func (t temporary) Error() string   { return t.err.Error() }
-func (t temporary) Unwrap() error   { return t.err }
-func (t temporary) Temporary() bool { return true }
-
-func isTemporary(err error) bool {
-	var t interface{ Temporary() bool }
-	return errors.As(err, &t) && t.Temporary()
 }

@@ -12,12 +12,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/authproxy/authproxy/cookie"
 	"github.com/authproxy/authproxy/oidc/oidctest"
+	"github.com/authproxy/authproxy/session"
 )
 
 // loginSession runs a full login and returns the session it made.
-func (f *fixture) loginSession(t *testing.T, user string) cookie.Session {
+func (f *fixture) loginSession(t *testing.T, user string) session.Session {
 	t.Helper()
 	b := &browser{}
 	cb := f.authorize(t, f.startLogin(t, b, "/"), user)
@@ -58,7 +58,7 @@ func TestRefresh(t *testing.T) {
 
 	before := f.idp.Requests("/token")
 	var wg sync.WaitGroup
-	results := make([]cookie.Session, 20)
+	results := make([]session.Session, 20)
 	errs := make([]error, 20)
 	for i := range results {
 		wg.Add(1)
@@ -110,7 +110,7 @@ func TestRefreshProviderDown(t *testing.T) {
 		return true
 	})
 	_, err := f.h.Refresh(context.Background(), sess)
-	if !isTemporary(err) || errors.Is(err, ErrRefreshRejected) {
+	if !errors.Is(err, session.ErrUnavailable) || errors.Is(err, ErrRefreshRejected) {
 		t.Fatalf("provider down: %v, want a temporary error", err)
 	}
 	// The failure is not remembered: once the provider is back, it works.

@@ -15,6 +15,7 @@ import (
 
 	"github.com/authproxy/authproxy/cookie"
 	"github.com/authproxy/authproxy/proxy/assertion"
+	"github.com/authproxy/authproxy/session"
 )
 
 // fakeRules: /public/ is public, /admin/ needs the admins group, the rest
@@ -56,21 +57,19 @@ func (fakeAsserter) Assertion(id assertion.Identity) (string, error) {
 	return "signed-for-" + id.Subject, nil
 }
 
-type temporary struct{}
-
-func (temporary) Error() string   { return "not ready" }
-func (temporary) Temporary() bool { return true }
+// errNotReady is what an unreachable dependency gives.
+var errNotReady = fmt.Errorf("%w: not ready", session.ErrUnavailable)
 
 // fakeBearer accepts "good-<user>" tokens, says "not ready" for "later".
-func fakeBearer(r *http.Request, token string) (cookie.Session, error) {
+func fakeBearer(r *http.Request, token string) (session.Session, error) {
 	switch {
 	case token == "later":
-		return cookie.Session{}, temporary{}
+		return session.Session{}, errNotReady
 	case strings.HasPrefix(token, "good-"):
-		return cookie.Session{User: strings.TrimPrefix(token, "good-"), Expiry: time.Now().Add(time.Minute),
+		return session.Session{User: strings.TrimPrefix(token, "good-"), Expiry: time.Now().Add(time.Minute),
 			Claims: map[string]any{"groups": []any{"admins"}}}, nil
 	}
-	return cookie.Session{}, errors.New("invalid")
+	return session.Session{}, errors.New("invalid")
 }
 
 func withAuthz(c *Config) {
@@ -246,23 +245,23 @@ func TestGroupsHeader(t *testing.T) {
 // provider for "outage".
 type fakeRefresher struct{ calls atomic.Int32 }
 
-func (f *fakeRefresher) NeedsRefresh(s cookie.Session) bool {
+func (f *fakeRefresher) NeedsRefresh(s session.Session) bool {
 	return s.RefreshToken != "new" && s.RefreshToken != "new-of-revoked"
 }
 
-func (f *fakeRefresher) Refresh(_ context.Context, s cookie.Session) (cookie.Session, error) {
+func (f *fakeRefresher) Refresh(_ context.Context, s session.Session) (session.Session, error) {
 	f.calls.Add(1)
 	switch s.RefreshToken {
 	case "old":
 		s.RefreshToken, s.Name = "new", "renewed"
 		return s, nil
 	case "outage":
-		return cookie.Session{}, temporary{}
+		return session.Session{}, errNotReady
 	case "revoked-meanwhile":
 		s.RefreshToken, s.Name = "new-of-revoked", "renewed"
 		return s, nil
 	}
-	return cookie.Session{}, errors.New("invalid_grant")
+	return session.Session{}, errors.New("invalid_grant")
 }
 
 func TestRefreshThroughTheProxy(t *testing.T) {
@@ -270,7 +269,7 @@ func TestRefreshThroughTheProxy(t *testing.T) {
 	f := newFixture(t, &recorder{}, func(c *Config) { c.Refresher = ref; c.Headers.Name = "X-Name" })
 	sessionWith := func(token string) []*http.Cookie {
 		w := httptest.NewRecorder()
-		if err := f.store.Save(w, httptest.NewRequest("GET", "/", nil), cookie.Session{User: "alice", RefreshToken: token, Expiry: time.Now().Add(time.Hour)}); err != nil {
+		if err := f.store.Save(w, httptest.NewRequest("GET", "/", nil), session.Session{User: "alice", RefreshToken: token, Expiry: time.Now().Add(time.Hour)}); err != nil {
 			t.Fatal(err)
 		}
 		return w.Result().Cookies()
@@ -310,14 +309,78 @@ func TestRefreshThroughTheProxy(t *testing.T) {
 	}
 }
 
+// serverSide is a cookie store whose sessions have an ID, as the Redis
+// store's do.
+type serverSide struct{ *cookie.Store }
+
+func (s serverSide) Load(r *http.Request) (session.Session, error) {
+	sess, err := s.Store.Load(r)
+	if err == nil {
+		sess.ID = "id-" + sess.User
+	}
+	return sess, err
+}
+
+// fakeLocker counts the locks taken and released.
+type fakeLocker struct {
+	locked, unlocked atomic.Int32
+	ids              chan string
+}
+
+func (l *fakeLocker) LockRefresh(_ context.Context, sess session.Session) (func(), error) {
+	l.locked.Add(1)
+	l.ids <- sess.ID
+	return func() { l.unlocked.Add(1) }, nil
+}
+
+// TestRefreshLock: a refresh of a server-side session runs under the
+// Locker; a cookie session, which no other replica can renew, does not.
+func TestRefreshLock(t *testing.T) {
+	for _, tt := range []struct {
+		name       string
+		serverSide bool
+		locks      int32
+	}{
+		{"cookie session", false, 0},
+		{"server-side session", true, 1},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ref := &fakeRefresher{}
+			locker := &fakeLocker{ids: make(chan string, 1)}
+			f := newFixture(t, &recorder{}, func(c *Config) {
+				c.Refresher, c.Locker = ref, locker
+				if tt.serverSide {
+					c.Sessions = serverSide{c.Sessions.(*cookie.Store)}
+				}
+			})
+			w := httptest.NewRecorder()
+			if err := f.store.Save(w, httptest.NewRequest("GET", "/", nil), session.Session{User: "alice", RefreshToken: "old", Expiry: time.Now().Add(time.Hour)}); err != nil {
+				t.Fatal(err)
+			}
+			if resp := f.get(t, "/x", w.Result().Cookies(), nil); resp.StatusCode != http.StatusOK {
+				t.Fatalf("status %d", resp.StatusCode)
+			}
+			if ref.calls.Load() != 1 || locker.locked.Load() != tt.locks || locker.unlocked.Load() != tt.locks {
+				t.Errorf("refreshes %d, locks %d, unlocks %d; want 1, %d, %d",
+					ref.calls.Load(), locker.locked.Load(), locker.unlocked.Load(), tt.locks, tt.locks)
+			}
+			if tt.locks > 0 {
+				if id := <-locker.ids; id != "id-alice" {
+					t.Errorf("locked session %q", id)
+				}
+			}
+		})
+	}
+}
+
 // revokingStore is a session store whose Save of a refreshed session finds
 // it revoked meanwhile, as the Redis store does after a logout, an admin
 // revocation or a back-channel logout that came while the provider answered.
 type revokingStore struct{ *cookie.Store }
 
-func (s revokingStore) Save(w http.ResponseWriter, r *http.Request, sess cookie.Session) error {
+func (s revokingStore) Save(w http.ResponseWriter, r *http.Request, sess session.Session) error {
 	if sess.RefreshToken == "new-of-revoked" {
-		return fmt.Errorf("%w: revoked during the refresh", cookie.ErrNoSession)
+		return fmt.Errorf("%w: revoked during the refresh", session.ErrNoSession)
 	}
 	return s.Store.Save(w, r, sess)
 }
@@ -333,7 +396,7 @@ func TestRefreshOfARevokedSession(t *testing.T) {
 		c.Sessions, c.Refresher, c.Headers.Name = store, ref, "X-Name"
 	})
 	w := httptest.NewRecorder()
-	if err := store.Store.Save(w, httptest.NewRequest("GET", "/", nil), cookie.Session{User: "alice", RefreshToken: "revoked-meanwhile", Expiry: time.Now().Add(time.Hour)}); err != nil {
+	if err := store.Store.Save(w, httptest.NewRequest("GET", "/", nil), session.Session{User: "alice", RefreshToken: "revoked-meanwhile", Expiry: time.Now().Add(time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
 	before := f.upstream.count()

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/authproxy/authproxy/cookie"
+	"github.com/authproxy/authproxy/session"
 )
 
 // The benchmarks in this file put authproxy's handler side by side with a
@@ -83,10 +84,10 @@ func (w *sink) Write(p []byte) (int, error) {
 func (w *sink) reset() { clear(w.h); w.status, w.n = 0, 0 }
 
 // benchRequest is what Chrome sends for a page of the app (its usual 13
-// headers), with an app cookie and, when session is set, authproxy's
+// headers), with an app cookie and, when sessionCookies is set, authproxy's
 // cookies. navigation false makes it an API call (Accept: JSON, no
 // Sec-Fetch-Mode: navigate).
-func benchRequest(session []*http.Cookie, navigation bool) *http.Request {
+func benchRequest(sessionCookies []*http.Cookie, navigation bool) *http.Request {
 	r := httptest.NewRequest("GET", "http://app.example/app/items?page=2", nil)
 	r.RemoteAddr = "192.0.2.10:51234"
 	h := r.Header
@@ -108,7 +109,7 @@ func benchRequest(session []*http.Cookie, navigation bool) *http.Request {
 		h.Set("Sec-Fetch-Mode", "cors")
 	}
 	h.Set("Cookie", "theme=dark; _ga=GA1.1.123456789.1700000000")
-	for _, c := range session {
+	for _, c := range sessionCookies {
 		r.AddCookie(c)
 	}
 	return r
@@ -128,12 +129,12 @@ func benchIDToken() string {
 // benchSession returns a real store and the cookies it saves for a login.
 func benchSession(b *testing.B) (*cookie.Store, []*http.Cookie) {
 	b.Helper()
-	store, err := cookie.NewStore(cookie.Config{Lifetime: 12 * time.Hour, Secrets: [][]byte{make([]byte, 32)}})
+	store, err := cookie.NewStore(cookie.Config{Policy: session.Policy{Lifetime: 12 * time.Hour}, Secrets: [][]byte{make([]byte, 32)}})
 	if err != nil {
 		b.Fatal(err)
 	}
 	w := httptest.NewRecorder()
-	sess := cookie.Session{User: benchUser, Email: "ada.lovelace@example.com", Name: "Ada Lovelace",
+	sess := session.Session{User: benchUser, Email: "ada.lovelace@example.com", Name: "Ada Lovelace",
 		IDToken: benchIDToken(), Expiry: time.Now().Add(12 * time.Hour)}
 	if err := store.Save(w, httptest.NewRequest("GET", "/auth/callback", nil), sess); err != nil {
 		b.Fatal(err)
@@ -153,8 +154,8 @@ var benchUpstreamURL = &url.URL{Scheme: "http", Host: "upstream.internal:8080"}
 func newBenchAuthproxy(b *testing.B, store *cookie.Store, upstream *url.URL, rt http.RoundTripper) http.Handler {
 	b.Helper()
 	h, err := New(Config{
-		Upstream: upstream, UserHeader: "X-User", Transport: rt, Sessions: store,
-		Auth: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		Upstream: upstream, UserHeader: "X-User", Transport: rt, Sessions: store, IsOwnCookie: store.IsOwn,
+		Auth: authFunc(func(w http.ResponseWriter, r *http.Request) {
 			b.Errorf("auth handler called for %s", r.URL)
 		}),
 		Ready: func() bool { return true },
@@ -225,8 +226,8 @@ func checkWrong(b *testing.B, wrong *atomic.Int64) {
 //	loopback: to a real upstream on 127.0.0.1 (adds the kernel and transport)
 //	parallel: loopback, from every core at once
 func BenchmarkBareReverseProxy(b *testing.B) {
-	_, session := benchSession(b)
-	req := benchRequest(session, true) // the same bytes authproxy gets
+	_, sessionCookies := benchSession(b)
+	req := benchRequest(sessionCookies, true) // the same bytes authproxy gets
 	b.Run("inmem", func(b *testing.B) {
 		up := &cannedUpstream{}
 		runHandler(b, newBenchBare(benchUpstreamURL, up), req, 200)
@@ -248,8 +249,8 @@ func BenchmarkBareReverseProxy(b *testing.B) {
 // session: cookie decode and validation, identity and cookie stripping,
 // X-User, then the same ReverseProxy machinery.
 func BenchmarkAuthproxy(b *testing.B) {
-	store, session := benchSession(b)
-	req := benchRequest(session, true)
+	store, sessionCookies := benchSession(b)
+	req := benchRequest(sessionCookies, true)
 	b.Run("inmem", func(b *testing.B) {
 		up := &cannedUpstream{want: []string{benchUser}}
 		runHandler(b, newBenchAuthproxy(b, store, benchUpstreamURL, up), req, 200)
@@ -290,10 +291,10 @@ func runParallel(b *testing.B, h http.Handler, r *http.Request) {
 // the provider (the auth handler here fails the benchmark if called) or the
 // upstream.
 func BenchmarkUnauthenticated(b *testing.B) {
-	store, session := benchSession(b)
+	store, sessionCookies := benchSession(b)
 	up := &cannedUpstream{}
 	h := newBenchAuthproxy(b, store, benchUpstreamURL, up)
-	tampered := []*http.Cookie{{Name: session[0].Name, Value: session[0].Value[:len(session[0].Value)-4] + "AAAA"}}
+	tampered := []*http.Cookie{{Name: sessionCookies[0].Name, Value: sessionCookies[0].Value[:len(sessionCookies[0].Value)-4] + "AAAA"}}
 	b.Run("redirect", func(b *testing.B) { runHandler(b, h, benchRequest(nil, true), http.StatusFound) })
 	b.Run("redirect-bad-cookie", func(b *testing.B) { runHandler(b, h, benchRequest(tampered, true), http.StatusFound) })
 	b.Run("401-json", func(b *testing.B) { runHandler(b, h, benchRequest(nil, false), http.StatusUnauthorized) })
@@ -308,11 +309,11 @@ func BenchmarkUnauthenticated(b *testing.B) {
 // and cookie stripping and X-User. Out is rebuilt from In before each call
 // without allocating, so the allocations counted are the rewrite's.
 func BenchmarkRewrite(b *testing.B) {
-	store, session := benchSession(b)
+	store, sessionCookies := benchSession(b)
 	ph := benchHandler(b, store)
-	in := benchRequest(session, true)
+	in := benchRequest(sessionCookies, true)
 	in.Header.Set("X_User", "mallory") // a forged identity, to be stripped
-	in = in.WithContext(context.WithValue(in.Context(), infoKey{}, &reqInfo{sess: cookie.Session{User: benchUser}}))
+	in = in.WithContext(context.WithValue(in.Context(), infoKey{}, &reqInfo{sess: session.Session{User: benchUser}}))
 	out := in.Clone(in.Context())
 	pr := &httputil.ProxyRequest{In: in, Out: out}
 	reset := func() {
@@ -353,8 +354,8 @@ func BenchmarkRewrite(b *testing.B) {
 // *handler, and call that here).
 func benchHandler(b *testing.B, store *cookie.Store) *handler {
 	b.Helper()
-	p, err := newHandler(Config{Upstream: benchUpstreamURL, UserHeader: "X-User", Sessions: store,
-		Auth: http.NotFoundHandler(), Ready: func() bool { return true }})
+	p, err := newHandler(Config{Upstream: benchUpstreamURL, UserHeader: "X-User", Sessions: store, IsOwnCookie: store.IsOwn,
+		Auth: authFunc(http.NotFound), Ready: func() bool { return true }})
 	if err != nil {
 		b.Fatal(err)
 	}

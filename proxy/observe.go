@@ -8,7 +8,8 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/authproxy/authproxy/cookie"
+	"github.com/authproxy/authproxy/internal/ascii"
+	"github.com/authproxy/authproxy/session"
 )
 
 // Request outcomes, as counted by the Observer.
@@ -39,25 +40,27 @@ func (nopObserver) Request(string)                 {}
 func (nopObserver) UpstreamResponse(time.Duration) {}
 func (nopObserver) UpstreamError(int)              {}
 
-// reqInfo travels with a request through the handlers, which fill in what
-// the access log and metrics report once the response is written.
+// reqInfo travels with a request in its context. It holds what
+// ReverseProxy's hooks need (Rewrite the session, ModifyResponse the time of
+// forwarding, ErrorHandler the outcome to override), and the outcome that
+// the handlers report to observe for the log and metrics.
 type reqInfo struct {
-	id string
-	// Backing arrays for the header values the proxy sets, so that they
-	// cost no allocation of their own (a one-element slice never grows in
-	// place: an append copies).
-	idValue, userValue [1]string
-	sess               cookie.Session // the authenticated user; zero when anonymous
-	outcome            string
-	forwarded          time.Time // when the request left for the upstream
+	sess session.Session // the authenticated user; zero when anonymous
+	// userValue backs the user header's value, so that it costs no
+	// allocation of its own (a one-element slice never grows in place: an
+	// append copies).
+	userValue [1]string
+	outcome   string
+	forwarded time.Time // when the request left for the upstream
 }
 
 type infoKey struct{}
 
-// reqState is a request's info and response recorder in one allocation.
+// reqState is a request's info, response recorder and id in one allocation.
 type reqState struct {
 	reqInfo
 	statusWriter
+	idValue [1]string // backs the X-Request-Id values, like userValue
 }
 
 func infoOf(r *http.Request) *reqInfo {
@@ -76,13 +79,14 @@ func (p *handler) observe(next http.Handler) http.Handler {
 		// One allocation holds what the request needs to carry.
 		st := &reqState{statusWriter: statusWriter{ResponseWriter: w}}
 		info, sw := &st.reqInfo, &st.statusWriter
-		info.id, info.outcome = r.Header.Get("X-Request-Id"), OutcomeOther
-		if !validRequestID(info.id) {
-			info.id = newRequestID()
+		info.outcome = OutcomeOther
+		id := r.Header.Get("X-Request-Id")
+		if !validRequestID(id) {
+			id = newRequestID()
 		}
-		info.idValue[0] = info.id
-		r.Header["X-Request-Id"] = info.idValue[:]
-		w.Header()["X-Request-Id"] = info.idValue[:]
+		st.idValue[0] = id
+		r.Header["X-Request-Id"] = st.idValue[:]
+		w.Header()["X-Request-Id"] = st.idValue[:]
 		next.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), infoKey{}, info)))
 
 		p.cfg.Observer.Request(info.outcome)
@@ -98,7 +102,7 @@ func (p *handler) observe(next http.Handler) http.Handler {
 			slog.Float64("duration_ms", float64(time.Since(start).Microseconds())/1000),
 			slog.String("user", info.sess.User),
 			slog.String("outcome", info.outcome),
-			slog.String("request_id", info.id))
+			slog.String("request_id", id))
 	})
 }
 
@@ -113,16 +117,7 @@ func tag(outcome string, h http.Handler) http.Handler {
 // validRequestID accepts 1–128 characters of [A-Za-z0-9._-]: enough for
 // every tracing format, nothing that could forge a log line or a header.
 func validRequestID(id string) bool {
-	if len(id) == 0 || len(id) > 128 {
-		return false
-	}
-	for i := 0; i < len(id); i++ {
-		c := id[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-') {
-			return false
-		}
-	}
-	return true
+	return len(id) <= 128 && ascii.IsName(id, ".")
 }
 
 // newRequestID returns 32 hex digits. Request ids correlate log lines; they

@@ -1,5 +1,6 @@
-// Package proxy is authproxy's front door: it routes the /auth/ paths to the
-// login handlers, answers health checks, and sends every other request
+// Package proxy is authproxy's front door: it holds the route table, which
+// sends the /auth/ paths to the sign-in handlers, answers health checks and
+// forward-auth checks, and sends every other request
 // either to the login page or, with a valid session, to the upstream with
 // the user's identity in a header that the client cannot forge.
 package proxy
@@ -17,28 +18,26 @@ import (
 	"time"
 
 	"github.com/authproxy/authproxy/cookie"
-	"github.com/authproxy/authproxy/proxy/page"
+	"github.com/authproxy/authproxy/page"
+	"github.com/authproxy/authproxy/session"
 )
 
-// sessionStore is what the proxy needs from the session store.
-type sessionStore interface {
-	Load(*http.Request) (cookie.Session, error)
-	Save(http.ResponseWriter, *http.Request, cookie.Session) error
-	Clear(http.ResponseWriter, *http.Request)
-	// Touch reports whether the session must be saved to record its use
-	// (idle timeout), updating it if so.
-	Touch(*cookie.Session) bool
-	// IsOwn reports whether a cookie is authproxy's, to keep it from the upstream.
-	IsOwn(name string) bool
+// Auth is the sign-in flow's handlers (an *oidc.Handler). Which paths and
+// methods reach each of them is decided by routes.
+type Auth interface {
+	Login(http.ResponseWriter, *http.Request)
+	Callback(http.ResponseWriter, *http.Request)
+	Logout(http.ResponseWriter, *http.Request)
+	BackchannelLogout(http.ResponseWriter, *http.Request)
 }
 
 // Refresher renews a session's tokens at the provider before they expire.
 type Refresher interface {
-	NeedsRefresh(cookie.Session) bool
-	// Refresh returns the renewed session. An error that is Temporary
-	// (provider unreachable) leaves the session as it is; any other means
-	// the provider ended it.
-	Refresh(context.Context, cookie.Session) (cookie.Session, error)
+	NeedsRefresh(session.Session) bool
+	// Refresh returns the renewed session. An error wrapping
+	// session.ErrUnavailable (provider unreachable) leaves the session as it
+	// is; any other means the provider ended it.
+	Refresh(context.Context, session.Session) (session.Session, error)
 }
 
 // Config configures the handler returned by New.
@@ -50,14 +49,21 @@ type Config struct {
 	PassHost bool
 	// Transport reaches the upstream; set its timeouts and pool size.
 	Transport http.RoundTripper
-	// Auth serves /auth/ (login, callback, logout).
-	Auth     http.Handler
-	Sessions sessionStore
+	// Auth serves the sign-in flow: login, callback, logout, back-channel
+	// logout.
+	Auth     Auth
+	Sessions session.Store
+	// IsOwnCookie reports whether a cookie is authproxy's (session, chunk,
+	// ticket or login cookie), to keep it from the upstream.
+	IsOwnCookie func(name string) bool
 	// Refresher, when set, renews tokens close to expiry (offline_access).
 	Refresher Refresher
+	// Locker, when set, makes replicas take turns refreshing one
+	// server-side session (a session with an ID).
+	Locker session.Locker
 	// Revalidate is how often the session of a WebSocket or event stream is
 	// loaded again, so that revocation closes it. Zero checks only sessions
-	// of a server-side store (with a ticket), every DefaultRevalidate.
+	// of a server-side store (with an ID), every DefaultRevalidate.
 	Revalidate time.Duration
 	// Ready reports whether the proxy should receive traffic (provider
 	// discovered, not shutting down).
@@ -67,7 +73,7 @@ type Config struct {
 	Trusted func(*http.Request) bool
 	// Bearer verifies "Authorization: Bearer" access tokens; nil leaves the
 	// Authorization header to the upstream and uses the session cookie only.
-	Bearer func(r *http.Request, token string) (cookie.Session, error)
+	Bearer func(r *http.Request, token string) (session.Session, error)
 	// Rules decides who may pass; nil lets every logged-in user through.
 	Rules Rules
 	// Headers names the optional identity headers besides UserHeader.
@@ -100,8 +106,8 @@ func newHandler(cfg Config) (*handler, error) {
 	if cfg.UserHeader == "" {
 		problems = append(problems, "user header is required")
 	}
-	if cfg.Auth == nil || cfg.Sessions == nil || cfg.Ready == nil {
-		problems = append(problems, "auth handler, session store and readiness are required")
+	if cfg.Auth == nil || cfg.Sessions == nil || cfg.IsOwnCookie == nil || cfg.Ready == nil {
+		problems = append(problems, "auth handler, session store, own-cookie test and readiness are required")
 	}
 	if len(problems) > 0 {
 		return nil, errors.New("proxy: " + strings.Join(problems, "; "))
@@ -119,7 +125,7 @@ func newHandler(cfg Config) (*handler, error) {
 	cfg.UserHeader = http.CanonicalHeaderKey(cfg.UserHeader)
 	p := &handler{cfg: cfg}
 	for _, h := range cfg.identityHeaders() {
-		p.identity = append(p.identity, normalize(h))
+		p.identity = append(p.identity, NormalizeHeader(h))
 	}
 	// A client (not a trusted proxy) may not tell the upstream which URL or
 	// address it "really" requested from: frameworks that honour these
@@ -134,7 +140,7 @@ func newHandler(cfg Config) (*handler, error) {
 		BufferPool:     bufferPool{},
 	}
 	p.mux = http.NewServeMux()
-	p.routes(p.mux)
+	p.routes(p.mux, http.NewServeMux())
 	return p, nil
 }
 
@@ -148,18 +154,36 @@ type handler struct {
 	untrusted []string
 }
 
-func (p *handler) routes(mux *http.ServeMux) {
-	mux.Handle("/auth/", tag(OutcomeAuth, p.cfg.Auth))
-	mux.Handle("/auth/check", tag(OutcomeAuth, http.HandlerFunc(p.check)))
+// router is what routes needs of an *http.ServeMux; TestRouteTable passes
+// a recorder instead.
+type router interface {
+	http.Handler
+	Handle(pattern string, h http.Handler)
+}
+
+// routes is the route table: the one place that says which paths and
+// methods reach which handler. README's route table is checked against it.
+// A pattern without a method accepts every method; GET accepts HEAD too.
+//
+// The /auth/ routes have a mux of their own, mounted at /auth/. Every
+// request matches the "/" catch-all, so one mux would send a wrong method
+// to the upstream rather than answer 405. The /auth/ mux answers 405 (with
+// Allow) for a known path and 404 for any other: no /auth/ path reaches
+// the upstream.
+func (p *handler) routes(mux, auth router) {
+	a := p.cfg.Auth
+	auth.Handle("GET /auth/login", http.HandlerFunc(a.Login))
+	auth.Handle("/auth/callback", http.HandlerFunc(a.Callback))
+	auth.Handle("/auth/logout", http.HandlerFunc(a.Logout))
+	auth.Handle("POST /auth/backchannel-logout", http.HandlerFunc(a.BackchannelLogout))
+	auth.Handle("/auth/check", http.HandlerFunc(p.check))
 	if p.cfg.JWKS != nil {
-		mux.Handle("/auth/jwks.json", tag(OutcomeAuth, p.cfg.JWKS))
+		auth.Handle("GET /auth/jwks.json", p.cfg.JWKS)
 	}
-	mux.Handle("GET /healthz", tag(OutcomeProbe, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		_, _ = w.Write([]byte("ok\n"))
-	})))
+	mux.Handle("/auth/", tag(OutcomeAuth, auth))
+	mux.Handle("GET /healthz", tag(OutcomeProbe, http.HandlerFunc(healthz)))
 	mux.Handle("GET /readyz", tag(OutcomeProbe, http.HandlerFunc(p.readyz)))
-	mux.HandleFunc("/", p.serveProxied)
+	mux.Handle("/", http.HandlerFunc(p.serveProxied))
 }
 
 // route sends the common case, a clean path that is not one of the proxy's
@@ -186,6 +210,11 @@ func direct(r *http.Request) bool {
 		!strings.HasSuffix(path, "/.") && !strings.HasSuffix(path, "/..")
 }
 
+func healthz(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	_, _ = w.Write([]byte("ok\n"))
+}
+
 func (p *handler) readyz(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
@@ -201,33 +230,24 @@ func (p *handler) readyz(w http.ResponseWriter, r *http.Request) {
 // everything else, and forwards what passes.
 func (p *handler) serveProxied(w http.ResponseWriter, r *http.Request) {
 	info := infoOf(r)
-	if p.cfg.Rules != nil && p.cfg.Rules.Public(r.Method, r.URL.EscapedPath()) {
-		info.outcome = OutcomePublic
-		info.forwarded = time.Now()
-		p.upstream.ServeHTTP(w, r)
-		return
+	sess, outcome := p.admit(w, r, target{method: r.Method, url: r.URL, redirect: page.IsNavigation(r)})
+	// Rewrite reads the session from info to set the identity headers.
+	info.sess, info.outcome = sess, outcome
+	if outcome != OutcomeProxied && outcome != OutcomePublic {
+		return // refused; admit has answered
 	}
-	sess, ok := p.authenticate(w, r, page.IsNavigation(r))
-	if !ok {
-		return
-	}
-	info.sess = sess
-	if !p.authorize(w, r, r.Method, r.URL.EscapedPath()) {
-		return
-	}
-	info.outcome = OutcomeProxied
-	info.forwarded = time.Now()
-	if longLived(r) {
+	if outcome == OutcomeProxied && longLived(r) {
 		// A WebSocket or event stream would outlive the session; end it
 		// when the session ends or is revoked. (Cancelling the request
 		// closes the upstream connection and, for an upgrade, the client's.)
 		ctx, cancel := context.WithDeadline(r.Context(), sess.Expiry)
 		defer cancel()
-		if sess.Ticket != "" || p.cfg.Revalidate > 0 {
+		if sess.ID != "" || p.cfg.Revalidate > 0 {
 			go p.watch(ctx, cancel, r)
 		}
 		r = r.WithContext(ctx)
 	}
+	info.forwarded = time.Now()
 	p.upstream.ServeHTTP(w, r)
 }
 
@@ -252,7 +272,7 @@ func (p *handler) watch(ctx context.Context, cancel context.CancelFunc, r *http.
 			return
 		case <-t.C:
 		}
-		if _, err := p.cfg.Sessions.Load(r.WithContext(ctx)); errors.Is(err, cookie.ErrNoSession) {
+		if _, err := p.cfg.Sessions.Load(r.WithContext(ctx)); errors.Is(err, session.ErrNoSession) {
 			p.cfg.Logger.Info("closing a long-lived connection: its session ended", "path", r.URL.Path)
 			cancel()
 			return
@@ -274,22 +294,22 @@ func (p *handler) upstreamResponded(resp *http.Response) error {
 	return nil
 }
 
-// unauthenticated sends browsers to the login page and gives everything
-// else a 401 it can act on. returnTo is the path and query to come back to.
-func (p *handler) unauthenticated(w http.ResponseWriter, r *http.Request, returnTo string, redirect bool) {
-	login := "/auth/login?rd=" + url.QueryEscape(returnTo)
+// unauthenticated sends browsers (t.redirect) to the login page, to come
+// back to t's path and query, and gives everything else a 401 it can act
+// on. It returns the outcome.
+func (p *handler) unauthenticated(w http.ResponseWriter, r *http.Request, t target) string {
+	login := "/auth/login?rd=" + url.QueryEscape(t.url.RequestURI())
 	w.Header().Set("Cache-Control", "no-store")
-	if redirect {
-		infoOf(r).outcome = OutcomeLoginRedirect
+	if t.redirect {
 		http.Redirect(w, r, login, http.StatusFound)
-		return
+		return OutcomeLoginRedirect
 	}
-	infoOf(r).outcome = OutcomeUnauth
 	// Not a page load: a script or API client, which needs JSON it can act
 	// on even if its Accept header mentions text/html.
 	w.Header().Set("WWW-Authenticate", `Bearer realm="authproxy"`)
 	page.WriteJSON(w, page.Page{Status: http.StatusUnauthorized, Code: "unauthenticated",
 		Detail: "Sign in to continue.", Extra: map[string]string{"login_url": login}})
+	return OutcomeUnauth
 }
 
 // rewrite builds the upstream request. It runs after ReverseProxy has
@@ -336,7 +356,7 @@ func stripHeaders(h http.Header, names []string) {
 	}
 }
 
-// sameHeader reports whether name normalizes to norm (see normalize)
+// sameHeader reports whether name normalizes to norm (see NormalizeHeader)
 // without allocating: it runs for every header of every request.
 func sameHeader(name, norm string) bool {
 	if len(name) != len(norm) {
@@ -357,8 +377,10 @@ func sameHeader(name, norm string) bool {
 	return true
 }
 
-// normalize maps a header name to the form upstream stacks compare on.
-func normalize(name string) string {
+// NormalizeHeader maps a header name to the form upstream stacks compare
+// on: lower case, "_" for "-". Two names with the same form are one header
+// to some upstream.
+func NormalizeHeader(name string) string {
 	return strings.ReplaceAll(strings.ToLower(name), "_", "-")
 }
 
@@ -366,32 +388,30 @@ func normalize(name string) string {
 // they carry tokens the upstream has no business with, and their size can
 // push legacy apps over header limits. Other cookies pass byte for byte.
 func (p *handler) stripCookies(h http.Header) {
-	lines := h["Cookie"]
-	ours, size := false, 0
-	for _, line := range lines {
-		size += len(line) + 2
-		for part := range strings.SplitSeq(line, ";") {
-			name, _, _ := strings.Cut(part, "=")
-			ours = ours || p.cfg.Sessions.IsOwn(strings.TrimSpace(name))
+	ours := false
+	for name := range cookie.Pairs(h) {
+		if ours = p.cfg.IsOwnCookie(name); ours {
+			break
 		}
 	}
 	if !ours {
 		return
 	}
+	lines := h["Cookie"]
+	size := 0
+	for _, line := range lines {
+		size += len(line) + 2
+	}
 	var b strings.Builder
 	b.Grow(size)
-	for _, line := range lines {
-		for part := range strings.SplitSeq(line, ";") {
-			part = strings.TrimSpace(part)
-			name, _, _ := strings.Cut(part, "=")
-			if part == "" || p.cfg.Sessions.IsOwn(name) {
-				continue
-			}
-			if b.Len() > 0 {
-				b.WriteString("; ")
-			}
-			b.WriteString(part)
+	for name, pair := range cookie.Pairs(h) {
+		if p.cfg.IsOwnCookie(name) {
+			continue
 		}
+		if b.Len() > 0 {
+			b.WriteString("; ")
+		}
+		b.WriteString(pair)
 	}
 	if b.Len() == 0 {
 		delete(h, "Cookie")

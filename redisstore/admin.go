@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+
+	"github.com/authproxy/authproxy/session"
 )
 
 // AdminHandler is the admin API, for the internal listener only:
@@ -122,11 +124,10 @@ func userParam(r *http.Request) (string, error) {
 }
 
 func adminError(w http.ResponseWriter, err error) {
-	var ue *UnavailableError
 	switch {
 	case errors.Is(err, ErrNotFound):
 		adminJSON(w, http.StatusNotFound, map[string]string{"error": "no such session"})
-	case errors.As(err, &ue):
+	case errors.Is(err, session.ErrUnavailable):
 		adminJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "redis unavailable"})
 	default:
 		adminJSON(w, http.StatusInternalServerError, map[string]string{"error": "internal error"})

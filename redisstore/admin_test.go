@@ -12,11 +12,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/authproxy/authproxy/cookie"
+	"github.com/authproxy/authproxy/session"
 )
 
 // saveFor saves sess and returns the request a browser would then send.
-func saveFor(t *testing.T, s replica, sess cookie.Session) *http.Request {
+func saveFor(t *testing.T, s replica, sess session.Session) *http.Request {
 	t.Helper()
 	w := httptest.NewRecorder()
 	if err := s.Save(w, httptest.NewRequest("GET", "/", nil), sess); err != nil {
@@ -72,7 +72,7 @@ func TestAdminAPI(t *testing.T) {
 		t.Errorf("revoke all of ann's: %d %v", code, body)
 	}
 	for _, req := range reqs[:2] {
-		if _, err := s.Load(req); !errors.Is(err, cookie.ErrNoSession) {
+		if _, err := s.Load(req); !errors.Is(err, session.ErrNoSession) {
 			t.Errorf("ann's session survived: %v", err)
 		}
 	}
@@ -157,7 +157,7 @@ func TestAdminUserExact(t *testing.T) {
 			}
 			for _, u := range users {
 				_, err := s.Load(reqs[u])
-				if ended := errors.Is(err, cookie.ErrNoSession); ended != (u == tt.ended) {
+				if ended := errors.Is(err, session.ErrNoSession); ended != (u == tt.ended) {
 					t.Errorf("%q: ended %v (%v), want %v", u, ended, err, u == tt.ended)
 				}
 			}
@@ -212,7 +212,9 @@ func TestLockRefresh(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	// Generous for a loaded machine, and still short of refreshLockTTL: a
+	// lock shared with the held one would wait past it.
+	ctx, cancel := context.WithTimeout(context.Background(), refreshLockTTL*2/3)
 	defer cancel()
 	unlock2, err := b.LockRefresh(ctx, other)
 	if err != nil {
@@ -226,10 +228,16 @@ func TestOnceAcrossReplicas(t *testing.T) {
 	r := startRedis(t)
 	a, b := newReplica(t, r, replicaOpts{}), newReplica(t, r, replicaOpts{})
 	ctx := context.Background()
+	if seen, err := b.Seen(ctx, "jti-1"); err != nil || seen {
+		t.Fatalf("seen before Once: %v, %v", seen, err)
+	}
 	if fresh, err := a.Once(ctx, "jti-1", time.Minute); err != nil || !fresh {
 		t.Fatalf("first sight: %v, %v", fresh, err)
 	}
 	for _, s := range []replica{a, b} {
+		if seen, err := s.Seen(ctx, "jti-1"); err != nil || !seen {
+			t.Errorf("seen after Once: %v, %v", seen, err)
+		}
 		if fresh, err := s.Once(ctx, "jti-1", time.Minute); err != nil || fresh {
 			t.Errorf("second sight: fresh=%v, %v", fresh, err)
 		}

@@ -7,13 +7,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/authproxy/authproxy/cookie"
+	"github.com/authproxy/authproxy/session"
 )
 
 // BenchmarkLoad measures Load on the proxy's hot path against a real
-// redis-server on loopback: the ticket cookie's check (cached by
-// cookie.Store after the first request), one GET, AES-GCM and JSON. Compare
-// with cookie's BenchmarkLoad; see BENCHMARKS.md.
+// redis-server on loopback: the ticket cookie's check, one GET, AES-GCM and
+// JSON. Compare with cookie's BenchmarkLoad; see BENCHMARKS.md.
 func BenchmarkLoad(b *testing.B) {
 	r := startRedis(b)
 	s := newReplica(b, r, replicaOpts{})
@@ -79,7 +78,7 @@ func BenchmarkDecode(b *testing.B) {
 	login.IDToken, login.AccessToken, login.Claims = idToken(900), "", nil
 	for _, tc := range []struct {
 		name string
-		sess cookie.Session
+		sess session.Session
 	}{
 		{"user only", smallSession("auth0|64f1c2a9e4b0d7c3a1b2c3d4", now)},
 		{"login (900 B ID token)", login},
@@ -107,7 +106,7 @@ func BenchmarkDecode(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				var sess cookie.Session
+				var sess session.Session
 				if err := json.Unmarshal(plain, &sess); err != nil {
 					b.Fatal(err)
 				}

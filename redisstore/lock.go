@@ -4,11 +4,12 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
+	"errors"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/authproxy/authproxy/cookie"
+	"github.com/authproxy/authproxy/session"
 )
 
 // refreshLockTTL bounds how long one replica may hold a session's refresh
@@ -22,9 +23,13 @@ var unlockScript = redis.NewScript(`if redis.call("get", KEYS[1]) == ARGV[1] the
 // replica holds it, so that a session's tokens are refreshed once across
 // all replicas: the waiter then reloads the session and finds it renewed.
 // It returns when the lock is taken, ctx ends, or refreshLockTTL passes
-// (then it returns an error and the caller may serve the session as is).
-func (s *Store) LockRefresh(ctx context.Context, sess cookie.Session) (unlock func(), err error) {
-	key := s.prefix + "lock:" + sess.Ticket
+// (then it returns an error wrapping session.ErrUnavailable and the caller
+// may serve the session as is). sess must come from Load (have an ID).
+func (s *Store) LockRefresh(ctx context.Context, sess session.Session) (unlock func(), err error) {
+	if !validID(sess.ID) {
+		return nil, errors.New("redisstore: LockRefresh of a session not loaded from this store")
+	}
+	key := s.prefix + "lock:" + sess.ID
 	var b [16]byte
 	_, _ = rand.Read(b[:])
 	token := base64.RawURLEncoding.EncodeToString(b[:])

@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/authproxy/authproxy/cookie"
+	"github.com/authproxy/authproxy/session"
 )
 
 // An entry in Redis is a plaintext header followed by the AES-256-GCM sealed
@@ -70,7 +70,7 @@ func seal(t ticket, h header, plain []byte) ([]byte, error) {
 	return a.Seal(out, nil, plain, additionalData(ad[:], out[:headerLen], t.id)), nil
 }
 
-var errBadEntry = fmt.Errorf("%w: stored session does not open with the ticket's key", cookie.ErrNoSession)
+var errBadEntry = fmt.Errorf("%w: stored session does not open with the ticket's key", session.ErrNoSession)
 
 // open checks and decrypts an entry with t's key. The plaintext reuses raw's
 // memory.

@@ -1,6 +1,7 @@
 // Package redisstore keeps authproxy sessions in Redis, with only an opaque
-// ticket in the browser. It has the method set of cookie.Store, so the proxy
-// can use either.
+// ticket in the browser. Store is a session.Store, and also a
+// session.Revoker, session.Locker and session.OnceMarker: what replicas
+// sharing one Redis can do together.
 //
 // # Why
 //
@@ -17,18 +18,20 @@
 // # Design
 //
 // The session cookie carries only a ticket: a random session id (16 bytes)
-// and a random per-session key (32 bytes), sealed by cookie.Store with the
-// same securecookie codecs, key rotation and attributes as any session
-// cookie (a cookie.Session with only Ticket and Expiry). It stays under 300
-// bytes whatever the session holds.
+// and a random per-session key (32 bytes), with the session's expiry. It is
+// sealed with securecookie, key rotation and attributes as the cookie
+// store's session cookie, and has its name, but keys of its own (see
+// cookie.go). It stays under 300 bytes whatever the session holds. The
+// ticket is this package's alone: Load hands out only the session id, as
+// session.Session.ID.
 //
 // Redis holds, under prefix+"s:"+id, the session JSON sealed with AES-256-GCM
 // under the ticket's key, with the id and a short plaintext header (format
 // version, creation and expiry times) as additional data. Redis never sees
 // the key, so a dump of Redis reveals no token, e-mail or claim, and an entry
 // cannot be moved to another id. The entry's TTL is the session's remaining
-// lifetime (the sooner of Expiry and Seen+Config.Idle); Load also checks
-// both against Config.Now.
+// lifetime (session.Policy.End: the sooner of Expiry and Seen+Idle); Load
+// also checks it against Config.Now.
 //
 // Three sorted sets, scored by expiry in Unix milliseconds, index the
 // entries: prefix+"u:"+H(user) and prefix+"sid:"+H(sid) for Sessions,
@@ -41,27 +44,28 @@
 // bounded by the live sessions. Members whose entry was deleted (logout,
 // Revoke) are dropped lazily, by Sessions or when they expire.
 //
-// Load costs one GET: no cache in the process, so a revocation is seen by
-// every replica on its next request. The ticket cookie itself is verified
-// through cookie.Store's cache of verified values.
+// Load costs one GET: no cache of sessions in the process, so a revocation
+// is seen by every replica on its next request. (The ticket cookie's
+// verification is cached, by exact value, as the cookie store caches its
+// sessions.)
 //
 // Save tells a refresh from a login by the session it is given. Load sets
-// Session.Ticket to the session id, so a session that was loaded, then
+// Session.ID to the session id, so a session that was loaded, then
 // updated (new tokens, a later expiry, the idle timeout's last use) and saved
 // again is a refresh: the entry is rewritten under the same id and key, and
 // the cookie is left alone unless the expiry moved. The rewrite uses SET XX
 // after checking the entry, so a refresh never brings back a session revoked
 // while it was in flight; it fails with ErrNoSession instead. A session built
-// by a login has no Ticket: it always gets a new id and key, and the entry of
+// by a login has no ID: it always gets a new id and key, and the entry of
 // the ticket the request carried, if any, is deleted. So a ticket planted in
 // a browser before login (session fixation) never receives the victim's
 // session, and one browser holds one session.
 //
 // Every Redis call runs under the request's (or caller's) context bounded by
-// Config.Timeout. A Redis that fails or does not answer yields an
-// *UnavailableError, whose Temporary method reports true: the proxy answers
-// 503 rather than sending the user to log in again, and recovers when Redis
-// returns (go-redis reconnects by itself). No goroutine is started.
+// Config.Timeout. A Redis that fails or does not answer yields an error
+// wrapping session.ErrUnavailable: the proxy answers 503 rather than sending
+// the user to log in again, and recovers when Redis returns (go-redis
+// reconnects by itself). No goroutine is started.
 //
 // # Operating
 //
@@ -84,9 +88,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gorilla/securecookie"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/authproxy/authproxy/cookie"
+	"github.com/authproxy/authproxy/internal/bounded"
+	"github.com/authproxy/authproxy/session"
 )
 
 const (
@@ -106,9 +112,21 @@ type Config struct {
 	// writes, and a hung server holds a request for ReadTimeout times
 	// MaxRetries+1 instead of Timeout.
 	Client redis.UniversalClient
-	// Cookies writes the ticket cookie, and the login cookies, which Store
-	// delegates to it.
-	Cookies *cookie.Store
+	// Policy bounds sessions (Lifetime is required). The ticket cookie
+	// lives until the session's Expiry; an entry in Redis until its End.
+	Policy session.Policy
+	// Name of the ticket cookie (required): the cookie store's session
+	// cookie name, so that the proxy, which keeps the cookie store's
+	// cookies from the upstream, keeps this one too, and switching stores
+	// replaces one cookie by the other.
+	Name   string
+	Domain string
+	// Secure reports whether the request reached the proxy over https, which
+	// marks the cookie Secure. Nil means never.
+	Secure func(*http.Request) bool
+	// Secrets are 32 or 64 random bytes each, the cookie store's: the first
+	// seals the ticket cookie, all open it.
+	Secrets [][]byte
 	// Prefix starts every key (DefaultPrefix when empty), so several
 	// deployments can share one Redis.
 	Prefix string
@@ -116,48 +134,41 @@ type Config struct {
 	Now func() time.Time
 	// Timeout bounds each Redis call (DefaultTimeout when zero).
 	Timeout time.Duration
-	// Idle ends a session not used for this long (0: never), as
-	// cookie.Config.Idle does for the cookie store; give both the same value.
-	Idle time.Duration
 }
 
 // Store keeps sessions in Redis and their tickets in cookies. It is safe for
 // concurrent use.
 type Store struct {
 	rdb     redis.UniversalClient
-	cookies *cookie.Store
+	policy  session.Policy
 	prefix  string
 	now     func() time.Time
 	timeout time.Duration
-	idle    time.Duration
+	// The ticket cookie.
+	name, domain string
+	secure       func(*http.Request) bool
+	codecs       []securecookie.Codec
+	legacy       []securecookie.Codec
+	// verified holds the ticket cookies this Store has opened, by exact
+	// value, so a user's next request costs a lookup instead of an HMAC, an
+	// AES pass and a JSON decode. It saves only that: Load still reads the
+	// session from Redis every time, so a revocation is seen at once.
+	verified *bounded.Map[string, ticketCookie]
 }
 
-// UnavailableError reports that Redis could not serve a call: down,
-// unreachable, too slow, or answering with an error. The session may well be
-// valid; the caller should answer 503, not ask for a new login.
-type UnavailableError struct {
-	Op  string
-	Err error
+// unavailable reports that Redis could not serve a call: down, unreachable,
+// too slow, or answering with an error. The session may well be valid; the
+// caller should answer 503, not ask for a new login.
+func unavailable(op string, err error) error {
+	return fmt.Errorf("redisstore: %s: redis %w: %w", op, session.ErrUnavailable, err)
 }
-
-func (e *UnavailableError) Error() string {
-	return "redisstore: redis unavailable: " + e.Op + ": " + e.Err.Error()
-}
-
-func (e *UnavailableError) Unwrap() error { return e.Err }
-
-// Temporary reports true: retrying later may succeed.
-func (e *UnavailableError) Temporary() bool { return true }
-
-func unavailable(op string, err error) error { return &UnavailableError{Op: op, Err: err} }
 
 // ErrNotFound means Revoke found no live session with that id.
 var ErrNotFound = errors.New("redisstore: no such session")
 
 var (
-	errNoTicket = fmt.Errorf("%w: cookie carries no ticket", cookie.ErrNoSession)
-	errUnknown  = fmt.Errorf("%w: unknown, expired or revoked ticket", cookie.ErrNoSession)
-	errExpired  = fmt.Errorf("%w: session expired", cookie.ErrNoSession)
+	errUnknown = fmt.Errorf("%w: unknown, expired or revoked ticket", session.ErrNoSession)
+	errExpired = fmt.Errorf("%w: session expired", session.ErrNoSession)
 )
 
 // New checks cfg and PINGs Redis, so that a Redis unreachable at start is a
@@ -167,8 +178,11 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 	if cfg.Client == nil {
 		return nil, errors.New("redisstore: Config.Client is required")
 	}
-	if cfg.Cookies == nil {
-		return nil, errors.New("redisstore: Config.Cookies is required")
+	if err := cfg.Policy.Check(); err != nil {
+		return nil, fmt.Errorf("redisstore: %w", err)
+	}
+	if cfg.Name == "" {
+		return nil, errors.New("redisstore: Config.Name is required")
 	}
 	if cfg.Prefix == "" {
 		cfg.Prefix = DefaultPrefix
@@ -179,7 +193,17 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = DefaultTimeout
 	}
-	s := &Store{rdb: cfg.Client, cookies: cfg.Cookies, prefix: cfg.Prefix, now: cfg.Now, timeout: cfg.Timeout, idle: cfg.Idle}
+	codecs, err := ticketCodecs(cfg.Secrets, cfg.Policy.Lifetime)
+	if err != nil {
+		return nil, err
+	}
+	legacy, err := legacyCodecs(cfg.Secrets, cfg.Policy.Lifetime)
+	if err != nil {
+		return nil, err
+	}
+	s := &Store{rdb: cfg.Client, policy: cfg.Policy, prefix: cfg.Prefix, now: cfg.Now, timeout: cfg.Timeout,
+		verified: bounded.New[string, ticketCookie](maxVerified),
+		name:     cfg.Name, domain: cfg.Domain, secure: cfg.Secure, codecs: codecs, legacy: legacy}
 	ctx, cancel := context.WithTimeout(ctx, max(cfg.Timeout, 5*time.Second))
 	defer cancel()
 	if err := s.rdb.Ping(ctx).Err(); err != nil {
@@ -209,25 +233,25 @@ func (s *Store) callCtx(ctx context.Context) (context.Context, context.CancelFun
 
 func (s *Store) sessionKey(id string) string { return s.prefix + "s:" + id }
 
-// Load returns the request's session, with Ticket set to the session id (the
-// ID of Info and Revoke; never the key). A missing, tampered, foreign,
+// Load returns the request's session, with ID set to the session id (the ID
+// of Info and Revoke; never the key). A missing, tampered, foreign,
 // unknown, expired or revoked ticket yields an error wrapping
-// cookie.ErrNoSession; a Redis failure yields an *UnavailableError.
-func (s *Store) Load(r *http.Request) (cookie.Session, error) {
+// session.ErrNoSession; a Redis failure, one wrapping session.ErrUnavailable.
+func (s *Store) Load(r *http.Request) (session.Session, error) {
 	t, err := s.ticket(r)
 	if err != nil {
-		return cookie.Session{}, err
+		return session.Session{}, err
 	}
 	ctx, cancel := s.callCtx(r.Context())
 	defer cancel()
 	e, err := s.get(ctx, t)
 	if err != nil {
-		return cookie.Session{}, err
+		return session.Session{}, err
 	}
-	if !s.now().Before(s.end(e.sess)) {
-		return cookie.Session{}, errExpired
+	if s.policy.Ended(&e.sess, s.now()) {
+		return session.Session{}, errExpired
 	}
-	e.sess.Ticket = t.id
+	e.sess.ID = t.id
 	return e.sess, nil
 }
 
@@ -239,13 +263,9 @@ func (s *Store) ticket(r *http.Request) (ticket, error) {
 
 // ticketCookie is ticket, with the cookie's expiry.
 func (s *Store) ticketCookie(r *http.Request) (ticket, time.Time, error) {
-	c, err := s.cookies.Load(r)
+	c, err := s.readCookie(r)
 	if err != nil {
 		return ticket{}, time.Time{}, err
-	}
-	if c.Ticket == "" {
-		// A session cookie of the cookie store: not ours.
-		return ticket{}, time.Time{}, errNoTicket
 	}
 	t, err := parseTicket(c.Ticket)
 	return t, c.Expiry, err
@@ -253,7 +273,7 @@ func (s *Store) ticketCookie(r *http.Request) (ticket, time.Time, error) {
 
 // entry is a stored session, opened.
 type entry struct {
-	sess    cookie.Session
+	sess    session.Session
 	created time.Time
 }
 
@@ -271,25 +291,25 @@ func (s *Store) get(ctx context.Context, t ticket) (entry, error) {
 	if err != nil {
 		return entry{}, err
 	}
-	var sess cookie.Session
+	var sess session.Session
 	if err := json.Unmarshal(plain, &sess); err != nil {
-		return entry{}, fmt.Errorf("%w: stored session: %w", cookie.ErrNoSession, err)
+		return entry{}, fmt.Errorf("%w: stored session: %w", session.ErrNoSession, err)
 	}
 	return entry{sess: sess, created: h.created}, nil
 }
 
 // Save stores sess and writes its ticket cookie.
 //
-// A session that came from Load (its Ticket holds the session id) is a
-// refresh: the entry of that id is rewritten and the ticket kept, provided
-// the request still carries that ticket and the entry is alive; otherwise
-// (revoked or expired meanwhile) Save fails with an error wrapping
-// cookie.ErrNoSession and writes nothing. A refresh cannot change User or
-// SID. Any other session (Ticket empty) is a new login: it gets a new id and
-// key, and the entry of the ticket the request carried, if any, is deleted.
-func (s *Store) Save(w http.ResponseWriter, r *http.Request, sess cookie.Session) error {
+// A session that came from Load (its ID set) is a refresh: the entry of
+// that id is rewritten and the ticket kept, provided the request still
+// carries that ticket and the entry is alive; otherwise (revoked or expired
+// meanwhile) Save fails with an error wrapping session.ErrNoSession and
+// writes nothing. A refresh cannot change User or SID. Any other session
+// (no ID) is a new login: it gets a new id and key, and the entry of the
+// ticket the request carried, if any, is deleted.
+func (s *Store) Save(w http.ResponseWriter, r *http.Request, sess session.Session) error {
 	now := s.now()
-	end := s.end(sess)
+	end := s.policy.End(&sess)
 	ttl := end.Sub(now)
 	if ttl < time.Second {
 		return errors.New("redisstore: session already expired")
@@ -297,8 +317,7 @@ func (s *Store) Save(w http.ResponseWriter, r *http.Request, sess cookie.Session
 	if sess.User == "" {
 		return errors.New("redisstore: session has no user")
 	}
-	refreshOf := sess.Ticket
-	sess.Ticket = ""
+	refreshOf := sess.ID
 	plain, err := json.Marshal(sess)
 	if err != nil {
 		return fmt.Errorf("redisstore: encode session: %w", err)
@@ -310,7 +329,7 @@ func (s *Store) Save(w http.ResponseWriter, r *http.Request, sess cookie.Session
 	created, mode := now, "NX"
 	if refreshOf != "" {
 		if curErr != nil || current.id != refreshOf {
-			return fmt.Errorf("%w: refresh of a session whose ticket the request does not carry", cookie.ErrNoSession)
+			return fmt.Errorf("%w: refresh of a session whose ticket the request does not carry", session.ErrNoSession)
 		}
 		cctx, cancel := s.callCtx(ctx)
 		e, err := s.get(cctx, current)
@@ -366,35 +385,16 @@ func (s *Store) Save(w http.ResponseWriter, r *http.Request, sess cookie.Session
 	if mode == "XX" && cookieExpiry.Equal(exp) {
 		return nil
 	}
-	return s.cookies.Save(w, r, cookie.Session{Ticket: t.String(), Expiry: exp})
+	return s.writeCookie(w, r, t, exp)
 }
 
-// end is when sess ends: at its Expiry, or earlier when unused for Idle. The
-// entry's TTL and index scores follow it, so an idle session leaves Redis
-// by itself; the ticket cookie keeps the Expiry, so recording a use (Touch,
+// Touch records a use of sess for the idle timeout and reports whether it
+// must be saved for it (session.Policy.Touch). The entry's TTL and index
+// scores follow the session's End, so an idle session leaves Redis by
+// itself; the ticket cookie keeps the Expiry, so recording a use (Touch,
 // then Save) does not rewrite it.
-func (s *Store) end(sess cookie.Session) time.Time {
-	if s.idle > 0 && !sess.Seen.IsZero() {
-		if idleEnd := sess.Seen.Add(s.idle); idleEnd.Before(sess.Expiry) {
-			return idleEnd
-		}
-	}
-	return sess.Expiry
-}
-
-// Touch reports whether sess should be saved again to record its use for
-// the idle timeout, and sets Seen if so: at most every quarter of Idle, as
-// cookie.Store.Touch.
-func (s *Store) Touch(sess *cookie.Session) bool {
-	if s.idle <= 0 {
-		return false
-	}
-	now := s.now()
-	if now.Sub(sess.Seen) < s.idle/4 {
-		return false
-	}
-	sess.Seen = now
-	return true
+func (s *Store) Touch(sess *session.Session) bool {
+	return s.policy.Touch(sess, s.now())
 }
 
 // ceilSecond rounds t up to a whole second in UTC: the ticket cookie's
@@ -408,17 +408,17 @@ func ceilSecond(t time.Time) time.Time {
 }
 
 // Clear expires the ticket cookie and deletes the session it names, so the
-// cookie replayed later is refused. Errors are dropped (Clear has the
-// signature of cookie.Store.Clear); use Logout to learn of them.
+// cookie replayed later is refused. Errors are dropped (session.Store's
+// Clear reports none); use Logout to learn of them.
 func (s *Store) Clear(w http.ResponseWriter, r *http.Request) {
 	_ = s.Logout(w, r)
 }
 
 // Logout is Clear that reports whether the server-side session is gone. The
-// cookie is expired in any case. An *UnavailableError means the session may
-// still be alive in Redis until its expiry.
+// cookie is expired in any case. An error wrapping session.ErrUnavailable
+// means the session may still be alive in Redis until its expiry.
 func (s *Store) Logout(w http.ResponseWriter, r *http.Request) error {
-	s.cookies.Clear(w, r)
+	s.clearCookie(w, r)
 	t, err := s.ticket(r)
 	if err != nil {
 		return nil // no ticket of ours: nothing to delete
@@ -429,24 +429,6 @@ func (s *Store) Logout(w http.ResponseWriter, r *http.Request) error {
 		return unavailable("delete session", err)
 	}
 	return nil
-}
-
-// IsOwn reports whether a cookie name belongs to authproxy.
-func (s *Store) IsOwn(name string) bool { return s.cookies.IsOwn(name) }
-
-// SaveLogin stores a login in progress; see cookie.Store.SaveLogin.
-func (s *Store) SaveLogin(w http.ResponseWriter, r *http.Request, l cookie.Login) error {
-	return s.cookies.SaveLogin(w, r, l)
-}
-
-// LoadLogin returns the login started with state; see cookie.Store.LoadLogin.
-func (s *Store) LoadLogin(r *http.Request, state string) (cookie.Login, error) {
-	return s.cookies.LoadLogin(r, state)
-}
-
-// ClearLogin expires the login cookie of state.
-func (s *Store) ClearLogin(w http.ResponseWriter, r *http.Request, state string) {
-	s.cookies.ClearLogin(w, r, state)
 }
 
 // ticket is what the cookie carries: a session id, public within authproxy
@@ -476,7 +458,7 @@ func newTicket() ticket {
 
 func (t ticket) String() string { return t.id + base64.RawURLEncoding.EncodeToString(t.key[:]) }
 
-var errBadTicket = fmt.Errorf("%w: malformed ticket", cookie.ErrNoSession)
+var errBadTicket = fmt.Errorf("%w: malformed ticket", session.ErrNoSession)
 
 // parseTicket accepts only what newTicket makes. (The cookie is
 // authenticated, so anything else is a bug or an old format.)

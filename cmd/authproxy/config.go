@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"net/url"
 	"os"
@@ -18,17 +19,25 @@ import (
 	"time"
 
 	"github.com/joho/godotenv"
-	"github.com/kelseyhightower/envconfig"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/authproxy/authproxy/cookie"
+	"github.com/authproxy/authproxy/internal/ascii"
+	"github.com/authproxy/authproxy/oidc"
 	"github.com/authproxy/authproxy/proxy"
 	"github.com/authproxy/authproxy/proxy/assertion"
+	"github.com/authproxy/authproxy/session"
 )
 
-// env is the process environment as envconfig reads it. Values that need
-// parsing stay strings here so that parse can report every bad one at once;
-// envconfig alone stops at the first. Tags carry full names (no prefix), so
-// envconfig's unprefixed fallback cannot pick up stray variables like ADDR.
+// env declares every setting, once: its variable (envconfig tag, full name,
+// no prefix), default, meaning (desc) and whether it is a secret. Everything
+// else is derived from these tags: readEnv, the startup log line
+// (LogValue), `authproxy help` (envconfig's Usage), the tests that hold the
+// README table to this list, and deploy/repo_test.go, which reads the tags
+// from this file to check the manifests. To add a setting, add a field here,
+// read it in the section parser of its package below, and add a README row.
+//
+// Values stay strings so that parse can report every bad one at once.
 type env struct {
 	Addr                 string `envconfig:"AUTHPROXY_ADDR" default:":9001" desc:"listen address"`
 	Upstream             string `envconfig:"AUTHPROXY_UPSTREAM" desc:"upstream URL, e.g. http://127.0.0.1:8080 (required)"`
@@ -36,11 +45,11 @@ type env struct {
 	Auth0Domain          string `envconfig:"AUTH0_DOMAIN" desc:"Auth0 tenant domain; sets the issuer and Auth0 logout"`
 	ClientID             string `envconfig:"AUTHPROXY_CLIENT_ID" desc:"OAuth client id (required; alias AUTH0_CLIENT_ID)"`
 	Auth0ClientID        string `envconfig:"AUTH0_CLIENT_ID" desc:"alias of AUTHPROXY_CLIENT_ID"`
-	ClientSecret         string `envconfig:"AUTHPROXY_CLIENT_SECRET" desc:"OAuth client secret (required; alias AUTH0_CLIENT_SECRET)"`
-	Auth0ClientSecret    string `envconfig:"AUTH0_CLIENT_SECRET" desc:"alias of AUTHPROXY_CLIENT_SECRET"`
+	ClientSecret         string `envconfig:"AUTHPROXY_CLIENT_SECRET" secret:"true" desc:"OAuth client secret (required; alias AUTH0_CLIENT_SECRET)"`
+	Auth0ClientSecret    string `envconfig:"AUTH0_CLIENT_SECRET" secret:"true" desc:"alias of AUTHPROXY_CLIENT_SECRET"`
 	RedirectURL          string `envconfig:"AUTHPROXY_REDIRECT_URL" desc:"absolute callback URL registered at the provider"`
 	PostLogoutURL        string `envconfig:"AUTHPROXY_POST_LOGOUT_URL" default:"/" desc:"where the provider sends the browser after logout (URL or path)"`
-	CookieSecret         string `envconfig:"AUTHPROXY_COOKIE_SECRET" desc:"base64 of 32 or 64 random bytes; comma-separated list rotates keys"`
+	CookieSecret         string `envconfig:"AUTHPROXY_COOKIE_SECRET" secret:"true" desc:"base64 of 32 or 64 random bytes; comma-separated list rotates keys"`
 	CookieName           string `envconfig:"AUTHPROXY_COOKIE_NAME" default:"_authproxy" desc:"session cookie name"`
 	CookieDomain         string `envconfig:"AUTHPROXY_COOKIE_DOMAIN" desc:"session cookie domain (default: host only)"`
 	CookieSecure         string `envconfig:"AUTHPROXY_COOKIE_SECURE" default:"auto" desc:"auto, true or false"`
@@ -66,11 +75,11 @@ type env struct {
 	IdentityAudience     string `envconfig:"AUTHPROXY_IDENTITY_AUDIENCE" desc:"aud of the identity assertion (default: the upstream's origin)"`
 	IdentityKeyFile      string `envconfig:"AUTHPROXY_IDENTITY_KEY_FILE" desc:"PEM file of P-256 private keys; the first signs, all are published"`
 	SessionStore         string `envconfig:"AUTHPROXY_SESSION_STORE" default:"cookie" desc:"cookie or redis"`
-	RedisURL             string `envconfig:"AUTHPROXY_REDIS_URL" desc:"redis:// or rediss:// URL of a standalone Redis"`
+	RedisURL             string `envconfig:"AUTHPROXY_REDIS_URL" secret:"true" desc:"redis:// or rediss:// URL of a standalone Redis"`
 	RedisAddrs           string `envconfig:"AUTHPROXY_REDIS_ADDRS" desc:"comma-separated host:port of a Redis Cluster or of Sentinels"`
 	RedisMaster          string `envconfig:"AUTHPROXY_REDIS_MASTER" desc:"Sentinel master name (with AUTHPROXY_REDIS_ADDRS)"`
-	RedisPassword        string `envconfig:"AUTHPROXY_REDIS_PASSWORD" desc:"password for AUTHPROXY_REDIS_ADDRS (a URL carries its own)"`
-	AdminToken           string `envconfig:"AUTHPROXY_ADMIN_TOKEN" desc:"bearer token of the session admin API on the metrics listener (off when empty)"`
+	RedisPassword        string `envconfig:"AUTHPROXY_REDIS_PASSWORD" secret:"true" desc:"password for AUTHPROXY_REDIS_ADDRS (a URL carries its own)"`
+	AdminToken           string `envconfig:"AUTHPROXY_ADMIN_TOKEN" secret:"true" desc:"bearer token of the session admin API on the metrics listener (off when empty)"`
 	MetricsAddr          string `envconfig:"AUTHPROXY_METRICS_ADDR" desc:"listen address of the internal /metrics endpoint (off when empty)"`
 	LogLevel             string `envconfig:"AUTHPROXY_LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
 	LogFormat            string `envconfig:"AUTHPROXY_LOG_FORMAT" default:"json" desc:"json or text"`
@@ -78,223 +87,237 @@ type env struct {
 	ShutdownTimeout      string `envconfig:"AUTHPROXY_SHUTDOWN_TIMEOUT" default:"25s" desc:"on SIGTERM, bound for in-flight requests"`
 }
 
-// config is the checked configuration that run uses.
-type config struct {
-	Addr             string
-	Upstream         *url.URL
-	Issuer           string
-	Auth0Domain      string
-	ClientID         string
-	ClientSecret     string
-	RedirectURL      *url.URL // nil: derived per request
-	PostLogoutURL    string
-	CookieSecrets    [][]byte // empty: generated at start
-	CookieName       string
-	CookieDomain     string
-	CookieSecure     string // auto, true or false
-	UserHeader       string
-	UserClaim        string
-	Scopes           []string
-	SessionLifetime  time.Duration
-	SessionIdle      time.Duration
-	PassHostHeader   bool
-	TrustedProxies   []netip.Prefix
-	UpstreamTimeout  time.Duration
-	UpstreamMaxIdle  int
-	UpstreamMaxConns int
-	ProviderTimeout  time.Duration
-	MetricsAddr      string
-	SessionStore     string // cookie or redis
-	Redis            *redis.UniversalOptions
-	AdminToken       string
-	RulesFile        string
-	Access           access // loaded from RulesFile
-	Audience         string
-	Headers          proxy.Headers
-	IdentityJWT      bool
-	IdentityAud      string
-	IdentityKeyFile  string
-	IdentityKeys     []*ecdsa.PrivateKey // loaded from IdentityKeyFile
-	LogLevel         slog.Level
-	LogFormat        string
-	DrainDelay       time.Duration
-	ShutdownTimeout  time.Duration
+// setting is one field of env as its tags declare it.
+type setting struct {
+	name, def string
+	secret    bool
+	value     *string // the field in the env it was listed from
 }
 
-// loadConfig reads .env (if present; real environment variables win) and
-// the environment, and returns every problem found, not just the first.
-func loadConfig() (config, error) {
-	if err := godotenv.Load(); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return config{}, fmt.Errorf("read .env: %w", err)
+// settings lists e's fields in declaration order.
+func (e *env) settings() []setting {
+	v := reflect.ValueOf(e).Elem()
+	out := make([]setting, v.NumField())
+	for i := range out {
+		f := v.Type().Field(i)
+		out[i] = setting{name: f.Tag.Get("envconfig"), def: f.Tag.Get("default"),
+			secret: f.Tag.Get("secret") == "true", value: v.Field(i).Addr().Interface().(*string)}
 	}
-	var e env
-	if err := envconfig.Process("", &e); err != nil {
-		return config{}, fmt.Errorf("read environment: %w", err)
-	}
-	return e.parse()
+	return out
 }
 
-// defaultEnv is env with every default of its tags applied, as envconfig
-// would with an empty environment; the demo and tests start from it.
-func defaultEnv() env {
+// readEnv fills env from lookup (os.LookupEnv in main) as envconfig.Process
+// would: a variable that is set wins, even when empty; otherwise its
+// default. envconfig v1.4 can only read the process environment (its
+// package var lookupEnv), so run would need the real environment; reading
+// the same tags here lets tests pass a map instead.
+func readEnv(lookup func(string) (string, bool)) env {
 	var e env
-	v := reflect.ValueOf(&e).Elem()
-	for i := range v.NumField() {
-		if d, ok := v.Type().Field(i).Tag.Lookup("default"); ok {
-			v.Field(i).SetString(d)
+	for _, s := range e.settings() {
+		v, ok := lookup(s.name)
+		if !ok {
+			v = s.def
 		}
+		*s.value = v
 	}
 	return e
 }
 
-// configError lists every problem of a configuration.
-type configError []string
+// defaultEnv is env with nothing set: every default applied. The demo and
+// tests start from it.
+func defaultEnv() env { return readEnv(func(string) (string, bool) { return "", false }) }
 
-func (c configError) Error() string {
-	return "invalid configuration:\n  - " + strings.Join(c, "\n  - ")
+// LogValue lists every non-empty setting for the startup line. A secret
+// shows only that it is set; a URL loses its password.
+func (e env) LogValue() slog.Value {
+	var attrs []slog.Attr
+	for _, s := range e.settings() {
+		v := *s.value
+		switch {
+		case v == "":
+			continue
+		case s.secret:
+			v = "[redacted]"
+		default:
+			if u, err := url.Parse(v); err == nil && u.User != nil {
+				v = u.Redacted()
+			}
+		}
+		attrs = append(attrs, slog.String(s.name, v))
+	}
+	return slog.GroupValue(attrs...)
 }
 
-// parse checks e and converts it.
+// loadConfig reads the settings from lookup and from .env in the working
+// directory, if present (lookup wins, as godotenv.Load would have it), and
+// returns every problem found, not just the first. .env only feeds these
+// settings: it is not copied into the process environment.
+func loadConfig(lookup func(string) (string, bool)) (config, error) {
+	dotenv, err := godotenv.Read()
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return config{}, fmt.Errorf("read .env: %w", err)
+	}
+	return readEnv(func(name string) (string, bool) {
+		if v, ok := lookup(name); ok {
+			return v, true
+		}
+		v, ok := dotenv[name]
+		return v, ok
+	}).parse()
+}
+
+// config is the checked configuration, one section per consumer. The
+// package sections hold what the environment decides; newServer adds the
+// live parts (stores, provider, logger, metrics).
+type config struct {
+	Server serverConfig
+	Log    logConfig
+	OIDC   oidc.Config
+	Cookie cookie.Config // Secrets empty: generated at start
+	// Redis is nil for the cookie store.
+	Redis *redis.UniversalOptions
+	Proxy proxy.Config
+	// Identity is nil without AUTHPROXY_IDENTITY_JWT; with no Keys, one is
+	// generated at start.
+	Identity *assertion.Config
+	vars     env // what it was parsed from, for the startup line
+}
+
+// serverConfig is what the listeners and the shutdown need.
+type serverConfig struct {
+	Addr            string
+	MetricsAddr     string // "": no internal listener
+	AdminToken      string // "": no admin API
+	DrainDelay      time.Duration
+	ShutdownTimeout time.Duration
+}
+
+type logConfig struct {
+	Level  slog.Level
+	Format string // json or text
+}
+
+// LogValue is the startup line's view of c: its settings, secrets left out.
+func (c config) LogValue() slog.Value { return c.vars.LogValue() }
+
+// problems lists every problem of a configuration.
+type problems []string
+
+func (p *problems) add(format string, a ...any) { *p = append(*p, fmt.Sprintf(format, a...)) }
+
+func (p problems) Error() string {
+	return "invalid configuration:\n  - " + strings.Join(p, "\n  - ")
+}
+
+// parse checks e and converts it, section by section.
 func (e env) parse() (config, error) {
-	var p configError
-	problem := func(format string, a ...any) { p = append(p, fmt.Sprintf(format, a...)) }
+	var p problems
+	access, err := loadRules(e.RulesFile)
+	if err != nil {
+		p.add("%v", err)
+	}
+	origin := e.origin(&p)
 	c := config{
-		Addr: e.Addr, Auth0Domain: strings.TrimSpace(e.Auth0Domain), PostLogoutURL: e.PostLogoutURL,
-		CookieName: e.CookieName, CookieDomain: e.CookieDomain, UserClaim: e.UserClaim,
-		Scopes: strings.Fields(e.Scopes),
+		Server: e.server(&p),
+		Log:    e.logging(&p),
+		Proxy:  e.proxyConfig(&p, origin, access),
+		OIDC:   e.oidcConfig(&p, origin, access),
+		Cookie: e.cookieConfig(&p, origin),
+		Redis:  e.redisOptions(&p),
+		vars:   e,
 	}
+	c.OIDC.SessionLifetime = c.Cookie.Policy.Lifetime // one setting, two packages
+	c.Identity = e.assertionConfig(&p, origin, c.Proxy.Upstream)
+	if len(p) > 0 {
+		return config{}, p
+	}
+	return c, nil
+}
 
-	if _, _, err := net.SplitHostPort(e.Addr); err != nil {
-		problem("AUTHPROXY_ADDR %q is not host:port", e.Addr)
-	}
-	if e.Upstream == "" {
-		problem("AUTHPROXY_UPSTREAM is required (the app to protect, e.g. http://127.0.0.1:8080)")
-	} else if u, err := url.Parse(e.Upstream); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		problem("AUTHPROXY_UPSTREAM %q must be an http:// or https:// URL with a host", e.Upstream)
-	} else {
-		c.Upstream = u
-	}
-
-	if strings.Contains(c.Auth0Domain, "/") {
-		problem("AUTH0_DOMAIN %q must be a bare domain like example.eu.auth0.com, without scheme or path", c.Auth0Domain)
-	}
-	c.Issuer = e.Issuer
-	if c.Issuer == "" && c.Auth0Domain != "" {
-		c.Issuer = "https://" + c.Auth0Domain + "/"
-	}
-	if c.Issuer == "" {
-		problem("AUTHPROXY_ISSUER (or AUTH0_DOMAIN) is required")
-	} else if u, err := url.Parse(c.Issuer); err != nil || u.Host == "" || (u.Scheme != "https" && !(u.Scheme == "http" && isLoopback(u.Hostname()))) {
-		problem("AUTHPROXY_ISSUER %q must be an https:// URL (http:// only for 127.0.0.1 or localhost)", c.Issuer)
-	}
-
-	c.ClientID = alias(problem, "AUTHPROXY_CLIENT_ID", e.ClientID, "AUTH0_CLIENT_ID", e.Auth0ClientID, false)
-	c.ClientSecret = alias(problem, "AUTHPROXY_CLIENT_SECRET", e.ClientSecret, "AUTH0_CLIENT_SECRET", e.Auth0ClientSecret, true)
-
+// origin reads how the proxy knows its public scheme and host: from the
+// fixed redirect URL, or from each request (and trusted proxies' headers).
+func (e env) origin(p *problems) oidc.Origin {
+	var o oidc.Origin
 	if e.RedirectURL != "" {
 		u, err := url.Parse(e.RedirectURL)
 		switch {
 		case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
-			problem("AUTHPROXY_REDIRECT_URL %q must be an absolute http(s) URL", e.RedirectURL)
+			p.add("AUTHPROXY_REDIRECT_URL %q must be an absolute http(s) URL", e.RedirectURL)
 		case u.Path != "/auth/callback":
-			problem("AUTHPROXY_REDIRECT_URL %q must end in /auth/callback, the path authproxy serves", e.RedirectURL)
+			p.add("AUTHPROXY_REDIRECT_URL %q must end in /auth/callback, the path authproxy serves", e.RedirectURL)
 		default:
-			c.RedirectURL = u
+			o.Fixed = u
 		}
-	}
-	if u, err := url.Parse(e.PostLogoutURL); err != nil || (!u.IsAbs() && !strings.HasPrefix(e.PostLogoutURL, "/")) {
-		problem("AUTHPROXY_POST_LOGOUT_URL %q must be an absolute URL or a path starting with /", e.PostLogoutURL)
-	}
-
-	for i, s := range strings.Split(e.CookieSecret, ",") {
-		s = strings.TrimSpace(s)
-		if s == "" {
-			if e.CookieSecret != "" {
-				problem("AUTHPROXY_COOKIE_SECRET has an empty entry at position %d", i+1)
-			}
-			continue
-		}
-		key, err := decodeSecret(s)
-		if err != nil {
-			// Never echo the value: it is a secret.
-			problem("AUTHPROXY_COOKIE_SECRET entry %d: %v (generate one with: openssl rand -base64 32)", i+1, err)
-			continue
-		}
-		c.CookieSecrets = append(c.CookieSecrets, key)
-	}
-	if !cookieNameOK(e.CookieName) {
-		problem("AUTHPROXY_COOKIE_NAME %q may contain only letters, digits, - and _", e.CookieName)
-	}
-	switch e.CookieSecure {
-	case "auto", "true", "false":
-		c.CookieSecure = e.CookieSecure
-	default:
-		problem("AUTHPROXY_COOKIE_SECURE %q must be auto, true or false", e.CookieSecure)
-	}
-
-	c.UserHeader = e.UserHeader
-	if !headerNameOK(e.UserHeader) {
-		problem("AUTHPROXY_USER_HEADER %q is not a usable header name", e.UserHeader)
-	}
-	if e.UserClaim == "" {
-		problem("AUTHPROXY_USER_CLAIM must not be empty")
-	}
-	if !slices.Contains(c.Scopes, "openid") {
-		problem("AUTHPROXY_SCOPES %q must include openid", e.Scopes)
-	}
-
-	c.SessionLifetime = duration(problem, "AUTHPROXY_SESSION_LIFETIME", e.SessionLifetime, true)
-	c.SessionIdle = duration(problem, "AUTHPROXY_SESSION_IDLE", e.SessionIdle, false)
-	c.UpstreamTimeout = duration(problem, "AUTHPROXY_UPSTREAM_TIMEOUT", e.UpstreamTimeout, true)
-	c.ProviderTimeout = duration(problem, "AUTHPROXY_PROVIDER_TIMEOUT", e.ProviderTimeout, true)
-	c.DrainDelay = duration(problem, "AUTHPROXY_DRAIN_DELAY", e.DrainDelay, false)
-	c.ShutdownTimeout = duration(problem, "AUTHPROXY_SHUTDOWN_TIMEOUT", e.ShutdownTimeout, true)
-
-	if b, err := strconv.ParseBool(e.PassHostHeader); err != nil {
-		problem("AUTHPROXY_PASS_HOST_HEADER %q must be true or false", e.PassHostHeader)
-	} else {
-		c.PassHostHeader = b
-	}
-	if n, err := strconv.Atoi(e.UpstreamMaxIdleConns); err != nil || n < 0 {
-		problem("AUTHPROXY_UPSTREAM_MAX_IDLE_CONNS %q must be a whole number ≥ 0", e.UpstreamMaxIdleConns)
-	} else {
-		c.UpstreamMaxIdle = n
-	}
-	if n, err := strconv.Atoi(e.UpstreamMaxConns); err != nil || n < 0 {
-		problem("AUTHPROXY_UPSTREAM_MAX_CONNS %q must be a whole number ≥ 0", e.UpstreamMaxConns)
-	} else {
-		c.UpstreamMaxConns = n
 	}
 	for s := range strings.SplitSeq(e.TrustedProxies, ",") {
 		if s = strings.TrimSpace(s); s == "" {
 			continue
 		}
 		if pfx, err := parsePrefix(s); err != nil {
-			problem("AUTHPROXY_TRUSTED_PROXIES entry %q is not an IP address or CIDR", s)
+			p.add("AUTHPROXY_TRUSTED_PROXIES entry %q is not an IP address or CIDR", s)
 		} else {
-			c.TrustedProxies = append(c.TrustedProxies, pfx)
+			o.TrustedProxies = append(o.TrustedProxies, pfx)
 		}
 	}
+	return o
+}
 
-	c.RulesFile, c.Audience, c.IdentityKeyFile = e.RulesFile, e.Audience, e.IdentityKeyFile
-	if a, err := loadRules(e.RulesFile); err != nil {
-		problem("%v", err)
-	} else {
-		c.Access = a
+func (e env) server(p *problems) serverConfig {
+	s := serverConfig{Addr: e.Addr, MetricsAddr: e.MetricsAddr, AdminToken: e.AdminToken,
+		DrainDelay:      p.duration("AUTHPROXY_DRAIN_DELAY", e.DrainDelay, false),
+		ShutdownTimeout: p.duration("AUTHPROXY_SHUTDOWN_TIMEOUT", e.ShutdownTimeout, true),
 	}
-	if e.IdentityKeyFile != "" {
-		if pemData, err := os.ReadFile(e.IdentityKeyFile); err != nil {
-			problem("AUTHPROXY_IDENTITY_KEY_FILE: %v", err)
-		} else if c.IdentityKeys, err = assertion.LoadKeys(pemData); err != nil {
-			problem("AUTHPROXY_IDENTITY_KEY_FILE %s: %v", e.IdentityKeyFile, err)
+	if _, _, err := net.SplitHostPort(e.Addr); err != nil {
+		p.add("AUTHPROXY_ADDR %q is not host:port", e.Addr)
+	}
+	if e.AdminToken != "" && e.MetricsAddr == "" {
+		p.add("AUTHPROXY_ADMIN_TOKEN needs AUTHPROXY_METRICS_ADDR: the admin API is served on the internal listener only")
+	}
+	if e.AdminToken != "" && len(e.AdminToken) < 16 {
+		p.add("AUTHPROXY_ADMIN_TOKEN is too short: use at least 16 random characters (openssl rand -base64 24)")
+	}
+	if e.MetricsAddr != "" {
+		if _, _, err := net.SplitHostPort(e.MetricsAddr); err != nil {
+			p.add("AUTHPROXY_METRICS_ADDR %q is not host:port", e.MetricsAddr)
+		} else if e.MetricsAddr == e.Addr {
+			p.add("AUTHPROXY_METRICS_ADDR must differ from AUTHPROXY_ADDR: metrics stay off the public listener")
 		}
 	}
-	if c.Audience != "" && c.Audience == c.ClientID {
-		problem("AUTHPROXY_AUDIENCE must be an API identifier, not the client id: ID tokens are not bearer credentials")
+	return s
+}
+
+func (e env) logging(p *problems) logConfig {
+	l := logConfig{Format: e.LogFormat}
+	if err := l.Level.UnmarshalText([]byte(e.LogLevel)); err != nil {
+		p.add("AUTHPROXY_LOG_LEVEL %q must be debug, info, warn or error", e.LogLevel)
 	}
-	c.Headers = proxy.Headers{Email: e.EmailHeader, Name: e.NameHeader, Groups: e.GroupsHeader,
-		GroupsClaim: e.GroupsClaim, AccessToken: e.AccessTokenHeader}
-	seen := map[string]string{normalizeHeader(e.UserHeader): "AUTHPROXY_USER_HEADER"}
+	if e.LogFormat != "json" && e.LogFormat != "text" {
+		p.add("AUTHPROXY_LOG_FORMAT %q must be json or text", e.LogFormat)
+	}
+	return l
+}
+
+// proxyConfig reads the upstream and what is sent to it.
+func (e env) proxyConfig(p *problems, origin oidc.Origin, a access) proxy.Config {
+	c := proxy.Config{UserHeader: e.UserHeader, Transport: e.upstreamTransport(p), Trusted: origin.Trusted,
+		Headers: proxy.Headers{Email: e.EmailHeader, Name: e.NameHeader, Groups: e.GroupsHeader,
+			GroupsClaim: e.GroupsClaim, AccessToken: e.AccessTokenHeader},
+		PassHost: p.boolean("AUTHPROXY_PASS_HOST_HEADER", e.PassHostHeader),
+	}
+	if a.rules != nil { // a nil *rules.Rules must not become a non-nil interface
+		c.Rules = a.rules
+	}
+	if e.Upstream == "" {
+		p.add("AUTHPROXY_UPSTREAM is required (the app to protect, e.g. http://127.0.0.1:8080)")
+	} else if u, err := url.Parse(e.Upstream); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		p.add("AUTHPROXY_UPSTREAM %q must be an http:// or https:// URL with a host", e.Upstream)
+	} else {
+		c.Upstream = u
+	}
+	if !headerNameOK(e.UserHeader) {
+		p.add("AUTHPROXY_USER_HEADER %q is not a usable header name", e.UserHeader)
+	}
+	seen := map[string]string{proxy.NormalizeHeader(e.UserHeader): "AUTHPROXY_USER_HEADER"}
 	for _, h := range []struct{ name, v string }{
 		{"AUTHPROXY_EMAIL_HEADER", e.EmailHeader}, {"AUTHPROXY_NAME_HEADER", e.NameHeader},
 		{"AUTHPROXY_GROUPS_HEADER", e.GroupsHeader}, {"AUTHPROXY_ACCESS_TOKEN_HEADER", e.AccessTokenHeader},
@@ -303,75 +326,135 @@ func (e env) parse() (config, error) {
 			continue
 		}
 		if !headerNameOK(h.v) {
-			problem("%s %q is not a usable header name", h.name, h.v)
-		} else if other, dup := seen[normalizeHeader(h.v)]; dup {
-			problem("%s %q is the same header as %s", h.name, h.v, other)
+			p.add("%s %q is not a usable header name", h.name, h.v)
+		} else if other, dup := seen[proxy.NormalizeHeader(h.v)]; dup {
+			p.add("%s %q is the same header as %s", h.name, h.v, other)
 		}
-		seen[normalizeHeader(h.v)] = h.name
+		seen[proxy.NormalizeHeader(h.v)] = h.name
 	}
-	if b, err := strconv.ParseBool(e.IdentityJWT); err != nil {
-		problem("AUTHPROXY_IDENTITY_JWT %q must be true or false", e.IdentityJWT)
-	} else {
-		c.IdentityJWT = b
+	return c
+}
+
+// upstreamTransport keeps enough idle connections for the proxy's own
+// concurrency: the default of 2 per host would open a new connection to the
+// upstream for most requests under load.
+func (e env) upstreamTransport(p *problems) *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConns = p.count("AUTHPROXY_UPSTREAM_MAX_IDLE_CONNS", e.UpstreamMaxIdleConns)
+	t.MaxIdleConnsPerHost = t.MaxIdleConns
+	t.MaxConnsPerHost = p.count("AUTHPROXY_UPSTREAM_MAX_CONNS", e.UpstreamMaxConns)
+	t.ResponseHeaderTimeout = p.duration("AUTHPROXY_UPSTREAM_TIMEOUT", e.UpstreamTimeout, true)
+	return t
+}
+
+// oidcConfig reads the provider, the client and what a login keeps.
+func (e env) oidcConfig(p *problems, origin oidc.Origin, a access) oidc.Config {
+	c := oidc.Config{
+		Issuer: e.Issuer, Auth0Domain: strings.TrimSpace(e.Auth0Domain), PostLogoutURL: e.PostLogoutURL,
+		Scopes: strings.Fields(e.Scopes), UserClaim: e.UserClaim, Audience: e.Audience, Origin: origin,
+		KeepClaims: a.claimNames(), KeepAccessToken: e.AccessTokenHeader != "",
+		HTTPClient: &http.Client{Timeout: p.duration("AUTHPROXY_PROVIDER_TIMEOUT", e.ProviderTimeout, true),
+			Transport: http.DefaultTransport.(*http.Transport).Clone()},
 	}
-	c.IdentityAud = e.IdentityAudience
-	if c.IdentityAud == "" && c.Upstream != nil {
-		c.IdentityAud = c.Upstream.Scheme + "://" + c.Upstream.Host
+	if e.GroupsHeader != "" {
+		c.KeepClaims = append(c.KeepClaims, e.GroupsClaim)
 	}
-	c.SessionStore, c.AdminToken = e.SessionStore, e.AdminToken
+	if origin.Fixed != nil {
+		c.RedirectURL = origin.Fixed.String()
+	}
+	if strings.Contains(c.Auth0Domain, "/") {
+		p.add("AUTH0_DOMAIN %q must be a bare domain like example.eu.auth0.com, without scheme or path", c.Auth0Domain)
+	}
+	if c.Issuer == "" && c.Auth0Domain != "" {
+		c.Issuer = "https://" + c.Auth0Domain + "/"
+	}
+	if c.Issuer == "" {
+		p.add("AUTHPROXY_ISSUER (or AUTH0_DOMAIN) is required")
+	} else if u, err := url.Parse(c.Issuer); err != nil || u.Host == "" || (u.Scheme != "https" && !(u.Scheme == "http" && isLoopback(u.Hostname()))) {
+		p.add("AUTHPROXY_ISSUER %q must be an https:// URL (http:// only for 127.0.0.1 or localhost)", c.Issuer)
+	}
+	c.ClientID = p.alias("AUTHPROXY_CLIENT_ID", e.ClientID, "AUTH0_CLIENT_ID", e.Auth0ClientID, false)
+	c.ClientSecret = p.alias("AUTHPROXY_CLIENT_SECRET", e.ClientSecret, "AUTH0_CLIENT_SECRET", e.Auth0ClientSecret, true)
+	if u, err := url.Parse(e.PostLogoutURL); err != nil || (!u.IsAbs() && !strings.HasPrefix(e.PostLogoutURL, "/")) {
+		p.add("AUTHPROXY_POST_LOGOUT_URL %q must be an absolute URL or a path starting with /", e.PostLogoutURL)
+	}
+	if e.UserClaim == "" {
+		p.add("AUTHPROXY_USER_CLAIM must not be empty")
+	}
+	if !slices.Contains(c.Scopes, "openid") {
+		p.add("AUTHPROXY_SCOPES %q must include openid", e.Scopes)
+	}
+	if c.Audience != "" && c.Audience == c.ClientID {
+		p.add("AUTHPROXY_AUDIENCE must be an API identifier, not the client id: ID tokens are not bearer credentials")
+	}
+	return c
+}
+
+// cookieConfig reads the session cookie. Its Secure follows the origin
+// unless AUTHPROXY_COOKIE_SECURE fixes it.
+func (e env) cookieConfig(p *problems, origin oidc.Origin) cookie.Config {
+	c := cookie.Config{Name: e.CookieName, Domain: e.CookieDomain, Policy: session.Policy{
+		Lifetime: p.duration("AUTHPROXY_SESSION_LIFETIME", e.SessionLifetime, true),
+		Idle:     p.duration("AUTHPROXY_SESSION_IDLE", e.SessionIdle, false),
+	}}
+	for i, s := range strings.Split(e.CookieSecret, ",") {
+		s = strings.TrimSpace(s)
+		if s == "" {
+			if e.CookieSecret != "" {
+				p.add("AUTHPROXY_COOKIE_SECRET has an empty entry at position %d", i+1)
+			}
+			continue
+		}
+		key, err := decodeSecret(s)
+		if err != nil {
+			// Never echo the value: it is a secret.
+			p.add("AUTHPROXY_COOKIE_SECRET entry %d: %v (generate one with: openssl rand -base64 32)", i+1, err)
+			continue
+		}
+		c.Secrets = append(c.Secrets, key)
+	}
+	if !cookieNameOK(e.CookieName) {
+		p.add("AUTHPROXY_COOKIE_NAME %q may contain only letters, digits, - and _", e.CookieName)
+	}
+	switch e.CookieSecure {
+	case "auto":
+		c.Secure = origin.IsHTTPS
+	case "true", "false":
+		always := e.CookieSecure == "true"
+		c.Secure = func(*http.Request) bool { return always }
+	default:
+		p.add("AUTHPROXY_COOKIE_SECURE %q must be auto, true or false", e.CookieSecure)
+	}
+	return c
+}
+
+// redisOptions reads the session store: nil for the cookie store; for
+// Redis, a URL for a standalone server, or addresses of a Cluster (or, with
+// a master name, of Sentinels). Context timeouts are always on: without
+// them go-redis ignores request deadlines.
+func (e env) redisOptions(p *problems) *redis.UniversalOptions {
 	switch e.SessionStore {
 	case "cookie":
 		if e.RedisURL != "" || e.RedisAddrs != "" {
-			problem("AUTHPROXY_REDIS_URL/ADDRS are set but AUTHPROXY_SESSION_STORE is cookie; set it to redis")
+			p.add("AUTHPROXY_REDIS_URL/ADDRS are set but AUTHPROXY_SESSION_STORE is cookie; set it to redis")
 		}
 		if e.AdminToken != "" {
-			problem("AUTHPROXY_ADMIN_TOKEN needs AUTHPROXY_SESSION_STORE=redis: the cookie store has no sessions to list or revoke")
+			p.add("AUTHPROXY_ADMIN_TOKEN needs AUTHPROXY_SESSION_STORE=redis: the cookie store has no sessions to list or revoke")
 		}
+		return nil
 	case "redis":
-		c.Redis = redisOptions(problem, e)
 	default:
-		problem("AUTHPROXY_SESSION_STORE %q must be cookie or redis", e.SessionStore)
+		p.add("AUTHPROXY_SESSION_STORE %q must be cookie or redis", e.SessionStore)
+		return nil
 	}
-	if e.AdminToken != "" && e.MetricsAddr == "" {
-		problem("AUTHPROXY_ADMIN_TOKEN needs AUTHPROXY_METRICS_ADDR: the admin API is served on the internal listener only")
-	}
-	if e.AdminToken != "" && len(e.AdminToken) < 16 {
-		problem("AUTHPROXY_ADMIN_TOKEN is too short: use at least 16 random characters (openssl rand -base64 24)")
-	}
-	c.MetricsAddr = e.MetricsAddr
-	if e.MetricsAddr != "" {
-		if _, _, err := net.SplitHostPort(e.MetricsAddr); err != nil {
-			problem("AUTHPROXY_METRICS_ADDR %q is not host:port", e.MetricsAddr)
-		} else if e.MetricsAddr == e.Addr {
-			problem("AUTHPROXY_METRICS_ADDR must differ from AUTHPROXY_ADDR: metrics stay off the public listener")
-		}
-	}
-	if err := c.LogLevel.UnmarshalText([]byte(e.LogLevel)); err != nil {
-		problem("AUTHPROXY_LOG_LEVEL %q must be debug, info, warn or error", e.LogLevel)
-	}
-	if e.LogFormat != "json" && e.LogFormat != "text" {
-		problem("AUTHPROXY_LOG_FORMAT %q must be json or text", e.LogFormat)
-	}
-	c.LogFormat = e.LogFormat
-
-	if len(p) > 0 {
-		return config{}, p
-	}
-	return c, nil
-}
-
-// redisOptions reads the Redis settings: a URL for a standalone server, or
-// addresses of a Cluster (or, with a master name, of Sentinels). Context
-// timeouts are always on: without them go-redis ignores request deadlines.
-func redisOptions(problem func(string, ...any), e env) *redis.UniversalOptions {
 	switch {
 	case e.RedisURL != "" && e.RedisAddrs != "":
-		problem("set AUTHPROXY_REDIS_URL or AUTHPROXY_REDIS_ADDRS, not both")
+		p.add("set AUTHPROXY_REDIS_URL or AUTHPROXY_REDIS_ADDRS, not both")
 	case e.RedisURL != "":
 		o, err := redis.ParseURL(e.RedisURL)
 		if err != nil {
 			// Never echo the URL: it may carry the password.
-			problem("AUTHPROXY_REDIS_URL is not a redis:// or rediss:// URL")
+			p.add("AUTHPROXY_REDIS_URL is not a redis:// or rediss:// URL")
 			return nil
 		}
 		return &redis.UniversalOptions{Addrs: []string{o.Addr}, Username: o.Username, Password: o.Password,
@@ -383,27 +466,52 @@ func redisOptions(problem func(string, ...any), e env) *redis.UniversalOptions {
 				continue
 			}
 			if _, _, err := net.SplitHostPort(a); err != nil {
-				problem("AUTHPROXY_REDIS_ADDRS entry %q is not host:port", a)
+				p.add("AUTHPROXY_REDIS_ADDRS entry %q is not host:port", a)
 			}
 			addrs = append(addrs, a)
 		}
 		return &redis.UniversalOptions{Addrs: addrs, MasterName: e.RedisMaster, Password: e.RedisPassword, ContextTimeoutEnabled: true}
 	default:
-		problem("AUTHPROXY_SESSION_STORE=redis needs AUTHPROXY_REDIS_URL or AUTHPROXY_REDIS_ADDRS")
+		p.add("AUTHPROXY_SESSION_STORE=redis needs AUTHPROXY_REDIS_URL or AUTHPROXY_REDIS_ADDRS")
 	}
 	return nil
 }
 
+// assertionConfig reads the signed identity header: nil when off. Its
+// issuer is the fixed public origin, its audience by default the
+// upstream's origin.
+func (e env) assertionConfig(p *problems, origin oidc.Origin, upstream *url.URL) *assertion.Config {
+	var keys []*ecdsa.PrivateKey
+	if e.IdentityKeyFile != "" {
+		if pemData, err := os.ReadFile(e.IdentityKeyFile); err != nil {
+			p.add("AUTHPROXY_IDENTITY_KEY_FILE: %v", err)
+		} else if keys, err = assertion.LoadKeys(pemData); err != nil {
+			p.add("AUTHPROXY_IDENTITY_KEY_FILE %s: %v", e.IdentityKeyFile, err)
+		}
+	}
+	if !p.boolean("AUTHPROXY_IDENTITY_JWT", e.IdentityJWT) {
+		return nil
+	}
+	c := &assertion.Config{Issuer: "authproxy", Audience: e.IdentityAudience, Keys: keys}
+	if origin.Fixed != nil {
+		c.Issuer = origin.Fixed.Scheme + "://" + origin.Fixed.Host
+	}
+	if c.Audience == "" && upstream != nil {
+		c.Audience = upstream.Scheme + "://" + upstream.Host
+	}
+	return c
+}
+
 // alias merges a variable with its Auth0-named alias.
-func alias(problem func(string, ...any), name, v, aliasName, aliasV string, secret bool) string {
+func (p *problems) alias(name, v, aliasName, aliasV string, secret bool) string {
 	switch {
 	case v == "" && aliasV == "":
-		problem("%s (or %s) is required", name, aliasName)
+		p.add("%s (or %s) is required", name, aliasName)
 	case v != "" && aliasV != "" && v != aliasV:
 		if secret {
-			problem("%s and %s are both set and differ; set one", name, aliasName)
+			p.add("%s and %s are both set and differ; set one", name, aliasName)
 		} else {
-			problem("%s %q and %s %q differ; set one", name, v, aliasName, aliasV)
+			p.add("%s %q and %s %q differ; set one", name, v, aliasName, aliasV)
 		}
 	case v == "":
 		return aliasV
@@ -411,12 +519,29 @@ func alias(problem func(string, ...any), name, v, aliasName, aliasV string, secr
 	return v
 }
 
-func duration(problem func(string, ...any), name, v string, positive bool) time.Duration {
+func (p *problems) duration(name, v string, positive bool) time.Duration {
 	d, err := time.ParseDuration(v)
 	if err != nil || d < 0 || (positive && d == 0) {
-		problem("%s %q must be a duration like 30s, 5m or 12h", name, v)
+		p.add("%s %q must be a duration like 30s, 5m or 12h", name, v)
 	}
 	return d
+}
+
+func (p *problems) boolean(name, v string) bool {
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		p.add("%s %q must be true or false", name, v)
+	}
+	return b
+}
+
+func (p *problems) count(name, v string) int {
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 {
+		p.add("%s %q must be a whole number ≥ 0", name, v)
+		return 0
+	}
+	return n
 }
 
 // decodeSecret accepts standard or URL-safe base64, padded or not, of 32 or
@@ -460,58 +585,7 @@ func headerNameOK(h string) bool {
 	case "", "host", "cookie", "authorization", "connection", "content-length", "transfer-encoding", "upgrade":
 		return false
 	}
-	for i := 0; i < len(h); i++ {
-		c := h[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
-			return false
-		}
-	}
-	return true
+	return ascii.IsName(h, "")
 }
-
-// normalizeHeader is how upstream stacks compare header names.
-func normalizeHeader(h string) string { return strings.ReplaceAll(strings.ToLower(h), "_", "-") }
 
 func cookieNameOK(s string) bool { return s != "" && headerNameOK(s) }
-
-// LogValue is the effective configuration for the startup log line, with
-// every secret left out.
-func (c config) LogValue() slog.Value {
-	redirect := "derived from each request"
-	if c.RedirectURL != nil {
-		redirect = c.RedirectURL.String()
-	}
-	secrets := "generated (sessions end at restart)"
-	if len(c.CookieSecrets) > 0 {
-		secrets = fmt.Sprintf("%d configured", len(c.CookieSecrets))
-	}
-	var trusted []string
-	for _, p := range c.TrustedProxies {
-		trusted = append(trusted, p.String())
-	}
-	return slog.GroupValue(
-		slog.String("addr", c.Addr),
-		slog.String("upstream", c.Upstream.Redacted()),
-		slog.String("issuer", c.Issuer),
-		slog.String("client_id", c.ClientID),
-		slog.String("client_secret", "[redacted]"),
-		slog.String("redirect_url", redirect),
-		slog.String("post_logout_url", c.PostLogoutURL),
-		slog.String("cookie_secrets", secrets),
-		slog.String("cookie_name", c.CookieName),
-		slog.String("cookie_secure", c.CookieSecure),
-		slog.String("user_header", c.UserHeader),
-		slog.String("user_claim", c.UserClaim),
-		slog.String("scopes", strings.Join(c.Scopes, " ")),
-		slog.Duration("session_lifetime", c.SessionLifetime),
-		slog.Duration("session_idle", c.SessionIdle),
-		slog.Bool("pass_host_header", c.PassHostHeader),
-		slog.String("trusted_proxies", strings.Join(trusted, ",")),
-		slog.String("metrics_addr", c.MetricsAddr),
-		slog.String("session_store", c.SessionStore),
-		slog.Bool("admin_api", c.AdminToken != ""),
-		slog.String("rules_file", c.RulesFile),
-		slog.String("audience", c.Audience),
-		slog.Bool("identity_jwt", c.IdentityJWT),
-	)
-}

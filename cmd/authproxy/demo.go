@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"html/template"
@@ -8,7 +9,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"slices"
 	"strings"
 	"time"
@@ -18,8 +18,9 @@ import (
 
 // demo runs the whole thing on 127.0.0.1 with no account anywhere: the
 // development provider, a sample app that shows what it receives, and the
-// proxy in front of it.
-func demo(ctx context.Context, stdout, stderr io.Writer) error {
+// proxy in front of it, on addr (127.0.0.1:9001 or, if taken, any free
+// port when addr is empty).
+func demo(ctx context.Context, addr string, stdout, stderr io.Writer) error {
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 
 	idp, err := oidctest.Start(oidctest.Options{
@@ -40,12 +41,8 @@ func demo(ctx context.Context, stdout, stderr io.Writer) error {
 	go func() { _ = appSrv.Serve(app) }()
 	defer appSrv.Close()
 
-	addr := os.Getenv("AUTHPROXY_ADDR")
-	if addr == "" {
-		addr = "127.0.0.1:9001"
-	}
-	ln, err := net.Listen("tcp", addr)
-	if err != nil && os.Getenv("AUTHPROXY_ADDR") == "" {
+	ln, err := net.Listen("tcp", cmp.Or(addr, "127.0.0.1:9001"))
+	if err != nil && addr == "" {
 		ln, err = net.Listen("tcp", "127.0.0.1:0") // 9001 is taken: any free port will do
 	}
 	if err != nil {

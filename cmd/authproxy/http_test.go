@@ -82,7 +82,7 @@ func startStack(t *testing.T, opts ...func(*env)) *stack {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	s.logs = &syncBuffer{}
-	go func() { done <- serve(ctx, cfg, ln, newLogger(cfg, s.logs)) }()
+	go func() { done <- serve(ctx, cfg, ln, newLogger(cfg.Log, s.logs)) }()
 	var once sync.Once
 	var serveErr error
 	s.stop = func() error {

@@ -24,10 +24,13 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"slices"
 	"sync/atomic"
 	"syscall"
+	"text/tabwriter"
 	"time"
 
+	"github.com/kelseyhightower/envconfig"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/authproxy/authproxy/cookie"
@@ -36,6 +39,7 @@ import (
 	"github.com/authproxy/authproxy/proxy"
 	"github.com/authproxy/authproxy/proxy/assertion"
 	"github.com/authproxy/authproxy/redisstore"
+	"github.com/authproxy/authproxy/session"
 )
 
 // version is stamped at build time with -ldflags "-X main.version=...".
@@ -44,40 +48,45 @@ var version = ""
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+	if err := run(ctx, os.Args[1:], os.LookupEnv, os.Stdout, os.Stderr); err != nil {
 		fmt.Fprintln(os.Stderr, "authproxy:", err)
 		os.Exit(1)
 	}
 }
 
-// run dispatches the subcommands.
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+// run dispatches the subcommands. lookupEnv is the only way in to the
+// environment (os.LookupEnv in main), so tests pass a map.
+func run(ctx context.Context, args []string, lookupEnv func(string) (string, bool), stdout, stderr io.Writer) error {
+	getenv := func(name string) string { v, _ := lookupEnv(name); return v }
 	cmd := ""
 	if len(args) > 0 {
 		cmd = args[0]
 	}
 	switch cmd {
 	case "":
-		cfg, err := loadConfig()
+		cfg, err := loadConfig(lookupEnv)
 		if err != nil {
 			return err
 		}
-		ln, err := net.Listen("tcp", cfg.Addr)
+		ln, err := net.Listen("tcp", cfg.Server.Addr)
 		if err != nil {
 			return fmt.Errorf("listen: %w", err)
 		}
-		return serve(ctx, cfg, ln, newLogger(cfg, stdout))
+		return serve(ctx, cfg, ln, newLogger(cfg.Log, stdout))
 	case "demo":
-		return demo(ctx, stdout, stderr)
+		return demo(ctx, getenv("AUTHPROXY_ADDR"), stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, "authproxy", buildVersion())
 		return nil
 	case "explain":
-		return explain(args[1:], stdout, stderr)
+		return explain(args[1:], getenv("AUTHPROXY_RULES_FILE"), stdout, stderr)
 	case "healthcheck":
-		return healthcheck(ctx, os.Getenv("AUTHPROXY_ADDR"))
+		return healthcheck(ctx, getenv("AUTHPROXY_ADDR"))
 	case "help", "-h", "-help", "--help":
-		return usage(stdout)
+		if err := usage(stdout); err != nil {
+			return err
+		}
+		return usageEnv(stdout)
 	default:
 		_ = usage(stderr)
 		return fmt.Errorf("unknown command %q", cmd)
@@ -94,9 +103,9 @@ func buildVersion() string {
 	return "dev"
 }
 
-func newLogger(cfg config, w io.Writer) *slog.Logger {
-	opts := &slog.HandlerOptions{Level: cfg.LogLevel}
-	if cfg.LogFormat == "text" {
+func newLogger(cfg logConfig, w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: cfg.Level}
+	if cfg.Format == "text" {
 		return slog.New(slog.NewTextHandler(w, opts))
 	}
 	return slog.New(slog.NewJSONHandler(w, opts))
@@ -105,98 +114,124 @@ func newLogger(cfg config, w io.Writer) *slog.Logger {
 // serve runs the proxy on ln until ctx ends, then drains and shuts down.
 func serve(ctx context.Context, cfg config, ln net.Listener, log *slog.Logger) error {
 	log.Info("authproxy starting", "version", buildVersion(), "listen", ln.Addr().String(), "config", cfg)
-	secrets := cfg.CookieSecrets
-	if len(secrets) == 0 {
+	s, err := newServer(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer s.close()
+	return s.serve(ctx, cfg.Server, ln, log)
+}
+
+// server is the proxy built from a config, not yet listening.
+type server struct {
+	handler  http.Handler
+	internal http.Handler // /metrics and the admin API; nil without AUTHPROXY_METRICS_ADDR
+	stopping atomic.Bool  // set when shutdown starts: /readyz turns 503
+	closers  []func()     // run by close, last first
+}
+
+// newServer builds the handlers, stores and provider client from cfg. It
+// never listens; the caller closes the server after serving.
+func newServer(ctx context.Context, cfg config, log *slog.Logger) (_ *server, err error) {
+	s := &server{}
+	defer func() {
+		if err != nil {
+			s.close()
+		}
+	}()
+	if len(cfg.Cookie.Secrets) == 0 {
 		key := make([]byte, 32)
 		_, _ = rand.Read(key)
-		secrets = [][]byte{key}
+		cfg.Cookie.Secrets = [][]byte{key}
 		log.Warn("AUTHPROXY_COOKIE_SECRET is not set: using a random key. Sessions will NOT survive a restart " +
 			"and will NOT work across replicas. Set it to the output of: openssl rand -base64 32")
 	}
 	m := metrics.New(buildVersion())
-	origin := oidc.Origin{Fixed: cfg.RedirectURL, TrustedProxies: cfg.TrustedProxies}
-	secure := origin.IsHTTPS
-	if cfg.CookieSecure != "auto" {
-		always := cfg.CookieSecure == "true"
-		secure = func(*http.Request) bool { return always }
-	}
-	cookies, err := cookie.NewStore(cookie.Config{
-		Name: cfg.CookieName, Domain: cfg.CookieDomain, Secure: secure,
-		Lifetime: cfg.SessionLifetime, Idle: cfg.SessionIdle, Secrets: secrets,
-		Tickets: cfg.SessionStore == "redis",
-	})
+	// The cookie store writes the login cookies whichever store keeps the
+	// sessions, and its names cover the Redis store's ticket cookie.
+	cookies, err := cookie.NewStore(cfg.Cookie)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	var store sessionStore = cookies
-	var redisSessions *redisstore.Store
-	if cfg.SessionStore == "redis" {
+	// The session store, and what only a store shared by replicas can do.
+	var (
+		store         session.Store = cookies
+		revoker       session.Revoker
+		locker        session.Locker
+		once          session.OnceMarker
+		redisSessions *redisstore.Store
+	)
+	if cfg.Redis != nil {
 		rdb := redis.NewUniversalClient(cfg.Redis)
-		defer rdb.Close()
-		redisSessions, err = redisstore.New(ctx, redisstore.Config{Client: rdb, Cookies: cookies, Idle: cfg.SessionIdle})
+		s.closers = append(s.closers, func() { _ = rdb.Close() })
+		redisSessions, err = redisstore.New(ctx, redisstore.Config{Client: rdb, Policy: cfg.Cookie.Policy,
+			Name: cfg.Cookie.Name, Domain: cfg.Cookie.Domain, Secure: cfg.Cookie.Secure, Secrets: cfg.Cookie.Secrets})
 		if err != nil {
-			return err
+			return nil, err
 		}
-		store = redisSessions
+		store, revoker, locker, once = redisSessions, redisSessions, redisSessions, redisSessions
 		m.ActiveSessions(redisSessions.Count)
 	}
 
 	// The provider's key set outlives requests; give discovery the
 	// process's context, cancelled only after the server is down.
 	providerCtx, cancelProvider := context.WithCancel(context.WithoutCancel(ctx))
-	defer cancelProvider()
-	redirect := ""
-	if cfg.RedirectURL != nil {
-		redirect = cfg.RedirectURL.String()
-	}
-	keep := cfg.Access.claimNames()
-	if cfg.Headers.Groups != "" {
-		keep = append(keep, cfg.Headers.GroupsClaim)
-	}
-	auth, err := oidc.New(providerCtx, oidc.Config{
-		Issuer: cfg.Issuer, ClientID: cfg.ClientID, ClientSecret: cfg.ClientSecret,
-		RedirectURL: redirect, Scopes: cfg.Scopes, UserClaim: cfg.UserClaim,
-		Auth0Domain: cfg.Auth0Domain, PostLogoutURL: cfg.PostLogoutURL,
-		Audience: cfg.Audience, KeepClaims: keep, KeepAccessToken: cfg.Headers.AccessToken != "",
-		SessionLifetime: cfg.SessionLifetime, Origin: origin,
-		HTTPClient: &http.Client{Timeout: cfg.ProviderTimeout, Transport: http.DefaultTransport.(*http.Transport).Clone()},
-		Logger:     log, Observer: m, Revoker: revoker(redisSessions),
-	}, store)
+	s.closers = append(s.closers, cancelProvider)
+	ocfg := cfg.OIDC
+	ocfg.Logger, ocfg.Observer, ocfg.Revoker, ocfg.Once = log, m, revoker, once
+	auth, err := oidc.New(providerCtx, ocfg, store, cookies)
 	if err != nil {
-		return err
+		return nil, err
 	}
 
-	signer, err := identitySigner(cfg, log)
+	signer, err := identitySigner(cfg.Identity, log)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	var stopping atomic.Bool
-	pcfg := proxy.Config{
-		Upstream: cfg.Upstream, UserHeader: cfg.UserHeader, PassHost: cfg.PassHostHeader,
-		Transport: upstreamTransport(cfg),
-		Auth:      auth, Sessions: store, Refresher: auth,
-		Ready:    func() bool { return !stopping.Load() && auth.Ready() },
-		Trusted:  origin.Trusted,
-		Headers:  cfg.Headers,
-		Observer: m,
-		Logger:   log,
-	}
-	if cfg.Access.rules != nil {
-		pcfg.Rules = cfg.Access.rules
-	}
-	if cfg.Audience != "" {
+	pcfg := cfg.Proxy
+	pcfg.Auth, pcfg.Sessions, pcfg.IsOwnCookie, pcfg.Refresher, pcfg.Locker = auth, store, cookies.IsOwn, auth, locker
+	pcfg.Ready = func() bool { return !s.stopping.Load() && auth.Ready() }
+	pcfg.Observer, pcfg.Logger = m, log
+	if cfg.OIDC.Audience != "" {
 		pcfg.Bearer = auth.VerifyAccessToken
 	}
 	if signer != nil {
 		pcfg.Assertion, pcfg.JWKS = signer, signer.JWKS()
 	}
-	handler, err := proxy.New(pcfg)
-	if err != nil {
-		return err
+	if s.handler, err = proxy.New(pcfg); err != nil {
+		return nil, err
 	}
 
+	if cfg.Server.MetricsAddr != "" {
+		s.internal = internalHandler(m, redisSessions, cfg.Server.AdminToken)
+	}
+	return s, nil
+}
+
+// internalHandler serves /metrics and, with the Redis store and a token,
+// the admin API.
+func internalHandler(m *metrics.Metrics, sessions *redisstore.Store, adminToken string) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", m.Handler())
+	if sessions != nil && adminToken != "" {
+		mux.Handle("/admin/", sessions.AdminHandler(adminToken))
+	}
+	return mux
+}
+
+// close releases what newServer opened: the Redis client and the
+// provider's context.
+func (s *server) close() {
+	for _, c := range slices.Backward(s.closers) {
+		c()
+	}
+}
+
+// serve listens on ln (and on the internal address) until ctx ends, then
+// drains and shuts down within cfg's bounds.
+func (s *server) serve(ctx context.Context, cfg serverConfig, ln net.Listener, log *slog.Logger) error {
 	srv := &http.Server{
-		Handler:           handler,
+		Handler:           s.handler,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    64 << 10,
@@ -205,12 +240,8 @@ func serve(ctx context.Context, cfg config, ln net.Listener, log *slog.Logger) e
 	}
 	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(ln) }()
-	if cfg.MetricsAddr != "" {
-		var admin http.Handler
-		if redisSessions != nil && cfg.AdminToken != "" {
-			admin = redisSessions.AdminHandler(cfg.AdminToken)
-		}
-		msrv, err := serveMetrics(cfg.MetricsAddr, m, admin, log, errc)
+	if s.internal != nil {
+		msrv, err := serveMetrics(cfg.MetricsAddr, s.internal, log, errc)
 		if err != nil {
 			_ = srv.Close()
 			return err
@@ -223,7 +254,7 @@ func serve(ctx context.Context, cfg config, ln net.Listener, log *slog.Logger) e
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
-	stopping.Store(true)
+	s.stopping.Store(true)
 	log.Info("shutting down: /readyz now reports 503, still serving", "drain_delay", cfg.DrainDelay.String())
 	time.Sleep(cfg.DrainDelay)
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
@@ -240,64 +271,33 @@ func serve(ctx context.Context, cfg config, ln net.Listener, log *slog.Logger) e
 }
 
 // identitySigner builds the assertion signer when AUTHPROXY_IDENTITY_JWT is
-// on, with the configured keys or, loudly, a generated one.
-func identitySigner(cfg config, log *slog.Logger) (*assertion.Signer, error) {
-	if !cfg.IdentityJWT {
+// on (cfg not nil), with the configured keys or, loudly, a generated one.
+func identitySigner(cfg *assertion.Config, log *slog.Logger) (*assertion.Signer, error) {
+	if cfg == nil {
 		return nil, nil
 	}
-	keys := cfg.IdentityKeys
-	if len(keys) == 0 {
+	c := *cfg
+	if len(c.Keys) == 0 {
 		key, err := assertion.GenerateKey()
 		if err != nil {
 			return nil, err
 		}
-		keys = []*ecdsa.PrivateKey{key}
+		c.Keys = []*ecdsa.PrivateKey{key}
 		log.Warn("AUTHPROXY_IDENTITY_KEY_FILE is not set: signing identity assertions with a generated key. " +
 			"Upstreams must refetch /auth/jwks.json after every restart, and replicas publish different keys. " +
 			"Create one with: openssl ecparam -name prime256v1 -genkey -noout")
 	}
-	issuer := "authproxy"
-	if cfg.RedirectURL != nil {
-		issuer = cfg.RedirectURL.Scheme + "://" + cfg.RedirectURL.Host
-	}
-	return assertion.New(assertion.Config{Issuer: issuer, Audience: cfg.IdentityAud, Keys: keys})
+	return assertion.New(c)
 }
 
-// sessionStore is what both the login handlers and the proxy need: the
-// cookie store or the Redis store.
-type sessionStore interface {
-	Load(*http.Request) (cookie.Session, error)
-	Save(http.ResponseWriter, *http.Request, cookie.Session) error
-	Clear(http.ResponseWriter, *http.Request)
-	Touch(*cookie.Session) bool
-	IsOwn(string) bool
-	SaveLogin(http.ResponseWriter, *http.Request, cookie.Login) error
-	LoadLogin(*http.Request, string) (cookie.Login, error)
-	ClearLogin(http.ResponseWriter, *http.Request, string)
-}
-
-// revoker is the Redis store as the back-channel logout's Revoker, or nil
-// (a nil *redisstore.Store must not become a non-nil interface).
-func revoker(s *redisstore.Store) oidc.Revoker {
-	if s == nil {
-		return nil
-	}
-	return s
-}
-
-// serveMetrics starts the internal listener: /metrics, and the admin API
-// when admin is set.
-func serveMetrics(addr string, m *metrics.Metrics, admin http.Handler, log *slog.Logger, errc chan<- error) (*http.Server, error) {
+// serveMetrics starts the internal listener with h (/metrics, and the
+// admin API when configured).
+func serveMetrics(addr string, h http.Handler, log *slog.Logger, errc chan<- error) (*http.Server, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("metrics listener: %w", err)
 	}
-	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", m.Handler())
-	if admin != nil {
-		mux.Handle("/admin/", admin)
-	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	log.Info("metrics listening", "addr", ln.Addr().String())
 	go func() {
 		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
@@ -305,18 +305,6 @@ func serveMetrics(addr string, m *metrics.Metrics, admin http.Handler, log *slog
 		}
 	}()
 	return srv, nil
-}
-
-// upstreamTransport keeps enough idle connections for the proxy's own
-// concurrency: the default of 2 per host would open a new connection to the
-// upstream for most requests under load.
-func upstreamTransport(cfg config) *http.Transport {
-	t := http.DefaultTransport.(*http.Transport).Clone()
-	t.MaxIdleConns = cfg.UpstreamMaxIdle
-	t.MaxIdleConnsPerHost = cfg.UpstreamMaxIdle
-	t.MaxConnsPerHost = cfg.UpstreamMaxConns
-	t.ResponseHeaderTimeout = cfg.UpstreamTimeout
-	return t
 }
 
 // healthcheck probes a running proxy's /healthz, for images without curl.
@@ -360,4 +348,15 @@ Usage:
   authproxy healthcheck   exit 0 if /healthz of the proxy at AUTHPROXY_ADDR answers 200
 `)
 	return err
+}
+
+// usageEnv lists every setting with its default and meaning, from env's
+// tags.
+func usageEnv(w io.Writer) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	const format = "\nEnvironment variables:\n{{range .}}  {{usage_key .}}\t{{usage_default .}}\t{{usage_description .}}\n{{end}}"
+	if err := envconfig.Usagef("", &env{}, tw, format); err != nil {
+		return err
+	}
+	return tw.Flush()
 }

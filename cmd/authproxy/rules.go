@@ -41,11 +41,12 @@ func (a access) claimNames() []string {
 }
 
 // explain answers "would this user be allowed on METHOD PATH, and by which
-// rule?" from the rules file alone, without starting the proxy.
-func explain(args []string, stdout, stderr io.Writer) error {
+// rule?" from the rules file alone, without starting the proxy. rulesFile
+// is the default of -rules: AUTHPROXY_RULES_FILE.
+func explain(args []string, rulesFile string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("explain", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	rulesFile := fs.String("rules", os.Getenv("AUTHPROXY_RULES_FILE"), "rules file (default $AUTHPROXY_RULES_FILE)")
+	fs.StringVar(&rulesFile, "rules", rulesFile, "rules file (default $AUTHPROXY_RULES_FILE)")
 	claimsArg := fs.String("claims", "", "the user's ID-token claims as JSON, or @FILE; omit for a visitor who is not logged in")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: authproxy explain [-rules FILE] [-claims JSON|@FILE] METHOD PATH")
@@ -59,10 +60,10 @@ func explain(args []string, stdout, stderr io.Writer) error {
 		return errors.New("explain needs METHOD and PATH")
 	}
 	method, target := fs.Arg(0), fs.Arg(1)
-	if *rulesFile == "" {
+	if rulesFile == "" {
 		return errors.New("no rules file: set AUTHPROXY_RULES_FILE or pass -rules (without rules every logged-in user passes)")
 	}
-	a, err := loadRules(*rulesFile)
+	a, err := loadRules(rulesFile)
 	if err != nil {
 		return err
 	}

@@ -27,6 +27,7 @@ func writeRules(t *testing.T) string {
 
 func TestExplain(t *testing.T) {
 	rules := writeRules(t)
+	noEnv := envFrom(t, nil)
 	for _, tt := range []struct {
 		args []string
 		want string
@@ -38,7 +39,7 @@ func TestExplain(t *testing.T) {
 		{[]string{"-rules", rules, "GET", "/public/..;/admin/x"}, "NEED-LOGIN"},
 	} {
 		var out bytes.Buffer
-		if err := run(t.Context(), append([]string{"explain"}, tt.args...), &out, io.Discard); err != nil {
+		if err := run(t.Context(), append([]string{"explain"}, tt.args...), noEnv, &out, io.Discard); err != nil {
 			t.Errorf("explain %v: %v", tt.args, err)
 			continue
 		}
@@ -46,12 +47,19 @@ func TestExplain(t *testing.T) {
 			t.Errorf("explain %v:\n%s\nwant it to contain %q", tt.args, out.String(), tt.want)
 		}
 	}
+	// Without -rules, AUTHPROXY_RULES_FILE names the file.
+	var out bytes.Buffer
+	fromEnv := envFrom(t, map[string]string{"AUTHPROXY_RULES_FILE": rules})
+	if err := run(t.Context(), []string{"explain", "GET", "/public/a.css"}, fromEnv, &out, io.Discard); err != nil ||
+		!strings.Contains(out.String(), "PUBLIC: GET /public/a.css") {
+		t.Errorf("explain with AUTHPROXY_RULES_FILE: %v\n%s", err, out.String())
+	}
 	for _, args := range [][]string{
 		{"GET"},
 		{"-rules", rules, "-claims", "{not json", "GET", "/"},
 		{"-rules", filepath.Join(t.TempDir(), "missing.txt"), "GET", "/"},
 	} {
-		if err := run(t.Context(), append([]string{"explain"}, args...), io.Discard, io.Discard); err == nil {
+		if err := run(t.Context(), append([]string{"explain"}, args...), noEnv, io.Discard, io.Discard); err == nil {
 			t.Errorf("explain %v succeeded", args)
 		}
 	}

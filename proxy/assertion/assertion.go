@@ -22,8 +22,8 @@
 // valid for at least TTL/2 (2m30s by default). That margin covers clock
 // skew and slow requests. A fixed one-minute margin would not grow with the
 // TTL. The cache holds at most 10,000 entries, a few MB. When it is full,
-// entries past their refresh point go first, then arbitrary ones (Go's map
-// order), down to 7/8 of the bound. An evicted entry costs only a re-sign.
+// entries past their refresh point go first, then the one closest to it.
+// An evicted entry costs only a re-sign.
 //
 // # Key rotation
 //
@@ -52,10 +52,11 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
-	"sync"
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
+
+	"github.com/authproxy/authproxy/internal/bounded"
 )
 
 const (
@@ -120,17 +121,8 @@ type Signer struct {
 	now      func() time.Time
 	signer   jose.Signer
 	jwks     []byte // the JSON body served by JWKS
-
-	mu         sync.RWMutex
-	cache      map[Identity]entry
-	maxEntries int // maxEntries, except in tests
-}
-
-// entry is a cached assertion. It is reused while now is before refreshAt,
-// which is iat + TTL/2.
-type entry struct {
-	token     string
-	refreshAt time.Time
+	// cache holds signed assertions until their refresh point, iat + TTL/2.
+	cache *bounded.Map[Identity, string]
 }
 
 // New checks cfg and returns a Signer. Errors never contain key material.
@@ -194,14 +186,13 @@ func New(cfg Config) (*Signer, error) {
 		return nil, fmt.Errorf("assertion: signer: %w", err)
 	}
 	return &Signer{
-		issuer:     cfg.Issuer,
-		audience:   cfg.Audience,
-		ttl:        ttl,
-		now:        now,
-		signer:     signer,
-		jwks:       body,
-		cache:      make(map[Identity]entry),
-		maxEntries: maxEntries,
+		issuer:   cfg.Issuer,
+		audience: cfg.Audience,
+		ttl:      ttl,
+		now:      now,
+		signer:   signer,
+		jwks:     body,
+		cache:    bounded.New[Identity, string](maxEntries),
 	}, nil
 }
 
@@ -258,11 +249,8 @@ type claims struct {
 // sign or allocate.
 func (s *Signer) Assertion(id Identity) (string, error) {
 	now := s.now()
-	s.mu.RLock()
-	e, ok := s.cache[id]
-	s.mu.RUnlock()
-	if ok && now.Before(e.refreshAt) {
-		return e.token, nil
+	if token, ok := s.cache.Get(id, now); ok {
+		return token, nil
 	}
 
 	if id.Subject == "" {
@@ -289,33 +277,8 @@ func (s *Signer) Assertion(id Identity) (string, error) {
 		return "", fmt.Errorf("assertion: serialize: %w", err)
 	}
 
-	e = entry{token: token, refreshAt: time.Unix(iat, 0).Add(s.ttl / 2)}
-	s.mu.Lock()
-	if _, ok := s.cache[id]; !ok && len(s.cache) >= s.maxEntries {
-		s.evictLocked(now)
-	}
-	s.cache[id] = e
-	s.mu.Unlock()
+	s.cache.Put(id, token, time.Unix(iat, 0).Add(s.ttl/2), now)
 	return token, nil
-}
-
-// evictLocked makes room in the full cache. It first drops the entries past
-// their refresh point, which would be re-signed on their next use anyway,
-// and then arbitrary ones, until the cache is at 7/8 of its bound. Having
-// that slack makes the O(n) sweep rare. s.mu must be held for writing.
-func (s *Signer) evictLocked(now time.Time) {
-	for id, e := range s.cache {
-		if !now.Before(e.refreshAt) {
-			delete(s.cache, id)
-		}
-	}
-	target := s.maxEntries - max(1, s.maxEntries/8)
-	for id := range s.cache {
-		if len(s.cache) <= target {
-			break
-		}
-		delete(s.cache, id)
-	}
 }
 
 // JWKS returns a handler that serves the public keys as a JSON Web Key Set

@@ -2,11 +2,16 @@ package assertion
 
 import (
 	"crypto/ecdsa"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/authproxy/authproxy/internal/bounded"
 )
 
+// TestCacheBound: a full cache first drops the assertions past their
+// refresh point, then the one closest to it, and always keeps the new one.
 func TestCacheBound(t *testing.T) {
 	key, err := GenerateKey()
 	if err != nil {
@@ -18,48 +23,40 @@ func TestCacheBound(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.maxEntries = 8
+	s.cache = bounded.New[Identity, string](8)
 	id := func(i int) Identity { return Identity{Subject: "u" + strconv.Itoa(i), SessionID: strconv.Itoa(i)} }
-	add := func(from, to int) {
+	start := now
+	add := func(i int) {
 		t.Helper()
-		for i := from; i < to; i++ {
-			if _, err := s.Assertion(id(i)); err != nil {
-				t.Fatal(err)
-			}
-			if n := len(s.cache); n > s.maxEntries {
-				t.Fatalf("after id %d: %d entries, bound %d", i, n, s.maxEntries)
+		if _, err := s.Assertion(id(i)); err != nil {
+			t.Fatal(err)
+		}
+		if n := s.cache.Len(); n > 8 {
+			t.Fatalf("after id %d: %d entries, bound 8", i, n)
+		}
+	}
+	cached := func(want ...int) {
+		t.Helper()
+		for i := range 10 {
+			_, ok := s.cache.Get(id(i), now)
+			if ok != slices.Contains(want, i) {
+				t.Errorf("id %d cached = %v", i, ok)
 			}
 		}
 	}
-	cached := func(i int) bool { _, ok := s.cache[id(i)]; return ok }
 
-	add(0, 4)
-	now = now.Add(s.ttl / 2) // 0-3 are past their refresh point
-	add(4, 8)
-	if len(s.cache) != 8 {
-		t.Fatalf("%d entries, want 8", len(s.cache))
+	for i := range 8 { // signed a second apart: id 0 is the first to refresh
+		add(i)
+		now = now.Add(time.Second)
 	}
-	add(8, 9) // full: the stale entries go, and only they
-	for i := range 9 {
-		if want := i >= 4; cached(i) != want {
-			t.Errorf("id %d cached = %v, want %v", i, cached(i), want)
-		}
-	}
-	add(9, 12) // full again, nothing stale: arbitrary entries make room
-	add(12, 13)
-	if n := len(s.cache); n != 8 {
-		t.Errorf("%d entries, want 8 (7/8 of the bound, then the new one)", n)
-	}
-	if !cached(12) {
-		t.Error("the newest entry is not cached")
-	}
+	add(8) // full: id 0 makes room
+	cached(1, 2, 3, 4, 5, 6, 7, 8)
 
-	// Refreshing a cached identity in a full cache evicts nothing.
-	now = now.Add(s.ttl / 2)
-	before := len(s.cache)
-	add(12, 13)
-	if len(s.cache) != before {
-		t.Errorf("refresh changed the size from %d to %d", before, len(s.cache))
+	now = start.Add(s.ttl/2 + 2*time.Second) // ids 1 and 2 at or past their refresh point
+	add(9)
+	cached(3, 4, 5, 6, 7, 8, 9)
+	if n := s.cache.Len(); n != 7 {
+		t.Errorf("%d entries, want 7", n)
 	}
 }
 
@@ -72,13 +69,13 @@ func TestCacheBoundUnderChurn(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.maxEntries = 100
+	s.cache = bounded.New[Identity, string](100)
 	for i := range 1000 {
 		if _, err := s.Assertion(Identity{Subject: "u", SessionID: strconv.Itoa(i)}); err != nil {
 			t.Fatal(err)
 		}
-		if n := len(s.cache); n > s.maxEntries {
-			t.Fatalf("%d entries, bound %d", n, s.maxEntries)
+		if n := s.cache.Len(); n > 100 {
+			t.Fatalf("%d entries, bound 100", n)
 		}
 	}
 }

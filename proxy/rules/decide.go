@@ -8,6 +8,8 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"golang.org/x/text/unicode/norm"
 )
 
 // Outcome is what Decide says about a request. Outcomes are ordered from the
@@ -56,9 +58,9 @@ func (rs *Rules) Decide(method, rawPath string, claims map[string]any, authentic
 	}
 	decoded, why := canonical(rawPath)
 	if why == "" {
-		return rs.decide(method, path.Clean(decoded), claims, authenticated, true)
+		return rs.decide(method, rs.fold(path.Clean(decoded)), claims, authenticated, true)
 	}
-	readings, bad := readingsOf(rawPath)
+	readings, bad := readingsOf(rawPath, rs.foldCase)
 	if bad != "" {
 		return refuse(authenticated, fmt.Sprintf("path %s %s", show(rawPath), bad))
 	}
@@ -74,6 +76,14 @@ func (rs *Rules) Decide(method, rawPath string, claims map[string]any, authentic
 	d.Reason = fmt.Sprintf("path %s is not canonical (%s), so no public rule applies; read as %s: %s",
 		show(rawPath), why, show(at), d.Reason)
 	return d
+}
+
+// fold lower-cases p when the upstream ignores case.
+func (rs *Rules) fold(p string) string {
+	if rs.foldCase {
+		return strings.ToLower(p)
+	}
+	return p
 }
 
 // refuse answers a request that no rule can let through.
@@ -165,8 +175,14 @@ func canonical(raw string) (decoded, why string) {
 		return "", "escapes decode to invalid UTF-8"
 	}
 	for _, r := range string(b) {
-		if r >= utf8.RuneSelf && !unicode.IsLetter(r) && !unicode.IsMark(r) && !unicode.IsNumber(r) {
+		if r < utf8.RuneSelf {
+			continue
+		}
+		if !unicode.IsLetter(r) && !unicode.IsMark(r) && !unicode.IsNumber(r) {
 			return "", fmt.Sprintf("%U is neither a letter nor a digit", r)
+		}
+		if !norm.NFKC.IsNormalString(string(r)) {
+			return "", fmt.Sprintf("%U is a compatibility form of %q", r, norm.NFKC.String(string(r)))
 		}
 	}
 	decoded = string(b)
@@ -177,6 +193,9 @@ func canonical(raw string) (decoded, why string) {
 		}
 		if strings.Trim(seg, ".") == "" {
 			return "", "dot segment"
+		}
+		if strings.HasSuffix(seg, ".") || strings.HasSuffix(seg, " ") {
+			return "", "a segment ends in a dot or space, which Windows servers drop"
 		}
 		if !more {
 			break
@@ -195,8 +214,8 @@ func isPathChar(c byte) bool {
 
 // readingsOf returns the cleaned paths that upstreams could make of a
 // non-canonical raw path, the path decoded once first, or says why the path
-// is refused outright.
-func readingsOf(raw string) (readings []string, bad string) {
+// is refused outright. With foldCase every reading is in lower case.
+func readingsOf(raw string, foldCase bool) (readings []string, bad string) {
 	if !strings.HasPrefix(raw, "/") {
 		raw = "/" + raw
 	}
@@ -209,11 +228,15 @@ func readingsOf(raw string) (readings []string, bad string) {
 		forms = append(forms, twice)
 	}
 	for _, f := range forms {
-		for _, g := range []string{f, lenient(f)} {
+		for _, g := range lenient(f) {
 			if strings.ContainsFunc(g, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
 				return nil, "has a control character"
 			}
-			if c := path.Clean(g); !slices.Contains(readings, c) {
+			c := path.Clean(g)
+			if foldCase {
+				c = strings.ToLower(c)
+			}
+			if !slices.Contains(readings, c) {
 				readings = append(readings, c)
 			}
 		}
@@ -254,12 +277,28 @@ func decode(s string, keepSlash bool) string {
 	return string(b)
 }
 
-// lenient reads s as the most forgiving servers do: overlong UTF-8 and
-// Unicode look-alikes become the ASCII they imitate, a ? or # (decoded from
-// %3F, %23) ends the path, \ is a separator, and ;params are dropped from
-// each segment (Tomcat reads /a/..;/b as /b).
-func lenient(s string) string {
-	s = foldOverlong(s)
+// lenient returns s and the readings of the more forgiving servers: each
+// quirk alone, since a server may have any one of them, and all together.
+// The quirks: overlong UTF-8 and compatibility or look-alike characters read
+// as the ASCII they stand for (NFKC: fullwidth letters, U+2025 for ..), \
+// taken for /, a ? or # (decoded from %3F, %23) ending the path, ;params
+// dropped from each segment (Tomcat reads /a/..;/b as /b), and trailing dots
+// and spaces dropped from each segment (IIS reads /admin./ as /admin/).
+func lenient(s string) []string {
+	quirks := []func(string) string{foldCompat, backslashes, endAtQuery, dropParams, trimSegmentEnds}
+	out := []string{s}
+	all := s
+	for _, q := range quirks {
+		out = append(out, q(s))
+		all = q(all)
+	}
+	return append(out, all)
+}
+
+// foldCompat reads overlong UTF-8, compatibility forms and look-alikes as
+// the ASCII they imitate.
+func foldCompat(s string) string {
+	s = norm.NFKC.String(foldOverlong(s))
 	var b strings.Builder
 	for i := 0; i < len(s); {
 		r, n := utf8.DecodeRuneInString(s[i:])
@@ -270,11 +309,40 @@ func lenient(s string) string {
 		}
 		i += n
 	}
-	s, _, _ = strings.Cut(b.String(), "?")
+	return b.String()
+}
+
+func backslashes(s string) string { return strings.ReplaceAll(s, `\`, "/") }
+
+func endAtQuery(s string) string {
+	s, _, _ = strings.Cut(s, "?")
 	s, _, _ = strings.Cut(s, "#")
-	segs := strings.Split(strings.ReplaceAll(s, `\`, "/"), "/")
+	return s
+}
+
+// dropParams drops each segment's ;params.
+func dropParams(s string) string {
+	return eachSegment(s, func(seg string) string {
+		seg, _, _ = strings.Cut(seg, ";")
+		return seg
+	})
+}
+
+// trimSegmentEnds drops the trailing dots and spaces of each segment that
+// is not made of dots only, as Windows does with file names.
+func trimSegmentEnds(s string) string {
+	return eachSegment(s, func(seg string) string {
+		if t := strings.TrimRight(seg, ". "); t != "" && strings.Trim(seg, ".") != "" {
+			return t
+		}
+		return seg
+	})
+}
+
+func eachSegment(s string, f func(string) string) string {
+	segs := strings.Split(s, "/")
 	for i, seg := range segs {
-		segs[i], _, _ = strings.Cut(seg, ";")
+		segs[i] = f(seg)
 	}
 	return strings.Join(segs, "/")
 }

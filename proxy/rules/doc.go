@@ -49,7 +49,8 @@
 // both match /admin, /admin/ and /admin/x, never /administrator; / matches
 // every path. A trailing slash makes no difference, there are no exact-match
 // paths, and there are no wildcards (/static/* is an error: write /static/).
-// Paths are case-sensitive: /Admin/ is not /admin/. Write paths decoded
+// Paths are case-sensitive unless Options.CaseInsensitive says the upstream
+// folds case (see "Request paths"). Write paths decoded
 // (/café/, not /caf%C3%A9/), without //, . or .. segments, \, ;, %, ?, # or *.
 //
 // # Conditions
@@ -111,19 +112,27 @@
 //     %3F, %23, %61 (a) or escaped control byte, in either case;
 //   - its decoded bytes are valid UTF-8 (no overlong %C0%AE), and every
 //     non-ASCII character in it is a letter, mark or digit (no U+2025 or
-//     U+FF0F).
+//     U+FF0F) that Unicode's compatibility normalization (NFKC) leaves as
+//     it is (no fullwidth U+FF41 for a, no mathematical or ligature forms);
+//   - no segment ends in a dot or a space, which Windows servers (IIS,
+//     ASP.NET) drop: they serve /admin./ as /admin/.
 //
 // Any other path is decided as if there were no public rules, so it needs a
 // login. The same tricks could also slip past a stricter allow or deny rule
 // (/admin;/x is /admin/x to Tomcat but not under /admin/ to path.Clean), so a
 // non-canonical path must also pass under every reading an upstream might
 // make of it: decoded once, decoded twice, left encoded, decoded but for
-// %2F, and each of those read leniently (overlong UTF-8 and look-alikes
-// folded to ASCII, ? and # ending the path, \ taken for /, ;params dropped).
-// The strictest outcome wins. A path with a control byte in any reading, or a
+// %2F, and each of those read by each lenient server quirk alone and by all
+// of them together (overlong UTF-8, compatibility forms and look-alikes
+// folded to ASCII, \ taken for /, ? and # ending the path, ;params dropped,
+// trailing dots and spaces of a segment dropped). The strictest outcome
+// wins: a request passes an allow rule only if it would pass under every
+// reading. A path with a control byte in any reading, or a
 // broken escape, never passes (Deny, or NeedLogin for a visitor).
 //
-// Paths are not case-folded. If an upstream treats /ADMIN like /admin, the
-// rules for /admin/ do not cover /ADMIN; such an upstream needs its own
-// normalization, or rules that fail closed (a strict rule on /).
+// Paths are case-sensitive by default. If the upstream treats /ADMIN like
+// /admin (IIS, ASP.NET, a case-insensitive file system), parse the rules
+// with Options.CaseInsensitive (AUTHPROXY_RULES_CASE_INSENSITIVE=true):
+// rule paths and every reading of a request path are then compared in lower
+// case, so the rules for /admin/ cover /ADMIN and /%41dmin too.
 package rules

@@ -50,6 +50,16 @@ func (k Kind) String() string {
 // concurrent use.
 type Rules struct {
 	rules []*Rule
+	// foldCase matches paths as an upstream that ignores case reads them.
+	foldCase bool
+}
+
+// Options changes how a rules file is read.
+type Options struct {
+	// CaseInsensitive says that the upstream serves /ADMIN as /admin (IIS,
+	// ASP.NET, case-insensitive file systems): rule paths and request paths
+	// are then compared in lower case.
+	CaseInsensitive bool
 }
 
 // Rule is one line of a rules file.
@@ -170,6 +180,11 @@ func (rs *Rules) ClaimNames() []string {
 // ("rules.txt:4: ..."). The error lists every problem in the file, one per
 // line, up to a hundred.
 func Parse(name string, r io.Reader) (*Rules, error) {
+	return ParseWith(name, r, Options{})
+}
+
+// ParseWith is Parse with options.
+func ParseWith(name string, r io.Reader, o Options) (*Rules, error) {
 	p := parser{name: name}
 	br := bufio.NewReaderSize(r, maxLineLen+2)
 	for n := 1; ; n++ {
@@ -201,7 +216,12 @@ func Parse(name string, r io.Reader) (*Rules, error) {
 		}
 		return nil, errors.Join(p.problems...)
 	}
-	return &Rules{rules: p.rules}, nil
+	if o.CaseInsensitive {
+		for _, r := range p.rules {
+			r.prefix = strings.ToLower(r.prefix)
+		}
+	}
+	return &Rules{rules: p.rules, foldCase: o.CaseInsensitive}, nil
 }
 
 // parser collects the rules and problems of one file.

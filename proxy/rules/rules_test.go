@@ -11,6 +11,8 @@ import (
 	"testing"
 	"unicode"
 	"unicode/utf8"
+
+	"golang.org/x/text/unicode/norm"
 )
 
 // example is the rules file of the brief, with a few more lines.
@@ -420,6 +422,31 @@ func TestHostilePaths(t *testing.T) {
 		{"/public/%C0%AE", false, "allow"},
 		{"/public/%E2%80%AEfdp.exe", false, "allow"}, // right-to-left override
 		{"/public/caf\u00e9.css", false, "allow"},    // raw, unescaped non-ASCII
+		// Trailing dots and spaces, which Windows servers (IIS, ASP.NET)
+		// drop from a segment.
+		{"/admin./x", false, "deny"},
+		{"/admin../x", false, "deny"},
+		{"/admin.../x", false, "deny"},
+		{"/admin%20/x", false, "deny"},
+		{"/admin.%20/x", false, "deny"},
+		{"/admin%2e/x", false, "deny"},
+		{"/admin%252e/x", false, "deny"},
+		{"/admin./", false, "deny"},
+		{"/admin.", false, "deny"},
+		{"/internal./x", false, "deny"},
+		{"/public/a./x", false, "allow"},
+		{"/public/c.", false, "allow"},
+		// Compatibility forms (NFKC) of ASCII: fullwidth letters,
+		// mathematical letters, ligatures, the Kelvin sign.
+		{"/%EF%BD%81dmin/x", false, "deny"},                           // U+FF41 fullwidth a
+		{"/%EF%BC%A1dmin/x", false, "allow"},                          // U+FF21 fullwidth A reads /Admin: case-sensitive
+		{"/adm%E2%85%B0n/x", false, "deny"},                           // U+2170 small roman numeral one
+		{"/%F0%9D%90%9Adm%F0%9D%90%A2n/x", false, "deny"},             // U+1D41A, U+1D422 mathematical bold a, i
+		{"/ａdmin/x", false, "deny"},                                   // raw
+		{"/internal/../%EF%BD%81dmin/x", false, "deny"},               // both
+		{"/public/%EF%BC%8E%EF%BC%8E/%EF%BD%81dmin/x", false, "deny"}, // fullwidth dots, then a
+		{"/public/%EF%BD%81", false, "allow"},                         // fullwidth a: not canonical
+		{"/%EF%AC%81le", false, "allow"},                              // U+FB01 ligature fi: /file
 		// Broken escapes (%u is IIS's).
 		{"/public/%u002e%u002e/admin", false, "deny"},
 		{"/public/%", false, "deny"},
@@ -436,13 +463,13 @@ func TestHostilePaths(t *testing.T) {
 		{"/public/", true, "public"},
 		{"/public/x/", true, "public"},
 		{"/public/..a", true, "public"},
-		{"/public/a..b/c.", true, "public"},
+		{"/public/a..b/c", true, "public"},
 		{"/public/a%20b.css", true, "public"},
 		{"/public/%5B1%5D.css", true, "public"},
 		{"/public/[1].css", true, "public"},
 		{"/public/caf%C3%A9.css", true, "public"},
 		{"/public/caf%c3%a9.css", true, "public"},
-		{"/public/%EF%BD%81", true, "public"}, // fullwidth a is a letter
+		{"/public/%C3%A0", true, "public"}, // a letter that NFKC keeps
 		{"/public/a:b@c!$&'()*+,=~_-", true, "public"},
 		{"/healthz", true, "public"},
 		{"/healthz/", true, "public"},
@@ -510,13 +537,14 @@ func canonicalForTest(raw string) (string, bool) {
 		return "", false
 	}
 	for _, r := range dec {
-		if r >= 0x80 && !unicode.In(r, unicode.L, unicode.M, unicode.N) {
+		if r >= 0x80 && (!unicode.In(r, unicode.L, unicode.M, unicode.N) || norm.NFKC.String(string(r)) != string(r)) {
 			return "", false
 		}
 	}
 	segs := strings.Split(dec, "/")[1:]
 	for i, s := range segs {
-		if s == "" && i != len(segs)-1 || s != "" && strings.Trim(s, ".") == "" {
+		if s == "" && i != len(segs)-1 || s != "" && strings.Trim(s, ".") == "" ||
+			strings.HasSuffix(s, ".") || strings.HasSuffix(s, " ") {
 			return "", false
 		}
 	}
@@ -533,15 +561,19 @@ func hostileReadings(raw string) []string {
 	}
 	var out []string
 	for _, s := range []string{raw, once, twice} {
-		out = append(out, s)
-		s = strings.ReplaceAll(s, `\`, "/")
+		out = append(out, s, strings.ReplaceAll(s, `\`, "/"))
+		s = norm.NFKC.String(strings.ReplaceAll(s, `\`, "/"))
 		s, _, _ = strings.Cut(s, "?")
 		s, _, _ = strings.Cut(s, "#")
 		segs := strings.Split(s, "/")
+		iis := slices.Clone(segs)
 		for i := range segs {
 			segs[i], _, _ = strings.Cut(segs[i], ";")
+			if t := strings.TrimRight(iis[i], ". "); t != "" && strings.Trim(iis[i], ".") != "" {
+				iis[i] = t
+			}
 		}
-		out = append(out, strings.Join(segs, "/"))
+		out = append(out, s, strings.Join(segs, "/"), strings.Join(iis, "/"))
 	}
 	for i := range out {
 		out[i] = path.Clean(out[i])
@@ -558,11 +590,23 @@ func FuzzDecide(f *testing.F) {
 		"/public/.%2e/admin", `/public\..\admin`, "/public%5c..%5cadmin", "/public/%252e%252e/admin",
 		"/public/%00", "/public/\u2025/admin", "/public%EF%BC%8F..%EF%BC%8Fadmin", "/public/%c0%ae%c0%ae/admin",
 		"/public/a.css", "/public/x/y", "/healthz", "/public/caf%C3%A9.css", "/public/%5B1%5D",
+		"/admin./x", "/admin%20/x", "/%EF%BD%81dmin/x", "/\uff41dmin", "/admin;/x", "/admin%2fx",
 	} {
 		f.Add("GET", s)
 	}
 	f.Add("HEAD", "/public/a")
+	folded, err := ParseWith("folded.txt", strings.NewReader(hostileRules), Options{CaseInsensitive: true})
+	if err != nil {
+		f.Fatal(err)
+	}
 	f.Fuzz(func(t *testing.T, method, raw string) {
+		if fm := folded.Decide(method, raw, memberClaims(), true); fm.Outcome == Allow && strings.HasPrefix(raw, "/") {
+			for _, r := range hostileReadings(raw) {
+				if r = strings.ToLower(r); readsUnder(r, "/admin/") || readsUnder(r, "/internal/") {
+					t.Fatalf("case-insensitive: %s %q lets a member in, but an upstream may read it as %q", method, raw, r)
+				}
+			}
+		}
 		d := rs.Decide(method, raw, nil, false)
 		m := rs.Decide(method, raw, memberClaims(), true)
 		if d.Outcome != Public && d.Outcome != NeedLogin {
@@ -573,6 +617,15 @@ func FuzzDecide(f *testing.F) {
 		}
 		if (d.Outcome == Public) != (m.Outcome == Public) {
 			t.Fatalf("%s %q: anonymous %v, member %v", method, raw, d.Outcome, m.Outcome)
+		}
+		if m.Outcome == Allow && strings.HasPrefix(raw, "/") {
+			// A member passes only if no reading an upstream may make
+			// lands under a prefix closed to members.
+			for _, r := range hostileReadings(raw) {
+				if readsUnder(r, "/admin/") || readsUnder(r, "/internal/") {
+					t.Fatalf("%s %q lets a member in, but an upstream may read it as %q (%s)", method, raw, r, m.Reason)
+				}
+			}
 		}
 		if d.Outcome != Public {
 			return
@@ -671,5 +724,46 @@ func TestPublicAndAllowed(t *testing.T) {
 		if got, reason := rs.Allowed(tt.method, tt.path, tt.claims); got != tt.allowed || reason == "" {
 			t.Errorf("Allowed(%s %s, %v) = %v, %q", tt.method, tt.path, tt.claims, got, reason)
 		}
+	}
+}
+
+func TestCaseInsensitive(t *testing.T) {
+	text := hostileRules + "deny * /Secret/\n"
+	folded, err := ParseWith("ci.txt", strings.NewReader(text), Options{CaseInsensitive: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	strict := mustParse(t, "cs.txt", text)
+	tests := []struct {
+		target         string
+		folded, strict string // what a logged-in member gets
+	}{
+		{"/admin/x", "deny", "deny"},
+		{"/ADMIN/x", "deny", "allow"},
+		{"/Admin", "deny", "allow"},
+		{"/aDmIn/", "deny", "allow"},
+		{"/%41dmin/x", "deny", "allow"},
+		{"/%EF%BC%A1DMIN/x", "deny", "allow"}, // fullwidth A
+		{"/ADMIN./x", "deny", "allow"},
+		{"/ADMIN;/x", "deny", "allow"},
+		{"/public/../ADMIN", "deny", "allow"},
+		{"/INTERNAL/x", "deny", "allow"},
+		{"/secret/x", "deny", "allow"},
+		{"/SECRET", "deny", "allow"},
+		{"/Secret/x", "deny", "deny"},
+		{"/PUBLIC/a.css", "public", "allow"},
+		{"/administrator", "allow", "allow"},
+		{"/other", "allow", "allow"},
+	}
+	for _, tc := range tests {
+		if d := folded.Decide("GET", tc.target, memberClaims(), true); d.Outcome.String() != tc.folded {
+			t.Errorf("case-insensitive GET %q: %v, want %s (%s)", tc.target, d.Outcome, tc.folded, d.Reason)
+		}
+		if d := strict.Decide("GET", tc.target, memberClaims(), true); d.Outcome.String() != tc.strict {
+			t.Errorf("case-sensitive GET %q: %v, want %s (%s)", tc.target, d.Outcome, tc.strict, d.Reason)
+		}
+	}
+	if got := folded.String(); !strings.Contains(got, "/Secret/") {
+		t.Errorf("String() lost the path as written:\n%s", got)
 	}
 }

@@ -1,7 +1,9 @@
 // Package page renders the few responses authproxy writes itself (errors,
-// "not signed in", "provider unreachable"): a small HTML page for people and
-// a JSON body for programs. It lives apart from proxy so that oidc, which
-// proxy imports, renders the same pages.
+// "not signed in", "provider unreachable", "access denied"): a small HTML
+// page for people and a JSON body for programs. Both oidc (failed sign-ins,
+// provider down) and proxy (401, 403, upstream errors) render them; the
+// package stands apart from both so that they look alike and oidc need not
+// import proxy.
 package page
 
 import (

@@ -27,6 +27,9 @@ type providerConfig struct {
 	Clients []providerClient `json:"clients"`
 	// SigningKey is the RS256 key, a private JWK; startProvider makes one.
 	SigningKey map[string]string `json:"signing_key,omitempty"`
+	// SigningKeys, when set, replace SigningKey: the first signs, all are
+	// published in the JWKS (a key rotation in progress).
+	SigningKeys []map[string]string `json:"signing_keys,omitempty"`
 	// CookieKeys sign oidc-provider's cookies; startProvider makes one.
 	CookieKeys []string         `json:"cookie_keys,omitempty"`
 	TTL        map[string]int   `json:"ttl,omitempty"` // seconds, by oidc-provider model name: IdToken, AccessToken, Session, ...

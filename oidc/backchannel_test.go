@@ -1,7 +1,6 @@
 package oidc
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -98,39 +97,17 @@ func postLogoutToken(h *Handler, token string) int {
 	return w.Code
 }
 
-// logBuffer keeps a handler's log; discovery writes to it from its own
-// goroutine.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-// take returns what was logged since the last take.
-func (l *logBuffer) take() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	s := l.b.String()
-	l.b.Reset()
-	return s
-}
-
 // logoutFixture is a Handler with a Revoker, whose log is kept so a test
 // can tell why a logout token was refused.
 type logoutFixture struct {
 	*fixture
-	log *logBuffer
+	log *syncBuffer
 	now time.Time
 	jti int
 }
 
 func newLogoutFixture(t *testing.T, rev session.Revoker) *logoutFixture {
-	f := &logoutFixture{log: &logBuffer{}, now: time.Now()}
+	f := &logoutFixture{log: &syncBuffer{}, now: time.Now()}
 	f.fixture = newFixture(t, func(c *Config) {
 		c.Revoker = rev
 		if m, ok := rev.(session.OnceMarker); ok {

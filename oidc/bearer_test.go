@@ -60,3 +60,66 @@ func TestBearerDisabledWithoutAudience(t *testing.T) {
 		t.Errorf("bearer accepted without an audience configured: %v", err)
 	}
 }
+
+// TestBearerIsAnAccessToken: a token for the API audience that has the
+// shape of an ID token (or of another token for authproxy's own client) is
+// refused; the shapes providers give access tokens pass.
+func TestBearerIsAnAccessToken(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.Audience = apiAudience })
+	now := time.Now()
+	base := func(kv ...any) map[string]any {
+		return withClaims(map[string]any{"iss": f.idp.Issuer(), "aud": []any{apiAudience, f.idp.Issuer() + "/userinfo"}, "sub": "user-1",
+			"iat": now.Unix(), "exp": now.Add(time.Hour).Unix()}, kv...)
+	}
+	signTyp := func(typ string, c map[string]any) string {
+		tok, err := f.idp.SignJWT(typ, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	r := httptest.NewRequest("GET", "/api", nil)
+	for _, tt := range []struct {
+		name string
+		typ  string // JWT header typ
+		c    map[string]any
+		ok   bool
+	}{
+		// What providers send for an API (README "Bearer tokens").
+		{"Auth0 default profile, another client", "JWT", base("azp", "spa-client", "scope", "read"), true},
+		{"Auth0 RFC 9068 profile", "at+jwt", base("client_id", "spa-client", "jti", "j"), true},
+		{"RFC 9068 token of authproxy's own client", "at+jwt", base("client_id", clientID, "jti", "j"), true},
+		{"RFC 9068, media type spelling", "application/at+jwt", base("azp", clientID), true},
+		{"Keycloak access token", "JWT", base("typ", "Bearer", "azp", "mobile-app"), true},
+		{"Entra ID access token", "JWT", base("azp", "3f2a-client", "azpacr", "1", "ver", "2.0"), true},
+		{"Okta access token", "", base("cid", "okta-client", "scp", []string{"read"}), true},
+		// ID tokens and their look-alikes.
+		{"nonce", "JWT", base("nonce", "n"), false},
+		{"nonce, even with at+jwt", "at+jwt", base("nonce", "n"), false},
+		{"at_hash", "JWT", base("at_hash", "h"), false},
+		{"c_hash", "JWT", base("c_hash", "h"), false},
+		{"Keycloak ID token (typ claim ID)", "JWT", base("typ", "ID", "azp", "mobile-app"), false},
+		{"Keycloak ID token, lower case", "JWT", base("typ", "id"), false},
+		{"Keycloak refresh token", "JWT", base("typ", "Refresh"), false},
+		{"typ claim not a string", "JWT", base("typ", 1), false},
+		{"issued to authproxy's own client (azp), typ JWT", "JWT", base("azp", clientID), false},
+		{"issued to authproxy's own client (azp), no typ", "", base("azp", clientID), false},
+		{"logout token", "logout+jwt", base("events", map[string]any{"http://schemas.openid.net/event/backchannel-logout": map[string]any{}}), false},
+		{"events claim under typ JWT", "JWT", base("events", map[string]any{}), false},
+		{"header typ of another token", "id_token+jwt", base(), false},
+		{"the client as audience", "at+jwt", base("aud", clientID), false},
+	} {
+		sess, err := f.h.VerifyAccessToken(r, signTyp(tt.typ, tt.c))
+		if ok := err == nil; ok != tt.ok {
+			t.Errorf("%s: accepted %v (%+v, %v), want %v", tt.name, ok, sess, err, tt.ok)
+		} else if !ok && !errors.Is(err, ErrInvalidToken) {
+			t.Errorf("%s: %v, want ErrInvalidToken", tt.name, err)
+		}
+	}
+
+	// A real ID token from a login is refused.
+	idt := f.loginSession(t, "alice").IDToken
+	if _, err := f.h.VerifyAccessToken(r, idt); !errors.Is(err, ErrInvalidToken) {
+		t.Errorf("a real ID token passed as an access token: %v", err)
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/authproxy/authproxy/cookie"
+	"github.com/authproxy/authproxy/internal/claim"
 	"github.com/authproxy/authproxy/page"
 	"github.com/authproxy/authproxy/session"
 )
@@ -111,8 +112,8 @@ func (h *Handler) Callback(w http.ResponseWriter, r *http.Request) {
 			// The provider's words are anyone's words (a callback URL is
 			// easy to forge): the log gets them bounded (slog escapes
 			// them), the page never.
-			attrs = append(attrs, "provider_error", logText(e, 64), "provider_error_description",
-				logText(q.Get("error_description"), 256))
+			attrs = append(attrs, "provider_error", logText(redact(e), 64), "provider_error_description",
+				logText(redact(q.Get("error_description")), 256))
 		}
 		h.log.Warn("login failed", attrs...)
 		h.cfg.Observer.LoginFailed(ce.code)
@@ -206,6 +207,7 @@ func (h *Handler) complete(r *http.Request, l cookie.Login, loginErr error) (ses
 		conf.RedirectURL = h.cfg.RedirectURL
 	}
 	tok, err := conf.Exchange(ctx, code, oauth2.VerifierOption(l.Verifier))
+	err = h.fromProvider(err, code, l.Verifier)
 	if err != nil {
 		if err := classify(err); errors.Is(err, errProviderDown) {
 			return fail(http.StatusServiceUnavailable, "provider_unavailable",
@@ -220,7 +222,7 @@ func (h *Handler) complete(r *http.Request, l cookie.Login, loginErr error) (ses
 			errors.New("token response without id_token"))
 	}
 	idt, err := p.verifier.Verify(ctx, raw)
-	if err != nil {
+	if err = h.fromProvider(err, code, l.Verifier); err != nil {
 		return fail(http.StatusBadRequest, "invalid_id_token", "The identity provider's answer could not be verified.", err)
 	}
 	var claims map[string]any
@@ -238,22 +240,20 @@ func (h *Handler) complete(r *http.Request, l cookie.Login, loginErr error) (ses
 		return fail(http.StatusBadRequest, "invalid_nonce", "The identity provider's answer does not belong to this sign-in.",
 			errors.New("nonce mismatch"))
 	}
-	user := claimString(claims[h.cfg.UserClaim])
-	if user == "" {
-		return fail(http.StatusBadRequest, "missing_claim",
-			fmt.Sprintf("The identity provider did not say who you are (no %q claim).", h.cfg.UserClaim),
-			fmt.Errorf("ID token has no %q claim; set AUTHPROXY_USER_CLAIM or add the claim at the provider", h.cfg.UserClaim))
+	sess, err := h.identify(claims)
+	if err != nil {
+		code := "invalid_claim"
+		if errors.Is(err, claim.ErrMissing) {
+			code = "missing_claim"
+		}
+		return fail(http.StatusBadRequest, code,
+			fmt.Sprintf("The identity provider did not say who you are in a form authproxy can use (the %q claim).", h.cfg.UserClaim),
+			fmt.Errorf("ID token: %w; set AUTHPROXY_USER_CLAIM or fix the claim at the provider", err))
 	}
-	sess := session.Session{
-		User:    user,
-		Email:   claimString(claims["email"]),
-		Name:    claimString(claims["name"]),
-		IDToken: raw,
-		Expiry:  h.cfg.Now().Add(h.cfg.SessionLifetime),
-		Claims:  h.keep(claims),
-		SID:     claimString(claims["sid"]),
-		Seen:    h.cfg.Now(),
-	}
+	sess.IDToken = raw
+	sess.Expiry = h.cfg.Now().Add(h.cfg.SessionLifetime)
+	sess.SID = claimString(claims["sid"])
+	sess.Seen = h.cfg.Now()
 	if h.cfg.KeepAccessToken {
 		sess.AccessToken = tok.AccessToken
 	}

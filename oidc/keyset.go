@@ -53,6 +53,8 @@ type keySet struct {
 	keys atomic.Pointer[[]jose.JSONWebKey]
 	// onError, if set, is called when a fetch fails.
 	onError func()
+	// redact, if set, cleans a failed fetch's error (see Handler.fromProvider).
+	redact func(error) error
 
 	mu sync.Mutex // serializes fetches; guards the fields below
 	// gen counts successful fetches, so that callers who waited for another
@@ -146,6 +148,9 @@ func (k *keySet) refresh(ctx context.Context, seen uint64, force bool) ([]jose.J
 	if err != nil {
 		if k.onError != nil {
 			k.onError()
+		}
+		if k.redact != nil {
+			err = k.redact(err)
 		}
 		return nil, fmt.Errorf("%w: fetch signing keys: %w", errProviderDown, err)
 	}

@@ -226,7 +226,7 @@ func (h *Handler) discover(ctx context.Context) {
 func (h *Handler) discoverOnce(ctx context.Context) (*provider, error) {
 	p, err := gooidc.NewProvider(ctx, h.cfg.Issuer)
 	if err != nil {
-		return nil, err
+		return nil, h.fromProvider(err)
 	}
 	var meta struct {
 		EndSession string   `json:"end_session_endpoint"`
@@ -235,7 +235,7 @@ func (h *Handler) discoverOnce(ctx context.Context) (*provider, error) {
 		IssParam   bool     `json:"authorization_response_iss_parameter_supported"`
 	}
 	if err := p.Claims(&meta); err != nil {
-		return nil, fmt.Errorf("read discovery document: %w", err)
+		return nil, fmt.Errorf("read discovery document: %w", h.fromProvider(err))
 	}
 	if meta.JWKS == "" {
 		return nil, errors.New("discovery document has no jwks_uri")
@@ -248,6 +248,7 @@ func (h *Handler) discoverOnce(ctx context.Context) (*provider, error) {
 	}
 	keys := newKeySet(meta.JWKS, h.cfg.HTTPClient, h.cfg.KeyRefetchInterval, h.cfg.Now)
 	keys.onError = func() { h.cfg.Observer.ProviderError("jwks") }
+	keys.redact = func(err error) error { return h.fromProvider(err) }
 	// Warm the key cache so the first login does not wait for it; a failure
 	// here is retried when the first token arrives.
 	if err := keys.warm(ctx); err != nil {
@@ -293,8 +294,9 @@ var ErrInvalidToken = errors.New("invalid bearer token")
 var ErrNotReady = fmt.Errorf("%w: identity provider not discovered yet", session.ErrUnavailable)
 
 // VerifyAccessToken checks a bearer JWT locally: signature against the
-// cached JWKS, issuer, audience (Config.Audience) and expiry. It returns the
-// session the token stands for. No provider call is made unless the token
+// cached JWKS, issuer, audience (Config.Audience), expiry, that it is an
+// access token and not an ID token (isIDTokenShaped), and its claims
+// (identify). It returns the session the token stands for. No provider call is made unless the token
 // names an unknown key (and then at most once per refetch interval).
 func (h *Handler) VerifyAccessToken(r *http.Request, raw string) (session.Session, error) {
 	p := h.provider.Load()
@@ -306,25 +308,23 @@ func (h *Handler) VerifyAccessToken(r *http.Request, raw string) (session.Sessio
 	}
 	tok, err := p.bearer.Verify(gooidc.ClientContext(r.Context(), h.cfg.HTTPClient), raw)
 	if err != nil {
-		return session.Session{}, fmt.Errorf("%w: %w", ErrInvalidToken, err)
+		return session.Session{}, fmt.Errorf("%w: %w", ErrInvalidToken, h.fromProvider(err, raw))
 	}
 	var claims map[string]any
 	if err := tok.Claims(&claims); err != nil {
 		return session.Session{}, fmt.Errorf("%w: %w", ErrInvalidToken, err)
 	}
-	// An ID token is for the client, not the API: it carries a nonce, or
-	// the client as its authorized party.
-	if _, ok := claims["nonce"]; ok {
-		return session.Session{}, fmt.Errorf("%w: an ID token is not an access token", ErrInvalidToken)
+	// go-oidc checked the audience (never the client: New refuses that
+	// configuration); the shape tells an ID token from an access token.
+	if why := h.isIDTokenShaped(headerType(raw), claims); why != "" {
+		return session.Session{}, fmt.Errorf("%w: not an access token: %s", ErrInvalidToken, why)
 	}
-	user := claimString(claims[h.cfg.UserClaim])
-	if user == "" {
-		return session.Session{}, fmt.Errorf("%w: no %q claim", ErrInvalidToken, h.cfg.UserClaim)
+	sess, err := h.identify(claims)
+	if err != nil {
+		return session.Session{}, fmt.Errorf("%w: %w", ErrInvalidToken, err)
 	}
-	return session.Session{
-		User: user, Email: claimString(claims["email"]), Name: claimString(claims["name"]),
-		Expiry: tok.Expiry, Claims: h.keep(claims),
-	}, nil
+	sess.Expiry = tok.Expiry
+	return sess, nil
 }
 
 // keep picks the claims the session keeps.

@@ -42,7 +42,9 @@ func newFixtureIDP(t *testing.T, opts oidctest.Options, mutate ...func(*Config))
 	t.Helper()
 	opts.ClientID, opts.ClientSecret = clientID, secret
 	if opts.Claims == nil {
-		opts.Claims = func(user string) map[string]any { return map[string]any{"email": user + "@example.test"} }
+		opts.Claims = func(user string) map[string]any {
+			return map[string]any{"email": user + "@example.test", "email_verified": true}
+		}
 	}
 	idp, err := oidctest.Start(opts)
 	if err != nil {

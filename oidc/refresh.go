@@ -101,7 +101,7 @@ func (h *Handler) refreshOnce(ctx context.Context, sess session.Session) (sessio
 	// An expired token forces the token source to refresh now.
 	src := p.oauth2.TokenSource(ctx, &oauth2.Token{RefreshToken: sess.RefreshToken, Expiry: time.Unix(1, 0)})
 	tok, err := src.Token()
-	if err != nil {
+	if err = h.fromProvider(err, sess.RefreshToken); err != nil {
 		if err := classify(err); errors.Is(err, errProviderDown) {
 			h.cfg.Observer.ProviderError("refresh")
 			return session.Session{}, fmt.Errorf("%w: %w", session.ErrUnavailable, err)
@@ -119,24 +119,31 @@ func (h *Handler) refreshOnce(ctx context.Context, sess session.Session) (sessio
 	next.TokenExpiry = tok.Expiry
 	if raw, _ := tok.Extra("id_token").(string); raw != "" {
 		idt, err := p.verifier.Verify(ctx, raw)
-		if err != nil {
+		if err = h.fromProvider(err, sess.RefreshToken); err != nil {
 			return session.Session{}, fmt.Errorf("%w: new ID token: %w", ErrRefreshRejected, err)
 		}
 		var claims map[string]any
 		if err := idt.Claims(&claims); err != nil {
 			return session.Session{}, fmt.Errorf("%w: new ID token: %w", ErrRefreshRejected, err)
 		}
-		if user := claimString(claims[h.cfg.UserClaim]); user != sess.User {
+		id, err := h.identify(claims)
+		if err != nil {
+			return session.Session{}, fmt.Errorf("%w: new ID token: %w", ErrRefreshRejected, err)
+		}
+		if id.User != sess.User {
 			return session.Session{}, fmt.Errorf("%w: the refreshed ID token names another user", ErrRefreshRejected)
 		}
+		// What the provider says now, not what it said at login: a changed
+		// or no longer verified email, a renamed user, other groups.
+		next.Email, next.Name = id.Email, id.Name
 		next.IDToken = raw
 		// Renew before the first of the two tokens expires: an access
 		// token passed to the upstream may live shorter than the ID token.
 		if tok.Expiry.IsZero() || idt.Expiry.Before(tok.Expiry) {
 			next.TokenExpiry = idt.Expiry
 		}
-		if kept := h.keep(claims); kept != nil {
-			next.Claims = kept
+		if id.Claims != nil {
+			next.Claims = id.Claims
 		}
 	}
 	if next.TokenExpiry.IsZero() {

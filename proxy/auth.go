@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"strings"
 
+	"github.com/authproxy/authproxy/internal/claim"
 	"github.com/authproxy/authproxy/page"
 	"github.com/authproxy/authproxy/proxy/assertion"
 	"github.com/authproxy/authproxy/session"
@@ -153,7 +154,15 @@ func (p *handler) renew(w http.ResponseWriter, r *http.Request, sess session.Ses
 		save = true
 	}
 	if save {
-		if err := p.cfg.Sessions.Save(w, r, sess); err != nil {
+		err := p.cfg.Sessions.Save(w, r, sess)
+		if errors.Is(err, session.ErrNoSession) {
+			// Revoked (logout, admin, back-channel) while the provider
+			// answered: the new tokens belong to an ended session.
+			p.cfg.Logger.Info("session ended while it was being renewed", "user", sess.User)
+			p.cfg.Sessions.Clear(w, r)
+			return session.Session{}, p.unauthenticated(w, r, t)
+		}
+		if err != nil {
 			p.cfg.Logger.Error("save session", "err", err)
 		}
 	}
@@ -242,10 +251,16 @@ func (p *handler) setIdentity(h http.Header, info *reqInfo) {
 	info.userValue[0] = sess.User
 	h[p.cfg.UserHeader] = info.userValue[:]
 	hs := p.cfg.Headers
-	if hs.Email != "" && sess.Email != "" {
-		h.Set(hs.Email, sess.Email)
+	// oidc kept email (when verified) and name only if they passed
+	// claim.Check; checked again here for sessions saved before it did.
+	email := sess.Email
+	if claim.CheckString(email) != nil {
+		email = ""
 	}
-	if hs.Name != "" && sess.Name != "" {
+	if hs.Email != "" && email != "" {
+		h.Set(hs.Email, email)
+	}
+	if hs.Name != "" && claim.CheckString(sess.Name) == nil {
 		h.Set(hs.Name, sess.Name)
 	}
 	if hs.Groups != "" {
@@ -259,7 +274,7 @@ func (p *handler) setIdentity(h http.Header, info *reqInfo) {
 	if p.cfg.Assertion != nil {
 		// The assertion depends only on who the user is, so all sessions of
 		// a user share one cached token: no SessionID.
-		if a, err := p.cfg.Assertion.Assertion(assertion.Identity{Subject: sess.User, Email: sess.Email}); err == nil {
+		if a, err := p.cfg.Assertion.Assertion(assertion.Identity{Subject: sess.User, Email: email}); err == nil {
 			h[AssertionHeader] = []string{a}
 		} else {
 			p.cfg.Logger.Error("sign identity assertion", "err", err)
@@ -267,8 +282,10 @@ func (p *handler) setIdentity(h http.Header, info *reqInfo) {
 	}
 }
 
-// groups renders a groups claim as a comma-separated list. Names with a
-// comma or control character are dropped: they could forge list entries.
+// groups renders a groups claim as a comma-separated list. Names that
+// break claim.Check (white space at either end, control characters, line
+// breaks, over-long) or hold a comma are dropped, never trimmed: they could
+// forge list entries or read as another group.
 func groups(v any) string {
 	var list []string
 	switch v := v.(type) {
@@ -285,7 +302,7 @@ func groups(v any) string {
 	}
 	kept := list[:0:0]
 	for _, g := range list {
-		if g != "" && !strings.ContainsAny(g, ",\r\n\x00") {
+		if claim.CheckString(g) == nil && !strings.Contains(g, ",") {
 			kept = append(kept, g)
 		}
 	}

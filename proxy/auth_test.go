@@ -233,6 +233,11 @@ func TestGroupsHeader(t *testing.T) {
 		{[]any{"a", "b"}, "a,b"},
 		{"solo", "solo"},
 		{[]any{"ok", "evil,admins", "x\r\nX-User: root", 5, ""}, "ok"},
+		// Never trimmed into another group: left out.
+		{[]any{"staff", " admins", "admins ", "\tadmins", "admins\n", "\u00a0admins", "\ufeffadmins", "ad\x00mins"}, "staff"},
+		{[]any{"staff", "ad\u2028mins", "ad\ufffdmins", strings.Repeat("g", 257)}, "staff"},
+		{" admins", ""},
+		{[]any{"Ann Team", "ops+oncall", "π"}, "Ann Team,ops+oncall,π"},
 		{nil, ""},
 		{map[string]any{"a": 1}, ""},
 	} {
@@ -246,7 +251,9 @@ func TestGroupsHeader(t *testing.T) {
 // provider for "outage".
 type fakeRefresher struct{ calls atomic.Int32 }
 
-func (f *fakeRefresher) NeedsRefresh(s session.Session) bool { return s.RefreshToken != "new" }
+func (f *fakeRefresher) NeedsRefresh(s session.Session) bool {
+	return s.RefreshToken != "new" && s.RefreshToken != "new-of-revoked"
+}
 
 func (f *fakeRefresher) Refresh(_ context.Context, s session.Session) (session.Session, error) {
 	f.calls.Add(1)
@@ -256,6 +263,9 @@ func (f *fakeRefresher) Refresh(_ context.Context, s session.Session) (session.S
 		return s, nil
 	case "outage":
 		return session.Session{}, errNotReady
+	case "revoked-meanwhile":
+		s.RefreshToken, s.Name = "new-of-revoked", "renewed"
+		return s, nil
 	}
 	return session.Session{}, errors.New("invalid_grant")
 }
@@ -366,5 +376,48 @@ func TestRefreshLock(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// revokingStore is a session store whose Save of a refreshed session finds
+// it revoked meanwhile, as the Redis store does after a logout, an admin
+// revocation or a back-channel logout that came while the provider answered.
+type revokingStore struct{ *cookie.Store }
+
+func (s revokingStore) Save(w http.ResponseWriter, r *http.Request, sess session.Session) error {
+	if sess.RefreshToken == "new-of-revoked" {
+		return fmt.Errorf("%w: revoked during the refresh", session.ErrNoSession)
+	}
+	return s.Store.Save(w, r, sess)
+}
+
+// TestRefreshOfARevokedSession: a session revoked while its refresh was
+// in flight ends that request as unauthenticated; the request is not
+// forwarded with the new tokens.
+func TestRefreshOfARevokedSession(t *testing.T) {
+	ref := &fakeRefresher{}
+	var store revokingStore
+	f := newFixture(t, &recorder{}, func(c *Config) {
+		store = revokingStore{c.Sessions.(*cookie.Store)}
+		c.Sessions, c.Refresher, c.Headers.Name = store, ref, "X-Name"
+	})
+	w := httptest.NewRecorder()
+	if err := store.Store.Save(w, httptest.NewRequest("GET", "/", nil), session.Session{User: "alice", RefreshToken: "revoked-meanwhile", Expiry: time.Now().Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	before := f.upstream.count()
+	resp := f.get(t, "/x", w.Result().Cookies(), nil)
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("status %d, want 401", resp.StatusCode)
+	}
+	if f.upstream.count() != before {
+		t.Errorf("the request of a revoked session reached the upstream with X-Name %q", f.upstream.last(t).Header.Get("X-Name"))
+	}
+	cleared := false
+	for _, c := range resp.Cookies() {
+		cleared = cleared || (c.Name == cookie.DefaultName && c.MaxAge < 0)
+	}
+	if !cleared {
+		t.Error("the session cookie was not cleared")
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -85,6 +86,82 @@ func TestAdminAPI(t *testing.T) {
 	s.AdminHandler("").ServeHTTP(off, httptest.NewRequest("GET", "/admin/sessions?user=ann", nil))
 	if off.Code != http.StatusNotFound {
 		t.Errorf("without a token the API must be off: %d", off.Code)
+	}
+}
+
+// TestAdminUserExact: the user named in a call is the user whose sessions
+// are listed or ended, byte for byte: a "+" is not a space, a body names
+// one user, and a call that ends nothing says so (404).
+func TestAdminUserExact(t *testing.T) {
+	r := startRedis(t)
+	s := newReplica(t, r, replicaOpts{})
+	now := time.Now()
+	users := []string{"ann+ops@example.com", "ann ops@example.com", "auth0|5f7c8ec7", "ann"}
+	h := s.AdminHandler("admin-token")
+	call := func(method, target, body string) (int, map[string]any) {
+		var req *http.Request
+		if body != "" {
+			req = httptest.NewRequest(method, target, strings.NewReader(body))
+		} else {
+			req = httptest.NewRequest(method, target, nil)
+		}
+		req.Header.Set("Authorization", "Bearer admin-token")
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, req)
+		var got map[string]any
+		_ = json.NewDecoder(w.Body).Decode(&got)
+		return w.Code, got
+	}
+	tests := []struct {
+		name, method, target, body string
+		status                     int
+		ended                      string // the one user whose session ends, if any
+	}{
+		{"plus in the query", "DELETE", "/admin/sessions?user=ann+ops@example.com", "", 200, "ann+ops@example.com"},
+		{"encoded plus", "DELETE", "/admin/sessions?user=ann%2Bops%40example.com", "", 200, "ann+ops@example.com"},
+		{"encoded space", "DELETE", "/admin/sessions?user=ann%20ops@example.com", "", 200, "ann ops@example.com"},
+		{"pipe", "DELETE", "/admin/sessions?user=auth0|5f7c8ec7", "", 200, "auth0|5f7c8ec7"},
+		{"JSON body", "DELETE", "/admin/sessions", `{"user":"ann+ops@example.com"}`, 200, "ann+ops@example.com"},
+		{"JSON body, space", "DELETE", "/admin/sessions", `{"user":"ann ops@example.com"}`, 200, "ann ops@example.com"},
+		{"unknown user", "DELETE", "/admin/sessions?user=nobody", "", 404, ""},
+		{"case differs", "DELETE", "/admin/sessions?user=ANN", "", 404, ""},
+		{"prefix of a user", "DELETE", "/admin/sessions?user=ann%2B", "", 404, ""},
+		{"two users", "DELETE", "/admin/sessions?user=ann&user=auth0|5f7c8ec7", "", 400, ""},
+		{"query and body", "DELETE", "/admin/sessions?user=ann", `{"user":"ann+ops@example.com"}`, 400, ""},
+		{"empty user", "DELETE", "/admin/sessions?user=", "", 400, ""},
+		{"bad escape", "DELETE", "/admin/sessions?user=ann%zz", "", 400, ""},
+		{"body not JSON", "DELETE", "/admin/sessions", `user=ann`, 400, ""},
+		{"body with another field", "DELETE", "/admin/sessions", `{"usr":"ann"}`, 400, ""},
+		{"body user not a string", "DELETE", "/admin/sessions", `{"user":["ann"]}`, 400, ""},
+		{"list, plus", "GET", "/admin/sessions?user=ann+ops@example.com", "", 200, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			reqs := map[string]*http.Request{}
+			for _, u := range users {
+				reqs[u] = saveFor(t, s, smallSession(u, now))
+			}
+			t.Cleanup(func() {
+				for _, u := range users {
+					_, _ = s.RevokeUser(context.Background(), u)
+				}
+			})
+			code, body := call(tt.method, tt.target, tt.body)
+			if code != tt.status {
+				t.Errorf("status %d %v, want %d", code, body, tt.status)
+			}
+			if tt.method == "GET" {
+				if list, _ := body["sessions"].([]any); body["user"] != "ann+ops@example.com" || len(list) != 1 {
+					t.Errorf("listed %v, want the one session of ann+ops@example.com", body)
+				}
+			}
+			for _, u := range users {
+				_, err := s.Load(reqs[u])
+				if ended := errors.Is(err, session.ErrNoSession); ended != (u == tt.ended) {
+					t.Errorf("%q: ended %v (%v), want %v", u, ended, err, u == tt.ended)
+				}
+			}
+		})
 	}
 }
 

@@ -16,6 +16,7 @@
 //     "tls": { "cert": "/path/cert.pem", "key": "/path/key.pem" },
 //     "clients": [ { oidc-provider client metadata, snake_case } ],
 //     "signing_key": { private RSA JWK with kid, alg RS256, use sig },
+//     "signing_keys": [ JWKs like signing_key ],  // instead: the first signs, all are published
 //     "cookie_keys": [ "secret to sign oidc-provider's cookies" ],
 //     "ttl": { "IdToken": 3600, "AccessToken": 3600, "Session": 86400, ... },
 //     "features": { "rpInitiatedLogout": true, "backchannelLogout": false,
@@ -157,7 +158,8 @@ const configuration = {
     fetch: (url, { dispatcher, ...options }) => globalThis.fetch(url, options),
   } : {}),
   clients: cfg.clients.map(clientMetadata),
-  jwks: { keys: [signingKey()] },
+  // signing_keys: a rotation (the first signs, the rest are only published).
+  jwks: { keys: cfg.signing_keys ?? [signingKey()] },
   cookies: { keys: cfg.cookie_keys ?? [randomBytes(32).toString('hex')] },
   // Auth0's endpoint paths.
   routes: {

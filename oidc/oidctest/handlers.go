@@ -331,6 +331,16 @@ type tokenResponse struct {
 
 func (p *Provider) token(w http.ResponseWriter, r *http.Request) {
 	resp, err := p.tokenGrant(w, r)
+	p.mu.Lock()
+	refuse := p.refuse
+	p.mu.Unlock()
+	if err == nil && refuse != "" {
+		status := http.StatusBadRequest
+		if refuse == "server_error" {
+			status = http.StatusInternalServerError
+		}
+		err = &oauthError{status: status, code: refuse, desc: "refused by RefuseTokens"}
+	}
 	if err != nil {
 		var oe *oauthError
 		if !errors.As(err, &oe) {
@@ -339,10 +349,26 @@ func (p *Provider) token(w http.ResponseWriter, r *http.Request) {
 		if oe.status == http.StatusUnauthorized && oe.basic {
 			w.Header().Set("WWW-Authenticate", `Basic realm="oidctest"`)
 		}
-		writeJSON(w, oe.status, map[string]string{"error": oe.code, "error_description": oe.desc})
+		p.writeError(w, r, oe.status, oe.code, oe.desc)
 		return
 	}
 	writeJSON(w, http.StatusOK, resp)
+}
+
+// writeError writes an OAuth error answer; with SetEcho the request too.
+func (p *Provider) writeError(w http.ResponseWriter, r *http.Request, status int, code, desc string) {
+	p.mu.Lock()
+	echo := p.echo
+	p.mu.Unlock()
+	body := map[string]any{"error": code, "error_description": desc}
+	if echo {
+		// r.ParseForm has run (token, userinfo): r.Form holds query and body.
+		var hdr strings.Builder
+		_ = r.Header.Write(&hdr)
+		body["error_description"] = fmt.Sprintf("%s; request was %s %s\n%s\n%s", desc, r.Method, r.URL.String(), hdr.String(), r.PostForm.Encode())
+		body["request"] = map[string]any{"url": r.URL.String(), "headers": r.Header, "form": r.Form}
+	}
+	writeJSON(w, status, body)
 }
 
 func (p *Provider) tokenGrant(w http.ResponseWriter, r *http.Request) (*tokenResponse, error) {
@@ -489,7 +515,7 @@ func (p *Provider) issue(g grant, nonce string) (*tokenResponse, error) {
 		aud = p.base + "/userinfo"
 	}
 	// RFC 9068 JWT access token; typ at+jwt keeps it apart from ID tokens.
-	at, err := p.sign("at+jwt", map[string]any{
+	atClaims := map[string]any{
 		"iss":       p.issuer,
 		"sub":       g.user,
 		"aud":       aud,
@@ -498,7 +524,11 @@ func (p *Provider) issue(g grant, nonce string) (*tokenResponse, error) {
 		"scope":     g.scope,
 		"client_id": g.clientID,
 		"jti":       rand.Text(),
-	})
+	}
+	if p.opts.TokenClaims != nil {
+		p.opts.TokenClaims("access_token", atClaims)
+	}
+	at, err := p.sign("at+jwt", atClaims)
 	if err != nil {
 		return nil, err
 	}
@@ -516,6 +546,9 @@ func (p *Provider) issue(g grant, nonce string) (*tokenResponse, error) {
 	delete(claims, "azp")
 	if nonce != "" {
 		claims["nonce"] = nonce
+	}
+	if p.opts.TokenClaims != nil {
+		p.opts.TokenClaims("id_token", claims)
 	}
 	idt, err := p.sign("JWT", claims)
 	if err != nil {
@@ -545,7 +578,8 @@ func (p *Provider) userinfo(w http.ResponseWriter, r *http.Request) {
 	user, err := p.verifyAccessToken(r)
 	if err != nil {
 		w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
-		writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "invalid_token", "error_description": "missing, invalid or expired access token"})
+		_ = r.ParseForm()
+		p.writeError(w, r, http.StatusUnauthorized, "invalid_token", "missing, invalid or expired access token")
 		return
 	}
 	writeJSON(w, http.StatusOK, p.userClaims(user))

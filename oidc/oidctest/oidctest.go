@@ -68,6 +68,11 @@ type Options struct {
 	// responses carry no iss. Default: advertised and sent, as oidc-provider
 	// does.
 	NoIssParameter bool
+	// TokenClaims, when set, may change the claims of each token the token
+	// endpoint issues, kind "id_token" or "access_token", right before it is
+	// signed. Unlike Claims it may change anything (sub, exp, nonce): tests
+	// use it for the odd claims a provider might send.
+	TokenClaims func(kind string, claims map[string]any)
 }
 
 func (o Options) withDefaults() Options {
@@ -111,6 +116,8 @@ type Provider struct {
 	requests    map[string]int
 	fault       func(http.ResponseWriter, *http.Request) bool
 	endSessions []url.Values
+	echo        bool   // error answers echo the request
+	refuse      string // OAuth error code for every token request
 }
 
 type signingKey struct {
@@ -256,6 +263,32 @@ func (p *Provider) SetFault(f func(w http.ResponseWriter, r *http.Request) bool)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.fault = f
+}
+
+// SetEcho makes every error answer of the token and userinfo endpoints
+// echo the whole request back, as some providers do: method, URL with query,
+// headers (Authorization included) and the form body, in the
+// error_description and again as JSON fields. Tests use it to check that
+// nothing of it reaches a log.
+func (p *Provider) SetEcho(on bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.echo = on
+}
+
+// RefuseTokens makes the token endpoint refuse every request, after
+// reading it, with the OAuth error code (e.g. "invalid_grant",
+// "server_error" answers 500); "" ends that.
+func (p *Provider) RefuseTokens(code string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.refuse = code
+}
+
+// SignJWT signs claims, used exactly as given, with the current key, with
+// the header typ (e.g. "at+jwt" for an RFC 9068 access token).
+func (p *Provider) SignJWT(typ string, claims map[string]any) (string, error) {
+	return p.sign(jose.ContentType(typ), claims)
 }
 
 // RevokeRefreshTokens invalidates every refresh token issued to user.

@@ -136,12 +136,15 @@ func (p *handler) authenticate(w http.ResponseWriter, r *http.Request, t target)
 // session; one that cannot be reached leaves it as it is, so logged-in users
 // keep working through a provider outage.
 func (p *handler) renew(w http.ResponseWriter, r *http.Request, sess session.Session, t target) (_ session.Session, refused string) {
-	save := false
 	if p.cfg.Refresher != nil && p.cfg.Refresher.NeedsRefresh(sess) {
-		next, err := p.refresh(r, sess)
+		next, err := p.refresh(w, r, sess)
 		switch {
 		case err == nil:
-			sess, save = next, next.TokenExpiry != sess.TokenExpiry || next.RefreshToken != sess.RefreshToken
+			sess = next
+		case errors.Is(err, errRevokedWhileRenewing):
+			p.cfg.Logger.Info("session ended while it was being renewed", "user", sess.User)
+			p.cfg.Sessions.Clear(w, r)
+			return session.Session{}, p.unauthenticated(w, r, t)
 		case errors.Is(err, session.ErrUnavailable):
 			p.cfg.Logger.Warn("token refresh postponed: provider unreachable", "user", sess.User, "err", err)
 		default:
@@ -151,29 +154,29 @@ func (p *handler) renew(w http.ResponseWriter, r *http.Request, sess session.Ses
 		}
 	}
 	if p.cfg.Sessions.Touch(&sess) {
-		save = true
-	}
-	if save {
-		err := p.cfg.Sessions.Save(w, r, sess)
-		if errors.Is(err, session.ErrNoSession) {
-			// Revoked (logout, admin, back-channel) while the provider
-			// answered: the new tokens belong to an ended session.
-			p.cfg.Logger.Info("session ended while it was being renewed", "user", sess.User)
+		if err := p.cfg.Sessions.Save(w, r, sess); errors.Is(err, session.ErrNoSession) {
+			// Revoked (logout, admin, back-channel) since it was loaded.
 			p.cfg.Sessions.Clear(w, r)
 			return session.Session{}, p.unauthenticated(w, r, t)
-		}
-		if err != nil {
+		} else if err != nil {
 			p.cfg.Logger.Error("save session", "err", err)
 		}
 	}
 	return sess, ""
 }
 
-// refresh renews sess, under the cross-replica lock of a server-side
-// session when there is a Locker: once the lock is taken, the session is
-// read again, and if another replica has renewed it meanwhile, that renewal
-// is used.
-func (p *handler) refresh(r *http.Request, sess session.Session) (session.Session, error) {
+// errRevokedWhileRenewing: the session was revoked (logout, admin,
+// back-channel) while the provider renewed its tokens, which belong to an
+// ended session now.
+var errRevokedWhileRenewing = fmt.Errorf("%w: revoked while its tokens were renewed", session.ErrNoSession)
+
+// refresh renews sess and saves the renewal. With a Locker and a
+// server-side session it does both under the cross-replica lock, so that
+// the next replica to take the lock reads the renewed session (saving after
+// the unlock would let it send the rotated-away refresh token again): once
+// the lock is taken, the session is read again, and if another replica has
+// renewed it meanwhile, that renewal is used.
+func (p *handler) refresh(w http.ResponseWriter, r *http.Request, sess session.Session) (session.Session, error) {
 	if p.cfg.Locker != nil && sess.ID != "" {
 		unlock, err := p.cfg.Locker.LockRefresh(r.Context(), sess)
 		if err != nil {
@@ -186,7 +189,19 @@ func (p *handler) refresh(r *http.Request, sess session.Session) (session.Sessio
 			return again, nil
 		}
 	}
-	return p.cfg.Refresher.Refresh(r.Context(), sess)
+	next, err := p.cfg.Refresher.Refresh(r.Context(), sess)
+	if err != nil {
+		return sess, err
+	}
+	if next.TokenExpiry == sess.TokenExpiry && next.RefreshToken == sess.RefreshToken {
+		return next, nil // nothing renewed, nothing to save
+	}
+	if err := p.cfg.Sessions.Save(w, r, next); errors.Is(err, session.ErrNoSession) {
+		return session.Session{}, errRevokedWhileRenewing
+	} else if err != nil {
+		p.cfg.Logger.Error("save session", "err", err)
+	}
+	return next, nil
 }
 
 // bearerToken returns the token of an "Authorization: Bearer" header.

@@ -317,7 +317,20 @@ func TestRefreshThroughTheProxy(t *testing.T) {
 
 // serverSide is a cookie store whose sessions have an ID, as the Redis
 // store's do.
-type serverSide struct{ *cookie.Store }
+type serverSide struct {
+	*cookie.Store
+	// lock, when set, is asked at every Save whether it is held.
+	lock *fakeLocker
+	// savedLocked counts Saves made while the lock was held.
+	savedLocked *atomic.Int32
+}
+
+func (s serverSide) Save(w http.ResponseWriter, r *http.Request, sess session.Session) error {
+	if s.lock != nil && s.lock.locked.Load() > s.lock.unlocked.Load() {
+		s.savedLocked.Add(1)
+	}
+	return s.Store.Save(w, r, sess)
+}
 
 func (s serverSide) Load(r *http.Request) (session.Session, error) {
 	sess, err := s.Store.Load(r)
@@ -340,7 +353,10 @@ func (l *fakeLocker) LockRefresh(_ context.Context, sess session.Session) (func(
 }
 
 // TestRefreshLock: a refresh of a server-side session runs under the
-// Locker; a cookie session, which no other replica can renew, does not.
+// Locker, and is saved before the lock is released (or the next replica to
+// take it would read the old session and send the rotated-away refresh
+// token again); a cookie session, which no other replica can renew, takes
+// no lock.
 func TestRefreshLock(t *testing.T) {
 	for _, tt := range []struct {
 		name       string
@@ -353,10 +369,11 @@ func TestRefreshLock(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			ref := &fakeRefresher{}
 			locker := &fakeLocker{ids: make(chan string, 1)}
+			var savedLocked atomic.Int32
 			f := newFixture(t, &recorder{}, func(c *Config) {
 				c.Refresher, c.Locker = ref, locker
 				if tt.serverSide {
-					c.Sessions = serverSide{c.Sessions.(*cookie.Store)}
+					c.Sessions = serverSide{Store: c.Sessions.(*cookie.Store), lock: locker, savedLocked: &savedLocked}
 				}
 			})
 			w := httptest.NewRecorder()
@@ -373,6 +390,9 @@ func TestRefreshLock(t *testing.T) {
 			if tt.locks > 0 {
 				if id := <-locker.ids; id != "id-alice" {
 					t.Errorf("locked session %q", id)
+				}
+				if n := savedLocked.Load(); n != 1 {
+					t.Errorf("%d saves under the lock, want the renewed session saved once before the unlock", n)
 				}
 			}
 		})

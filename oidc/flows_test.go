@@ -18,28 +18,7 @@ import (
 // send makes one request from browser b with extra headers and returns
 // the response, its body read.
 func (b *browser) send(h *Handler, method, target string, hdr map[string]string) (*http.Response, string) {
-	r := httptest.NewRequest(method, target, nil)
-	for k, v := range hdr {
-		r.Header.Set(k, v)
-	}
-	for _, c := range b.cookies {
-		r.AddCookie(c)
-	}
-	w := httptest.NewRecorder()
-	serve(h, w, r)
-	resp := w.Result()
-	for _, set := range resp.Cookies() {
-		kept := b.cookies[:0]
-		for _, c := range b.cookies {
-			if c.Name != set.Name {
-				kept = append(kept, c)
-			}
-		}
-		b.cookies = kept
-		if set.MaxAge >= 0 && set.Value != "" {
-			b.cookies = append(b.cookies, &http.Cookie{Name: set.Name, Value: set.Value})
-		}
-	}
+	resp := b.request(h, method, target, hdr)
 	body, _ := io.ReadAll(resp.Body)
 	return resp, string(body)
 }

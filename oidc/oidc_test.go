@@ -106,7 +106,16 @@ func serve(h *Handler, w http.ResponseWriter, r *http.Request) {
 }
 
 func (b *browser) do(h *Handler, target string) *http.Response {
-	r := httptest.NewRequest("GET", target, nil)
+	return b.request(h, "GET", target, nil)
+}
+
+// request sends method target with the headers hdr and the browser's
+// cookies, and keeps the cookies the answer sets.
+func (b *browser) request(h *Handler, method, target string, hdr map[string]string) *http.Response {
+	r := httptest.NewRequest(method, target, nil)
+	for k, v := range hdr {
+		r.Header.Set(k, v)
+	}
 	for _, c := range b.cookies {
 		r.AddCookie(c)
 	}

@@ -25,8 +25,8 @@ const (
 
 // admissible refuses, before routing or authentication, what the proxy
 // never serves: CONNECT (it is no forward proxy), TRACE (it would echo
-// cookies and credentials), and absolute-form request targets for another
-// host. A request target http://other/x makes Go's server take "other" as
+// cookies and credentials), and absolute-form request targets that are not
+// an http(s) URL of the public host (as forward auth reads them). A request target http://other/x makes Go's server take "other" as
 // the request's Host, whatever the Host header says.
 func (p *handler) admissible(w http.ResponseWriter, r *http.Request) bool {
 	if r.Method == http.MethodConnect || r.Method == http.MethodTrace {
@@ -35,7 +35,8 @@ func (p *handler) admissible(w http.ResponseWriter, r *http.Request) bool {
 			Detail: r.Method + " is not served."})
 		return false
 	}
-	if (r.URL.Scheme != "" || r.URL.Host != "") && (p.cfg.PublicHost == "" || !strings.EqualFold(r.URL.Host, p.cfg.PublicHost)) {
+	if (r.URL.Scheme != "" || r.URL.Host != "") && (p.cfg.PublicHost == "" || !strings.EqualFold(r.URL.Host, p.cfg.PublicHost) ||
+		!strings.EqualFold(r.URL.Scheme, "http") && !strings.EqualFold(r.URL.Scheme, "https")) {
 		w.Header().Set("Connection", "close")
 		page.WriteJSON(w, page.Page{Status: http.StatusBadRequest, Code: "bad_request_target",
 			Detail: "The request target must be a path on this host."})

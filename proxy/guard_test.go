@@ -182,6 +182,9 @@ func TestRefusedBeforeAuth(t *testing.T) {
 			{"GET https://evil.example/auth/login HTTP/1.1", 400},
 			{"GET http://app.example@evil.example/x HTTP/1.1", 400},
 			{"GET http://evil.example:80/x HTTP/1.1", 400},
+			{"GET ftp://app.example/x HTTP/1.1", 400},
+			{"GET A://App.eXAmple/ HTTP/1.1", 400},
+			{"GET ws://app.example/x HTTP/1.1", 400},
 			{"GET //evil.example/x HTTP/1.1", 307}, // a path: the router cleans it
 		}
 		if publicHost != "" {

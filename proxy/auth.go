@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 
 	"github.com/authproxy/authproxy/internal/claim"
@@ -74,14 +75,15 @@ type target struct {
 // has written the refusal.
 func (p *handler) admit(w http.ResponseWriter, r *http.Request, t target) (session.Session, string) {
 	path := ruleTarget(t.url)
-	if p.cfg.Rules != nil && p.cfg.Rules.Public(t.method, path) {
+	methods := methodsOf(t.method, r.Header, t.url.RawQuery)
+	if p.cfg.Rules != nil && allPublic(p.cfg.Rules, methods, path) {
 		return session.Session{}, OutcomePublic
 	}
 	sess, refused := p.authenticate(w, r, t)
 	if refused != "" {
 		return session.Session{}, refused
 	}
-	if refused := p.authorize(w, r, sess, t.method, path); refused != "" {
+	if refused := p.authorize(w, r, sess, methods, path); refused != "" {
 		return sess, refused
 	}
 	return sess, OutcomeProxied
@@ -216,11 +218,17 @@ func bearerToken(r *http.Request) (string, bool) {
 // authorize applies the rules to sess, the authenticated user. On refusal
 // it has written a 403 that says who the user is and offers logout, never a
 // redirect (which would loop), and returns OutcomeForbidden; else "".
-func (p *handler) authorize(w http.ResponseWriter, r *http.Request, sess session.Session, method, escapedPath string) (refused string) {
+func (p *handler) authorize(w http.ResponseWriter, r *http.Request, sess session.Session, methods []string, escapedPath string) (refused string) {
 	if p.cfg.Rules == nil {
 		return ""
 	}
-	ok, reason := p.cfg.Rules.Allowed(method, escapedPath, claimsOf(sess))
+	ok, reason, method := true, "", ""
+	claims := claimsOf(sess)
+	for _, method = range methods {
+		if ok, reason = p.cfg.Rules.Allowed(method, escapedPath, claims); !ok {
+			break
+		}
+	}
 	if ok {
 		return ""
 	}
@@ -322,4 +330,61 @@ func groups(v any) string {
 		}
 	}
 	return strings.Join(kept, ",")
+}
+
+// methodsOf returns method and every method an upstream may run in its
+// place: the values of the headers in which frameworks let a POST name
+// the method they run (Express method-override, ASP.NET Core, Rack,
+// Symfony, Google APIs), in any spelling, and of the query's _method
+// (Symfony, Laravel; & or ; separated), upper-cased as frameworks do. The
+// rules must let each of them pass. (A _method in a form body, which Rack,
+// Spring and Laravel also read, is not seen here.)
+func methodsOf(method string, h http.Header, rawQuery string) []string {
+	methods := []string{method}
+	add := func(v string) {
+		for _, m := range strings.Split(v, ",") {
+			if m = strings.ToUpper(strings.TrimSpace(m)); m != "" && !slices.Contains(methods, m) {
+				methods = append(methods, m)
+			}
+		}
+	}
+	for name, vs := range h {
+		for _, o := range [...]string{"x-http-method-override", "x-http-method", "x-method-override"} {
+			if sameHeader(name, o) {
+				for _, v := range vs {
+					add(v)
+				}
+			}
+		}
+	}
+	for rawQuery != "" {
+		var pair string
+		if i := strings.IndexAny(rawQuery, "&;"); i >= 0 {
+			pair, rawQuery = rawQuery[:i], rawQuery[i+1:]
+		} else {
+			pair, rawQuery = rawQuery, ""
+		}
+		k, v, _ := strings.Cut(pair, "=")
+		if dk, err := url.QueryUnescape(k); err == nil {
+			k = dk
+		}
+		if !strings.EqualFold(strings.TrimSpace(k), "_method") {
+			continue
+		}
+		if dv, err := url.QueryUnescape(v); err == nil {
+			v = dv
+		}
+		add(v)
+	}
+	return methods
+}
+
+// allPublic reports whether path is public for every one of methods.
+func allPublic(rs Rules, methods []string, path string) bool {
+	for _, m := range methods {
+		if !rs.Public(m, path) {
+			return false
+		}
+	}
+	return true
 }

@@ -34,7 +34,13 @@ var faCallers = []string{"visitor", "alice", "admin"}
 
 func newFAFixture(t testing.TB) *faFixture {
 	t.Helper()
-	rs, err := rules.Parse("rules.txt", strings.NewReader(faRules))
+	return newFAFixtureWith(t, faRules)
+}
+
+// newFAFixtureWith is newFAFixture with other rules.
+func newFAFixtureWith(t testing.TB, rulesText string) *faFixture {
+	t.Helper()
+	rs, err := rules.Parse("rules.txt", strings.NewReader(rulesText))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -212,9 +212,18 @@ func isPathChar(c byte) bool {
 		strings.IndexByte("-._~!$&'()*+,=:@/[]", c) >= 0
 }
 
+// maxReadings bounds the readings of one path; a path with more is refused.
+const maxReadings = 1024
+
 // readingsOf returns the cleaned paths that upstreams could make of a
 // non-canonical raw path, the path decoded once first, or says why the path
 // is refused outright. With foldCase every reading is in lower case.
+//
+// A server may have any of the lenient quirks, in any order (IIS drops a
+// segment's trailing dots before a best-fit conversion reads U+FF0F as /;
+// one that keeps ? in the path keeps what another would cut), and may clean
+// the path before or after each: so the readings are everything a chain of
+// quirks and cleanings can make of the decoded forms.
 func readingsOf(raw string, foldCase bool) (readings []string, bad string) {
 	if !strings.HasPrefix(raw, "/") {
 		raw = "/" + raw
@@ -227,17 +236,41 @@ func readingsOf(raw string, foldCase bool) (readings []string, bad string) {
 	if twice := decode(once, false); twice != once {
 		forms = append(forms, twice)
 	}
+	// The quirks of the more forgiving servers: overlong UTF-8 and
+	// compatibility or look-alike characters read as the ASCII they stand
+	// for (NFKC: fullwidth letters, U+2025 for ..), \ taken for /, a ? or #
+	// (decoded from %3F, %23) ending the path, ;params dropped from each
+	// segment (Tomcat reads /a/..;/b as /b), trailing dots and spaces
+	// dropped from each segment (IIS reads /admin./ as /admin/), and dot
+	// segments resolved between any two of them.
+	quirks := [...]func(string) string{foldCompat, backslashes, endAtQuery, dropParams, trimSegmentEnds, path.Clean}
+	seen := make(map[string]bool)
+	var queue []string
+	add := func(s string) bool {
+		if !seen[s] {
+			seen[s] = true
+			queue = append(queue, s)
+		}
+		return len(queue) <= maxReadings
+	}
 	for _, f := range forms {
-		for _, g := range lenient(f) {
-			if strings.ContainsFunc(g, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
-				return nil, "has a control character"
-			}
-			c := path.Clean(g)
-			if foldCase {
-				c = strings.ToLower(c)
-			}
-			if !slices.Contains(readings, c) {
-				readings = append(readings, c)
+		add(f)
+	}
+	for i := 0; i < len(queue); i++ {
+		g := queue[i]
+		if strings.ContainsFunc(g, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+			return nil, "has a control character"
+		}
+		c := path.Clean(g)
+		if foldCase {
+			c = strings.ToLower(c)
+		}
+		if !slices.Contains(readings, c) {
+			readings = append(readings, c)
+		}
+		for _, q := range quirks {
+			if !add(q(g)) {
+				return nil, "has too many readings"
 			}
 		}
 	}
@@ -275,24 +308,6 @@ func decode(s string, keepSlash bool) string {
 		b = append(b, s[i])
 	}
 	return string(b)
-}
-
-// lenient returns s and the readings of the more forgiving servers: each
-// quirk alone, since a server may have any one of them, and all together.
-// The quirks: overlong UTF-8 and compatibility or look-alike characters read
-// as the ASCII they stand for (NFKC: fullwidth letters, U+2025 for ..), \
-// taken for /, a ? or # (decoded from %3F, %23) ending the path, ;params
-// dropped from each segment (Tomcat reads /a/..;/b as /b), and trailing dots
-// and spaces dropped from each segment (IIS reads /admin./ as /admin/).
-func lenient(s string) []string {
-	quirks := []func(string) string{foldCompat, backslashes, endAtQuery, dropParams, trimSegmentEnds}
-	out := []string{s}
-	all := s
-	for _, q := range quirks {
-		out = append(out, q(s))
-		all = q(all)
-	}
-	return append(out, all)
 }
 
 // foldCompat reads overlong UTF-8, compatibility forms and look-alikes as

@@ -122,10 +122,12 @@
 // (/admin;/x is /admin/x to Tomcat but not under /admin/ to path.Clean), so a
 // non-canonical path must also pass under every reading an upstream might
 // make of it: decoded once, decoded twice, left encoded, decoded but for
-// %2F, and each of those read by each lenient server quirk alone and by all
-// of them together (overlong UTF-8, compatibility forms and look-alikes
-// folded to ASCII, \ taken for /, ? and # ending the path, ;params dropped,
-// trailing dots and spaces of a segment dropped). The strictest outcome
+// %2F, and each of those read by any chain of the lenient server quirks, in
+// any order (overlong UTF-8, compatibility forms and look-alikes folded to
+// ASCII, \ taken for /, ? and # ending the path, ;params dropped, trailing
+// dots and spaces of a segment dropped, dot segments resolved): IIS drops
+// the dots of /admin／.. before a best-fit conversion reads ／ as /. A path
+// with more than 1024 readings is refused. The strictest outcome
 // wins: a request passes an allow rule only if it would pass under every
 // reading. A path with a control byte in any reading, or a
 // broken escape, never passes (Deny, or NeedLogin for a visitor).

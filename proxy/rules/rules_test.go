@@ -3,6 +3,7 @@ package rules
 import (
 	"encoding/json"
 	"errors"
+	"math/rand/v2"
 	"net/url"
 	"path"
 	"slices"
@@ -447,6 +448,20 @@ func TestHostilePaths(t *testing.T) {
 		{"/public/%EF%BC%8E%EF%BC%8E/%EF%BD%81dmin/x", false, "deny"}, // fullwidth dots, then a
 		{"/public/%EF%BD%81", false, "allow"},                         // fullwidth a: not canonical
 		{"/%EF%AC%81le", false, "allow"},                              // U+FB01 ligature fi: /file
+		// Quirks in another order than "each alone" or "all together":
+		// IIS drops the trailing dots, then a Windows best-fit (ANSI)
+		// conversion reads U+FF0F as / ("WorstFit"), so /admin／.. is
+		// /admin/; and a server without one of the quirks, whose
+		// reading the others (ending at ？, dropping ；params) would
+		// have moved out of /admin/.
+		{"/admin%EF%BC%8F..", false, "deny"},
+		{"/admin%EF%BC%8F../x", false, "deny"},
+		{"/admin%EF%BC%BC..;/..", false, "deny"},
+		{"/admin%EF%BC%BC..", false, "deny"},
+		{"/%5c%EF%BC%9B%3F%EF%BC%8Fadmin%EF%BC%9Fx", false, "deny"},
+		{"/%EF%BC%9B%EF%BC%9F\\admin%2e%5c", false, "deny"},
+		{"/admin.\\..%EF%BC%9Bx\\y", false, "deny"},
+		{"/admin.\\..;x\\y", false, "deny"},
 		// Broken escapes (%u is IIS's).
 		{"/public/%u002e%u002e/admin", false, "deny"},
 		{"/public/%", false, "deny"},
@@ -579,6 +594,80 @@ func hostileReadings(raw string) []string {
 		out[i] = path.Clean(out[i])
 	}
 	return out
+}
+
+// TestQuirksInAnyOrder checks Decide against servers that have any subset
+// of the lenient quirks, applied in any order: IIS drops trailing dots
+// before a best-fit conversion folds U+FF0F to /, a server that does not
+// end the path at ? keeps what another quirk would have cut. Paths are
+// drawn (with a fixed seed) from the pieces these quirks act on.
+func TestQuirksInAnyOrder(t *testing.T) {
+	rs := mustParse(t, "hostile.txt", hostileRules)
+	quirks := []func(string) string{
+		norm.NFKC.String,
+		func(s string) string { return strings.ReplaceAll(s, `\`, "/") },
+		func(s string) string {
+			s, _, _ = strings.Cut(s, "?")
+			s, _, _ = strings.Cut(s, "#")
+			return s
+		},
+		func(s string) string { // ;params
+			segs := strings.Split(s, "/")
+			for i := range segs {
+				segs[i], _, _ = strings.Cut(segs[i], ";")
+			}
+			return strings.Join(segs, "/")
+		},
+		func(s string) string { // Windows trailing dots and spaces
+			segs := strings.Split(s, "/")
+			for i, seg := range segs {
+				if t := strings.TrimRight(seg, ". "); t != "" && strings.Trim(seg, ".") != "" {
+					segs[i] = t
+				}
+			}
+			return strings.Join(segs, "/")
+		},
+	}
+	// Every order of every subset of the quirks.
+	var orders [][]int
+	var grow func(order []int)
+	grow = func(order []int) {
+		orders = append(orders, slices.Clone(order))
+		for q := range quirks {
+			if !slices.Contains(order, q) {
+				grow(append(order, q))
+			}
+		}
+	}
+	grow(nil)
+	pieces := []string{"/", "admin", "x", ".", "..", `\`, ";", "%3F", "%23", "%5c", "%2e", "%2f", "%20",
+		"%EF%BC%9F", "%EF%BC%9B", "%EF%BC%8E", "%EF%BC%8F", "%EF%BC%BC"} // ？ ； ． ／ ＼
+	rnd := rand.New(rand.NewPCG(1, 2))
+	for range 1000 {
+		raw := "/"
+		for range rnd.IntN(8) + 1 {
+			raw += pieces[rnd.IntN(len(pieces))]
+		}
+		if rs.Decide("GET", raw, memberClaims(), true).Outcome != Allow {
+			continue
+		}
+		once, _ := url.PathUnescape(raw)
+		twice, err := url.PathUnescape(once)
+		if err != nil {
+			twice = once
+		}
+		for _, form := range []string{raw, once, twice} {
+			for _, order := range orders {
+				r := form
+				for _, q := range order {
+					r = quirks[q](r)
+				}
+				if r = path.Clean(r); readsUnder(r, "/admin/") {
+					t.Fatalf("GET %q lets a member in, but a server with quirks %v reads it as %q", raw, order, r)
+				}
+			}
+		}
+	}
 }
 
 func FuzzDecide(f *testing.F) {

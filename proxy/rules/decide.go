@@ -49,6 +49,10 @@ type Decision struct {
 	Reason string
 }
 
+// maxReadPath bounds the length of a non-canonical path that Decide reads
+// every way an upstream might; a longer one never passes.
+const maxReadPath = 4096
+
 // Decide decides a request: method, rawPath (the escaped path,
 // r.URL.EscapedPath(), without the query) and, for a logged-in user
 // (authenticated), the user's claims. A nil Rules denies everything.
@@ -59,6 +63,11 @@ func (rs *Rules) Decide(method, rawPath string, claims map[string]any, authentic
 	decoded, why := canonical(rawPath)
 	if why == "" {
 		return rs.decide(method, rs.fold(path.Clean(decoded)), claims, authenticated, true)
+	}
+	if len(rawPath) > maxReadPath {
+		// Reading it every way costs time in proportion; no real app
+		// needs a path this long that is not canonical.
+		return refuse(authenticated, fmt.Sprintf("path of %d bytes is not canonical (%s) and longer than %d", len(rawPath), why, maxReadPath))
 	}
 	readings, bad := readingsOf(rawPath, rs.foldCase)
 	if bad != "" {

@@ -856,3 +856,28 @@ func TestCaseInsensitive(t *testing.T) {
 		t.Errorf("String() lost the path as written:\n%s", got)
 	}
 }
+
+// TestLongNonCanonicalPath: a non-canonical path too long to read every
+// way never passes; a canonical one of any length is decided as usual.
+func TestLongNonCanonicalPath(t *testing.T) {
+	rs := mustParse(t, "hostile.txt", hostileRules)
+	long := "/public/" + strings.Repeat("a", maxReadPath)
+	tests := []struct {
+		raw          string
+		anon, member Outcome
+	}{
+		{long, Public, Public},
+		{"/x/" + strings.Repeat("a", maxReadPath), NeedLogin, Allow},
+		{"/x;/" + strings.Repeat("a", maxReadPath), NeedLogin, Deny},
+		{"/public/%2e" + strings.Repeat("a", maxReadPath), NeedLogin, Deny},
+		{"/x;/" + strings.Repeat("a", maxReadPath-10), NeedLogin, Allow},
+	}
+	for _, tc := range tests {
+		if d := rs.Decide("GET", tc.raw, nil, false); d.Outcome != tc.anon {
+			t.Errorf("anonymous %.40q… (%d bytes): %v, want %v", tc.raw, len(tc.raw), d.Outcome, tc.anon)
+		}
+		if d := rs.Decide("GET", tc.raw, memberClaims(), true); d.Outcome != tc.member {
+			t.Errorf("member %.40q… (%d bytes): %v, want %v (%s)", tc.raw, len(tc.raw), d.Outcome, tc.member, d.Reason)
+		}
+	}
+}

@@ -129,8 +129,9 @@
 // the dots of /admin／.. before a best-fit conversion reads ／ as /. A path
 // with more than 1024 readings is refused. The strictest outcome
 // wins: a request passes an allow rule only if it would pass under every
-// reading. A path with a control byte in any reading, or a
-// broken escape, never passes (Deny, or NeedLogin for a visitor).
+// reading. A path with a control byte in any reading, a broken escape, or
+// more than 4 KiB that is not canonical never passes (Deny, or NeedLogin
+// for a visitor).
 //
 // Paths are case-sensitive by default. If the upstream treats /ADMIN like
 // /admin (IIS, ASP.NET, a case-insensitive file system), parse the rules

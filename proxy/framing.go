@@ -76,6 +76,7 @@ type framing struct {
 	lineNo    int   // lines of the current head so far
 	name      int   // header names the current line may still be (nameCL, nameTE)
 	colon     bool  // the current line's name has ended
+	folded    bool  // a field line ended; the next may continue it (obs-fold)
 	isCL      bool  // the current line is a Content-Length field
 	val       int64 // the current Content-Length line's value, -1 if unparsable
 	digits    bool  // digits seen in val, or in the chunk size
@@ -197,6 +198,17 @@ func (f *framing) chunkSizeByte(c byte) {
 // headByte takes one byte of a head and reports whether the head, now
 // complete, carries both framing fields.
 func (f *framing) headByte(c byte) bool {
+	if f.folded {
+		f.folded = false
+		if c == ' ' || c == '\t' {
+			// Go's server joins a line starting with white space to the
+			// field before it (obs-fold): "Content-Length:" then " 4"
+			// is Content-Length 4. Follow the field on.
+			f.lineLen++
+			return false
+		}
+		f.endField()
+	}
 	switch {
 	case c == '\r':
 		return false
@@ -232,7 +244,8 @@ func (f *framing) headByte(c byte) bool {
 	return false
 }
 
-// endLine ends a line of a head, and the head at an empty line.
+// endLine ends a line of a head, and the head at an empty line. A field
+// line ends at the first byte of the next line that does not continue it.
 func (f *framing) endLine() bool {
 	switch {
 	case f.lineLen == 0 && f.lineNo == 0: // empty lines before the request line
@@ -240,6 +253,17 @@ func (f *framing) endLine() bool {
 		return false
 	case f.lineLen == 0:
 		return f.endHead()
+	case f.lineNo > 0:
+		f.folded = true
+		return false
+	}
+	f.endField()
+	return false
+}
+
+// endField ends the request line or a field line, folded lines included.
+func (f *framing) endField() {
+	switch {
 	case f.isCL:
 		switch {
 		case f.val < 0 || !f.digits || f.hasCL && f.val != f.cl:
@@ -250,7 +274,6 @@ func (f *framing) endLine() bool {
 	}
 	f.lineNo++
 	f.lineLen, f.colon, f.isCL, f.name = 0, false, false, 0
-	return false
 }
 
 // endHead decides what follows the head.

@@ -9,6 +9,7 @@ import "net"
 // 9112 allows that for an intermediary), but a front end that believed
 // Content-Length has framed the stream differently: the message is a
 // request-smuggling attempt, and RFC 9112 advises handling it as an error.
+// So is an HTTP/1.0 request with Transfer-Encoding (see endHead).
 //
 // The connection's bytes are followed by a small HTTP/1.1 framing reader
 // (request heads, Content-Length and chunked bodies), which only ever
@@ -70,19 +71,21 @@ func (c *framingConn) Read(p []byte) (int, error) {
 // framing is the state of the framing reader.
 type framing struct {
 	state     int
-	off       bool  // stopped watching
-	headLen   int   // bytes of the current head so far
-	lineLen   int   // bytes of the current line so far ("\r" not counted)
-	lineNo    int   // lines of the current head so far
-	name      int   // header names the current line may still be (nameCL, nameTE)
-	colon     bool  // the current line's name has ended
-	isCL      bool  // the current line is a Content-Length field
-	val       int64 // the current Content-Length line's value, -1 if unparsable
-	digits    bool  // digits seen in val, or in the chunk size
-	hasCL     bool  // the head has a Content-Length field
-	hasTE     bool  // the head has a Transfer-Encoding field
-	cl        int64 // the head's Content-Length
-	remaining int64 // body or chunk bytes left to skip
+	off       bool   // stopped watching
+	headLen   int    // bytes of the current head so far
+	lineLen   int    // bytes of the current line so far ("\r" not counted)
+	lineNo    int    // lines of the current head so far
+	name      int    // header names the current line may still be (nameCL, nameTE)
+	colon     bool   // the current line's name has ended
+	folded    bool   // a field line ended; the next may continue it (obs-fold)
+	isCL      bool   // the current line is a Content-Length field
+	val       int64  // the current Content-Length line's value, -1 if unparsable
+	digits    bool   // digits seen in val, or in the chunk size
+	hasCL     bool   // the head has a Content-Length field
+	hasTE     bool   // the head has a Transfer-Encoding field
+	reqTail   uint64 // the last 8 bytes of the request line (its version)
+	cl        int64  // the head's Content-Length
+	remaining int64  // body or chunk bytes left to skip
 }
 
 const (
@@ -197,12 +200,24 @@ func (f *framing) chunkSizeByte(c byte) {
 // headByte takes one byte of a head and reports whether the head, now
 // complete, carries both framing fields.
 func (f *framing) headByte(c byte) bool {
+	if f.folded {
+		f.folded = false
+		if c == ' ' || c == '\t' {
+			// Go's server joins a line starting with white space to the
+			// field before it (obs-fold): "Content-Length:" then " 4"
+			// is Content-Length 4. Follow the field on.
+			f.lineLen++
+			return false
+		}
+		f.endField()
+	}
 	switch {
 	case c == '\r':
 		return false
 	case c == '\n':
 		return f.endLine()
 	case f.lineNo == 0: // the request line
+		f.reqTail = f.reqTail<<8 | uint64(c)
 	case !f.colon && c == ':':
 		f.colon = true
 		f.isCL = f.name&nameCL != 0 && f.lineLen == len(contentLength)
@@ -232,7 +247,8 @@ func (f *framing) headByte(c byte) bool {
 	return false
 }
 
-// endLine ends a line of a head, and the head at an empty line.
+// endLine ends a line of a head, and the head at an empty line. A field
+// line ends at the first byte of the next line that does not continue it.
 func (f *framing) endLine() bool {
 	switch {
 	case f.lineLen == 0 && f.lineNo == 0: // empty lines before the request line
@@ -240,6 +256,17 @@ func (f *framing) endLine() bool {
 		return false
 	case f.lineLen == 0:
 		return f.endHead()
+	case f.lineNo > 0:
+		f.folded = true
+		return false
+	}
+	f.endField()
+	return false
+}
+
+// endField ends the request line or a field line, folded lines included.
+func (f *framing) endField() {
+	switch {
 	case f.isCL:
 		switch {
 		case f.val < 0 || !f.digits || f.hasCL && f.val != f.cl:
@@ -250,13 +277,18 @@ func (f *framing) endLine() bool {
 	}
 	f.lineNo++
 	f.lineLen, f.colon, f.isCL, f.name = 0, false, false, 0
-	return false
 }
 
-// endHead decides what follows the head.
+// http10 is the end of an HTTP/1.0 request line, as reqTail holds it.
+const http10 = 'H'<<56 | 'T'<<48 | 'T'<<40 | 'P'<<32 | '/'<<24 | '1'<<16 | '.'<<8 | '0'
+
+// endHead decides what follows the head. An HTTP/1.0 request with
+// Transfer-Encoding is refused too: Go's server ignores the field and
+// reads no body (Content-Length absent), where a front end may read a
+// chunked one; RFC 9112 6.1 calls its framing faulty.
 func (f *framing) endHead() bool {
 	switch {
-	case f.hasCL && f.hasTE:
+	case f.hasTE && (f.hasCL || f.reqTail == http10):
 		return true
 	case f.hasTE:
 		*f = framing{state: stChunkSize}

@@ -174,6 +174,15 @@ func TestSmuggling(t *testing.T) {
 		{"CL and TE", "POST /a HTTP/1.1\r\nHost: x\r\nCookie: " + s.cookie + "\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + smuggled, []int{400}},
 		{"TE and CL", "POST /a HTTP/1.1\r\nHost: x\r\nCookie: " + s.cookie + "\r\nTransfer-Encoding: chunked\r\nContent-Length: 40\r\n\r\n0\r\n\r\n" + smuggled, []int{400}},
 		{"CL and TE, lower case", "POST /a HTTP/1.1\r\nHost: x\r\nCookie: " + s.cookie + "\r\ncontent-length: 4\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n" + smuggled, []int{400}},
+		// Go's server joins folded lines (obs-fold): "Content-Length:"
+		// then " 4" is Content-Length 4.
+		{"CL folded and TE", "POST /a HTTP/1.1\r\nHost: x\r\nCookie: " + s.cookie + "\r\nContent-Length:\r\n 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + smuggled, []int{400}},
+		{"CL and TE after a folded CL", "POST /a HTTP/1.1\r\nHost: x\r\nCookie: " + s.cookie + "\r\nContent-Length:\r\n 2\r\n\r\nab" +
+			"POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + smuggled, []int{200, 400}},
+		// Go's server ignores Transfer-Encoding in HTTP/1.0 (no body),
+		// where a front end may read a chunked body.
+		{"TE in HTTP/1.0", "POST /a HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\nCookie: " + s.cookie + "\r\nTransfer-Encoding: chunked\r\n\r\n" +
+			"POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + smuggled, []int{400}},
 		{"CL and TE, public path", "POST /auth/backchannel-logout HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + smuggled, []int{400}},
 		{"CL and TE after a request", get + "POST /a HTTP/1.1\r\nHost: x\r\nCookie: " + s.cookie + "\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + smuggled, []int{200, 400}},
 		{"CL and TE after a body that looks like it", "POST /a HTTP/1.1\r\nHost: x\r\nCookie: " + s.cookie + "\r\nContent-Length: 50\r\n\r\n" +

@@ -141,13 +141,28 @@ func (e env) LogValue() slog.Value {
 		case s.secret:
 			v = "[redacted]"
 		default:
-			if u, err := url.Parse(v); err == nil && u.User != nil {
-				v = u.Redacted()
-			}
+			v = withoutPassword(v)
 		}
 		attrs = append(attrs, slog.String(s.name, v))
 	}
 	return slog.GroupValue(attrs...)
+}
+
+// withoutPassword returns v with the password of a URL in it redacted, and
+// for a value that does not parse as a URL, whatever could be its userinfo.
+func withoutPassword(v string) string {
+	if u, err := url.Parse(v); err == nil {
+		if u.User != nil {
+			return u.Redacted()
+		}
+		return v
+	}
+	if i := strings.Index(v, "://"); i >= 0 {
+		if j := strings.LastIndex(v[i+3:], "@"); j >= 0 {
+			return v[:i+3] + "[redacted]@" + v[i+3+j+1:]
+		}
+	}
+	return v
 }
 
 // loadConfig reads the settings from lookup and from .env in the working
@@ -244,9 +259,9 @@ func (e env) origin(p *problems) oidc.Origin {
 		u, err := url.Parse(e.RedirectURL)
 		switch {
 		case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
-			p.add("AUTHPROXY_REDIRECT_URL %q must be an absolute http(s) URL", e.RedirectURL)
+			p.add("AUTHPROXY_REDIRECT_URL %q must be an absolute http(s) URL", withoutPassword(e.RedirectURL))
 		case u.Path != "/auth/callback":
-			p.add("AUTHPROXY_REDIRECT_URL %q must end in /auth/callback, the path authproxy serves", e.RedirectURL)
+			p.add("AUTHPROXY_REDIRECT_URL %q must end in /auth/callback, the path authproxy serves", withoutPassword(e.RedirectURL))
 		default:
 			o.Fixed = u
 		}
@@ -318,7 +333,7 @@ func (e env) proxyConfig(p *problems, origin oidc.Origin, a access) proxy.Config
 		}
 		if u, err := url.Parse(s); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" ||
 			u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
-			p.add("AUTHPROXY_WEBSOCKET_ALLOWED_ORIGINS entry %q is not an origin like https://app.example.com", s)
+			p.add("AUTHPROXY_WEBSOCKET_ALLOWED_ORIGINS entry %q is not an origin like https://app.example.com", withoutPassword(s))
 		} else {
 			c.WebSocketOrigins = append(c.WebSocketOrigins, u.Scheme+"://"+u.Host)
 		}
@@ -326,7 +341,7 @@ func (e env) proxyConfig(p *problems, origin oidc.Origin, a access) proxy.Config
 	if e.Upstream == "" {
 		p.add("AUTHPROXY_UPSTREAM is required (the app to protect, e.g. http://127.0.0.1:8080)")
 	} else if u, err := url.Parse(e.Upstream); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		p.add("AUTHPROXY_UPSTREAM %q must be an http:// or https:// URL with a host", e.Upstream)
+		p.add("AUTHPROXY_UPSTREAM %q must be an http:// or https:// URL with a host", withoutPassword(e.Upstream))
 	} else {
 		c.Upstream = u
 	}
@@ -387,7 +402,7 @@ func (e env) oidcConfig(p *problems, origin oidc.Origin, a access) oidc.Config {
 	if c.Issuer == "" {
 		p.add("AUTHPROXY_ISSUER (or AUTH0_DOMAIN) is required")
 	} else if u, err := url.Parse(c.Issuer); err != nil || u.Host == "" || (u.Scheme != "https" && !(u.Scheme == "http" && isLoopback(u.Hostname()))) {
-		p.add("AUTHPROXY_ISSUER %q must be an https:// URL (http:// only for 127.0.0.1 or localhost)", c.Issuer)
+		p.add("AUTHPROXY_ISSUER %q must be an https:// URL (http:// only for 127.0.0.1 or localhost)", withoutPassword(c.Issuer))
 	}
 	c.ClientID = p.alias("AUTHPROXY_CLIENT_ID", e.ClientID, "AUTH0_CLIENT_ID", e.Auth0ClientID, false)
 	c.ClientSecret = p.alias("AUTHPROXY_CLIENT_SECRET", e.ClientSecret, "AUTH0_CLIENT_SECRET", e.Auth0ClientSecret, true)

@@ -140,3 +140,32 @@ func TestHelpListsSettings(t *testing.T) {
 		}
 	}
 }
+
+// TestConfigErrorsHideURLPasswords: a URL setting that is refused, parsable
+// or not, never shows its password in the error or the startup line.
+func TestConfigErrorsHideURLPasswords(t *testing.T) {
+	const pw = "hunter2-url-password"
+	for _, v := range []string{
+		"ftp://user:" + pw + "@app.internal/",
+		"http://user:" + pw + "@app internal/",
+		"http://user:" + pw + "@app.internal:99999999/",
+		"http://user:" + pw + "@@app.internal/%zz",
+		"//user:" + pw + "@app.internal/",
+	} {
+		for _, name := range []string{"AUTHPROXY_UPSTREAM", "AUTHPROXY_REDIRECT_URL", "AUTHPROXY_ISSUER", "AUTHPROXY_WEBSOCKET_ALLOWED_ORIGINS"} {
+			kv := map[string]string{"AUTHPROXY_UPSTREAM": "http://127.0.0.1:8080", "AUTHPROXY_ISSUER": "https://idp.example/",
+				"AUTHPROXY_CLIENT_ID": "cid", "AUTHPROXY_CLIENT_SECRET": "csecret"}
+			kv[name] = v
+			_, err := loadConfig(envFrom(t, kv))
+			if err != nil && strings.Contains(err.Error(), pw) {
+				t.Errorf("%s=%q: the error shows the password:\n%v", name, v, err)
+			}
+			e := readEnv(envFrom(t, kv))
+			var b strings.Builder
+			slog.New(slog.NewJSONHandler(&b, nil)).Info("start", "config", e)
+			if strings.Contains(b.String(), pw) {
+				t.Errorf("%s=%q: the startup line shows the password:\n%s", name, v, b.String())
+			}
+		}
+	}
+}

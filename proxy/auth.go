@@ -75,7 +75,8 @@ type target struct {
 // has written the refusal.
 func (p *handler) admit(w http.ResponseWriter, r *http.Request, t target) (session.Session, string) {
 	path := ruleTarget(t.url)
-	methods := methodsOf(t.method, r.Header, t.url.RawQuery)
+	var buf [4]string // on the stack: no allocation unless a request names more methods
+	methods := methodsOf(buf[:0], t.method, r.Header, t.url.RawQuery)
 	if p.cfg.Rules != nil && allPublic(p.cfg.Rules, methods, path) {
 		return session.Session{}, OutcomePublic
 	}
@@ -332,15 +333,15 @@ func groups(v any) string {
 	return strings.Join(kept, ",")
 }
 
-// methodsOf returns method and every method an upstream may run in its
+// methodsOf appends to dst method and every method an upstream may run in its
 // place: the values of the headers in which frameworks let a POST name
 // the method they run (Express method-override, ASP.NET Core, Rack,
 // Symfony, Google APIs), in any spelling, and of the query's _method
 // (Symfony, Laravel; & or ; separated), upper-cased as frameworks do. The
 // rules must let each of them pass. (A _method in a form body, which Rack,
 // Spring and Laravel also read, is not seen here.)
-func methodsOf(method string, h http.Header, rawQuery string) []string {
-	methods := []string{method}
+func methodsOf(dst []string, method string, h http.Header, rawQuery string) []string {
+	methods := append(dst, method)
 	add := func(v string) {
 		for _, m := range strings.Split(v, ",") {
 			if m = strings.ToUpper(strings.TrimSpace(m)); m != "" && !slices.Contains(methods, m) {

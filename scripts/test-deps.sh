@@ -27,7 +27,9 @@ fi
 
 # The provider's modules, pinned by the committed package-lock.json.
 provider=e2e/provider
-if [[ ! -d $provider/node_modules || $provider/package-lock.json -nt $provider/node_modules ]]; then
+# Checked by a file inside, not the folder: an interrupted or emptied
+# node_modules must not pass for installed.
+if [[ ! -f $provider/node_modules/oidc-provider/package.json || $provider/package-lock.json -nt $provider/node_modules ]]; then
 	echo "test-deps: npm ci in $provider"
 	(cd "$provider" && npm ci --no-audit --no-fund)
 	touch "$provider/node_modules"

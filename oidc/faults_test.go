@@ -230,13 +230,7 @@ func TestProviderFaults(t *testing.T) {
 			b := &browser{}
 			authz := f.startLogin(t, b, "/")
 			cb := f.authorize(t, authz, "alice")
-			idp.SetFault(func(w http.ResponseWriter, r *http.Request) bool {
-				if !strings.HasSuffix(r.URL.Path, "/token") {
-					return false
-				}
-				tt.fault(w, r)
-				return true
-			})
+			atTokenEndpoint(idp, tt.fault)
 			defer idp.SetFault(nil)
 			r := httptest.NewRequest("GET", callbackPath(cb), nil)
 			r.Header.Set("Accept", "text/html")

@@ -122,14 +122,7 @@ func TestFailedCallbackExpiresLoginCookie(t *testing.T) {
 			authz := f.startLogin(t, b, "/")
 			if tt.token != nil {
 				tok := tt.token(authz.Query().Get("nonce"))
-				f.idp.SetFault(func(w http.ResponseWriter, r *http.Request) bool {
-					if !strings.HasSuffix(r.URL.Path, "/token") {
-						return false
-					}
-					w.Header().Set("Content-Type", "application/json")
-					_, _ = io.WriteString(w, `{"access_token":"at","token_type":"Bearer","id_token":"`+tok+`"}`)
-					return true
-				})
+				atTokenEndpoint(f.idp, idTokenAnswer(tok))
 				defer f.idp.SetFault(nil)
 			}
 			cb := f.authorize(t, authz, "alice")

@@ -300,14 +300,7 @@ func TestCallbackRefuses(t *testing.T) {
 			authz := f.startLogin(t, b, "/")
 			if tt.token != nil {
 				tok := tt.token(authz.Query().Get("nonce"))
-				f.idp.SetFault(func(w http.ResponseWriter, r *http.Request) bool {
-					if !strings.HasSuffix(r.URL.Path, "/token") {
-						return false
-					}
-					w.Header().Set("Content-Type", "application/json")
-					_ = json.NewEncoder(w).Encode(map[string]any{"access_token": "at", "token_type": "Bearer", "expires_in": 60, "id_token": tok})
-					return true
-				})
+				atTokenEndpoint(f.idp, idTokenAnswer(tok))
 				defer f.idp.SetFault(nil)
 			}
 			cb := f.authorize(t, authz, "alice")
@@ -439,4 +432,24 @@ func hs256(t *testing.T, claims map[string]any, pub any) string {
 	mac := hmac.New(sha256.New, der)
 	mac.Write([]byte(signing))
 	return signing + "." + base64.RawURLEncoding.EncodeToString(mac.Sum(nil))
+}
+
+// atTokenEndpoint makes idp's token endpoint answer with answer, until
+// SetFault(nil).
+func atTokenEndpoint(idp *oidctest.Provider, answer func(http.ResponseWriter, *http.Request)) {
+	idp.SetFault(func(w http.ResponseWriter, r *http.Request) bool {
+		if !strings.HasSuffix(r.URL.Path, "/token") {
+			return false
+		}
+		answer(w, r)
+		return true
+	})
+}
+
+// idTokenAnswer answers a token request with the ID token tok.
+func idTokenAnswer(tok string) func(http.ResponseWriter, *http.Request) {
+	return func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]any{"access_token": "at", "token_type": "Bearer", "expires_in": 60, "id_token": tok})
+	}
 }

@@ -100,14 +100,10 @@ func TestRefresh(t *testing.T) {
 func TestRefreshProviderDown(t *testing.T) {
 	f := newFixture(t, func(c *Config) { c.Scopes = []string{"openid", "offline_access"} })
 	sess := f.loginSession(t, "alice")
-	f.idp.SetFault(func(w http.ResponseWriter, r *http.Request) bool {
-		if !strings.HasSuffix(r.URL.Path, "/token") {
-			return false
-		}
+	atTokenEndpoint(f.idp, func(w http.ResponseWriter, _ *http.Request) {
 		if conn, _, err := w.(http.Hijacker).Hijack(); err == nil {
 			conn.Close()
 		}
-		return true
 	})
 	_, err := f.h.Refresh(context.Background(), sess)
 	if !errors.Is(err, session.ErrUnavailable) || errors.Is(err, ErrRefreshRejected) {

@@ -655,26 +655,7 @@ func TestWebSocket(t *testing.T) {
 	})
 	f := newFixture(t, echo)
 	dial := func(cookies []*http.Cookie) (net.Conn, *bufio.Reader, *http.Response) {
-		conn, err := net.Dial("tcp", f.front.Listener.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { conn.Close() })
-		req, _ := http.NewRequest("GET", f.front.URL+"/ws", nil)
-		req.Header.Set("Connection", "Upgrade")
-		req.Header.Set("Upgrade", "websocket")
-		for _, c := range cookies {
-			req.AddCookie(c)
-		}
-		if err := req.Write(conn); err != nil {
-			t.Fatal(err)
-		}
-		br := bufio.NewReader(conn)
-		resp, err := http.ReadResponse(br, req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return conn, br, resp
+		return rawGet(t, f, "/ws", http.Header{"Connection": {"Upgrade"}, "Upgrade": {"websocket"}}, cookies)
 	}
 	conn, br, resp := dial(f.session)
 	if resp.StatusCode != http.StatusSwitchingProtocols {
@@ -934,18 +915,41 @@ var longKinds = []struct{ name, path, accept string }{
 // its body, after checking that it started.
 func openLong(t *testing.T, f *fixture, path, accept string, cookies []*http.Cookie) *bufio.Reader {
 	t.Helper()
+	hdr := http.Header{}
+	if accept != "" {
+		hdr.Set("Accept", accept)
+	}
+	if path == "/ws" {
+		hdr.Set("Connection", "Upgrade")
+		hdr.Set("Upgrade", "websocket")
+	}
+	_, br, resp := rawGet(t, f, path, hdr, cookies)
+	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("GET %s: status %d", path, resp.StatusCode)
+	}
+	body := bufio.NewReader(resp.Body)
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		body = br
+	}
+	if _, err := body.ReadString('\n'); err != nil {
+		t.Fatalf("GET %s: the response did not start: %v", path, err)
+	}
+	return body
+}
+
+// rawGet sends GET path with hdr and cookies on a connection of its own,
+// which stays open (a WebSocket tunnel may follow), and reads the response
+// head.
+func rawGet(t *testing.T, f *fixture, path string, hdr http.Header, cookies []*http.Cookie) (net.Conn, *bufio.Reader, *http.Response) {
+	t.Helper()
 	conn, err := net.Dial("tcp", f.front.Listener.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
 	req, _ := http.NewRequest("GET", f.front.URL+path, nil)
-	if accept != "" {
-		req.Header.Set("Accept", accept)
-	}
-	if path == "/ws" {
-		req.Header.Set("Connection", "Upgrade")
-		req.Header.Set("Upgrade", "websocket")
+	for k, vs := range hdr {
+		req.Header[k] = vs
 	}
 	for _, c := range cookies {
 		req.AddCookie(c)
@@ -958,17 +962,7 @@ func openLong(t *testing.T, f *fixture, path, accept string, cookies []*http.Coo
 	if err != nil {
 		t.Fatal(err)
 	}
-	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusSwitchingProtocols {
-		t.Fatalf("GET %s: status %d", path, resp.StatusCode)
-	}
-	body := bufio.NewReader(resp.Body)
-	if resp.StatusCode == http.StatusSwitchingProtocols {
-		body = br
-	}
-	if _, err := body.ReadString('\n'); err != nil {
-		t.Fatalf("GET %s: the response did not start: %v", path, err)
-	}
-	return body
+	return conn, br, resp
 }
 
 // ends fails t unless body ends within 10 s.

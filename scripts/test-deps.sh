@@ -60,3 +60,23 @@ if ((${#missing[@]} > 0)); then
 	apt-get update -qq
 	apt-get install -y -qq "${missing[@]}"
 fi
+
+# Go programs the e2e suite runs as real peers (Pebble, Jaeger, Caddy). Each
+# is pinned by a module of its own under e2e/tools/NAME (a `tool` directive
+# and its go.sum), so its dependencies never mix with ours, and is built from
+# the Go module proxy into .cache/bin/NAME, again when its go.sum changes.
+for dir in e2e/tools/*/; do
+	[[ -f $dir/go.mod ]] || continue
+	name=$(basename "$dir")
+	bin=.cache/bin/$name
+	pkg=$(awk '$1 == "tool" && NF == 2 { print $2; exit }' "$dir/go.mod")
+	if [[ -z $pkg ]]; then
+		echo "test-deps: $dir/go.mod has no tool directive" >&2
+		exit 1
+	fi
+	if [[ ! -x $bin || $dir/go.sum -nt $bin ]]; then
+		echo "test-deps: go build $pkg (pinned by $dir/go.mod) into $bin"
+		mkdir -p .cache/bin
+		(cd "$dir" && go build -o "$OLDPWD/$bin" "$pkg")
+	fi
+done

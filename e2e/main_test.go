@@ -125,3 +125,15 @@ func freePort(t *testing.T) int {
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
 }
+
+// requireTool fails t when the Go program name (pinned by
+// e2e/tools/NAME/go.mod) has not been built into .cache/bin, saying how to
+// build it, and returns its path.
+func requireTool(t *testing.T, name string) string {
+	t.Helper()
+	bin := filepath.Join(suite.repoRoot, ".cache", "bin", name)
+	if _, err := os.Stat(bin); err != nil {
+		t.Fatalf("e2e: %s is not built: run scripts/test-deps.sh (`make test` does it), which builds it as pinned by e2e/tools/%s/go.mod: %v", name, name, err)
+	}
+	return bin
+}

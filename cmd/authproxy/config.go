@@ -87,6 +87,12 @@ type env struct {
 	LogFormat            string `envconfig:"AUTHPROXY_LOG_FORMAT" default:"json" desc:"json or text"`
 	DrainDelay           string `envconfig:"AUTHPROXY_DRAIN_DELAY" default:"5s" desc:"on SIGTERM, how long /readyz says 503 while still serving"`
 	ShutdownTimeout      string `envconfig:"AUTHPROXY_SHUTDOWN_TIMEOUT" default:"25s" desc:"on SIGTERM, bound for in-flight requests"`
+	// For the app behind the proxy: legacy basic auth, and TLS to it.
+	UpstreamBasicAuth      string `envconfig:"AUTHPROXY_UPSTREAM_BASIC_AUTH" default:"false" desc:"send the upstream Authorization: Basic with the user as the name and AUTHPROXY_UPSTREAM_BASIC_PASSWORD, replacing the client's"`
+	UpstreamBasicPassword  string `envconfig:"AUTHPROXY_UPSTREAM_BASIC_PASSWORD" secret:"true" desc:"the password of AUTHPROXY_UPSTREAM_BASIC_AUTH (from a Secret)"`
+	UpstreamCAFile         string `envconfig:"AUTHPROXY_UPSTREAM_CA_FILE" desc:"PEM CA certificates the https upstream's certificate must chain to, instead of the system roots"`
+	UpstreamClientCertFile string `envconfig:"AUTHPROXY_UPSTREAM_CLIENT_CERT_FILE" desc:"PEM client certificate (chain) the proxy shows the https upstream"`
+	UpstreamClientKeyFile  string `envconfig:"AUTHPROXY_UPSTREAM_CLIENT_KEY_FILE" desc:"PEM private key of AUTHPROXY_UPSTREAM_CLIENT_CERT_FILE"`
 }
 
 // setting is one field of env as its tags declare it.
@@ -317,6 +323,7 @@ func (e env) logging(p *problems) logConfig {
 // proxyConfig reads the upstream and what is sent to it.
 func (e env) proxyConfig(p *problems, origin oidc.Origin, a access) proxy.Config {
 	c := proxy.Config{UserHeader: e.UserHeader, Transport: e.upstreamTransport(p), Trusted: origin.Trusted,
+		UserClaim: e.UserClaim, BasicPassword: e.upstreamBasic(p),
 		Headers: proxy.Headers{Email: e.EmailHeader, Name: e.NameHeader, Groups: e.GroupsHeader,
 			GroupsClaim: e.GroupsClaim, AccessToken: e.AccessTokenHeader},
 		PassHost: p.boolean("AUTHPROXY_PASS_HOST_HEADER", e.PassHostHeader),
@@ -344,6 +351,9 @@ func (e env) proxyConfig(p *problems, origin oidc.Origin, a access) proxy.Config
 		p.add("AUTHPROXY_UPSTREAM %q must be an http:// or https:// URL with a host", withoutPassword(e.Upstream))
 	} else {
 		c.Upstream = u
+		if u.Scheme == "http" && e.upstreamTLSSet() {
+			p.add("AUTHPROXY_UPSTREAM_CA_FILE and AUTHPROXY_UPSTREAM_CLIENT_CERT_FILE need an https:// AUTHPROXY_UPSTREAM: %q is plain http", withoutPassword(e.Upstream))
+		}
 	}
 	if !headerNameOK(e.UserHeader) {
 		p.add("AUTHPROXY_USER_HEADER %q is not a usable header name", e.UserHeader)
@@ -375,6 +385,9 @@ func (e env) upstreamTransport(p *problems) *http.Transport {
 	t.MaxIdleConnsPerHost = t.MaxIdleConns
 	t.MaxConnsPerHost = p.count("AUTHPROXY_UPSTREAM_MAX_CONNS", e.UpstreamMaxConns)
 	t.ResponseHeaderTimeout = p.duration("AUTHPROXY_UPSTREAM_TIMEOUT", e.UpstreamTimeout, true)
+	if tc := e.upstreamTLS(p); tc != nil {
+		t.TLSClientConfig = tc
+	}
 	return t
 }
 
@@ -389,6 +402,9 @@ func (e env) oidcConfig(p *problems, origin oidc.Origin, a access) oidc.Config {
 	}
 	if e.GroupsHeader != "" {
 		c.KeepClaims = append(c.KeepClaims, e.GroupsClaim)
+	}
+	if e.UserClaim != "sub" { // for /auth/userinfo's sub
+		c.KeepClaims = append(c.KeepClaims, "sub")
 	}
 	if origin.Fixed != nil {
 		c.RedirectURL = origin.Fixed.String()

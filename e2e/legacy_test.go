@@ -362,3 +362,136 @@ func TestLegacyBasicAuthBehindNginx(t *testing.T) {
 		})
 	}
 }
+
+// legacyPythonApp is a legacy app that does its own basic authentication
+// and TLS: Python's ssl module requiring a client certificate at the
+// handshake (CERT_REQUIRED), and a handler that accepts any user name with
+// the one password in LEGACY_PASSWORD and answers with the user and the
+// client certificate's common name.
+const legacyPythonApp = `import base64, hmac, http.server, os, ssl, sys
+
+port, cert, key, client_ca = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+password = os.environ["LEGACY_PASSWORD"].encode()
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        user = None
+        auth = self.headers.get("Authorization", "")
+        if auth.startswith("Basic "):
+            try:
+                name, _, pw = base64.b64decode(auth[6:], validate=True).partition(b":")
+                if hmac.compare_digest(pw, password):
+                    user = name.decode()
+            except ValueError:
+                pass
+        if user is None:
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="legacy"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        subject = dict(rdn[0] for rdn in self.connection.getpeercert()["subject"])
+        body = ("user=%s cn=%s\n" % (user, subject["commonName"])).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(cert, key)
+ctx.load_verify_locations(client_ca)
+ctx.verify_mode = ssl.CERT_REQUIRED
+server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+server.socket = ctx.wrap_socket(server.socket, server_side=True)
+print("listening", flush=True)
+server.serve_forever()
+`
+
+// TestLegacyPythonTLSUpstream puts authproxy in front of a Python app that
+// checks the basic-auth password itself and refuses, in the TLS handshake,
+// clients without a certificate from authproxy's client CA. With the
+// private CA, the certificate and the password, the app sees the logged-in
+// user and the proxy's certificate; without the certificate, the handshake
+// refusal is authproxy's 502 page (not a 500, not a hang); with the wrong
+// password, the app's 401 without its Basic challenge.
+func TestLegacyPythonTLSUpstream(t *testing.T) {
+	requireE2E(t)
+	if _, err := os.Stat(pythonPath); err != nil {
+		t.Fatalf("e2e: %s not found: apt-get install python3 (`make test` does it when run as root): %v", pythonPath, err)
+	}
+	p := newPKI(t)
+	clientCert := newClientPKI(t, "authproxy client CA", "authproxy")
+	password := "pw-" + randomToken(t)
+	script := writeTestFile(t, "legacy_app.py", legacyPythonApp)
+	appPort := freePort(t)
+	cmd := exec.Command(pythonPath, script, fmt.Sprint(appPort), p.CertFile, p.KeyFile, clientCert.CAFile)
+	cmd.Env = append(os.Environ(), "LEGACY_PASSWORD="+password)
+	app := startProcess(t, "python3 legacy app", cmd)
+	app.waitFor(t, "the app listening", hangTimeout, func() error {
+		if !strings.Contains(app.out.String(), "listening") {
+			return fmt.Errorf("not yet")
+		}
+		return nil
+	})
+	upstream := fmt.Sprintf("https://127.0.0.1:%d", appPort)
+
+	variants := []struct {
+		name   string
+		env    map[string]string
+		status int
+		body   string
+		log    string
+	}{
+		{"certificate and password", map[string]string{
+			"AUTHPROXY_UPSTREAM_CLIENT_CERT_FILE": clientCert.CertFile, "AUTHPROXY_UPSTREAM_CLIENT_KEY_FILE": clientCert.KeyFile,
+			"AUTHPROXY_UPSTREAM_BASIC_PASSWORD": password,
+		}, http.StatusOK, "user=ann cn=authproxy\n", ""},
+		{"no client certificate", map[string]string{"AUTHPROXY_UPSTREAM_BASIC_PASSWORD": password},
+			http.StatusBadGateway, "upstream_unavailable", "remote error: tls: certificate required"},
+		{"wrong password", map[string]string{
+			"AUTHPROXY_UPSTREAM_CLIENT_CERT_FILE": clientCert.CertFile, "AUTHPROXY_UPSTREAM_CLIENT_KEY_FILE": clientCert.KeyFile,
+			"AUTHPROXY_UPSTREAM_BASIC_PASSWORD": "not-" + password,
+		}, http.StatusUnauthorized, "", "AUTHPROXY_UPSTREAM_BASIC_PASSWORD"},
+	}
+	ports := make([]int, len(variants))
+	client := providerClient{ClientID: "e2e-legacy-python", ClientSecret: newCookieSecret(t), TokenEndpointAuthMethod: "client_secret_basic"}
+	for i := range variants {
+		ports[i] = freePort(t)
+		client.RedirectURIs = append(client.RedirectURIs, fmt.Sprintf("http://127.0.0.1:%d/auth/callback", ports[i]))
+	}
+	prov := startProvider(t, p, providerConfig{Clients: []providerClient{client}})
+	for i, v := range variants {
+		t.Run(v.name, func(t *testing.T) {
+			env := map[string]string{"AUTHPROXY_UPSTREAM_CA_FILE": p.CAFile, "AUTHPROXY_UPSTREAM_BASIC_AUTH": "true"}
+			for k, val := range v.env {
+				env[k] = val
+			}
+			ap := startProxy(t, p, proxyConfig{Port: ports[i], Upstream: upstream, Issuer: prov.Issuer,
+				ClientID: client.ClientID, ClientSecret: client.ClientSecret, CookieSecret: newCookieSecret(t), PostLogoutURL: "/", Env: env})
+			b := newBrowser(t, p)
+			landed := b.Login(ap.URL.String()+"/report", "ann")
+			if landed.Status != v.status || !strings.Contains(landed.Body, v.body) {
+				t.Errorf("ann's login landed on %d %q, want %d with %q", landed.Status, landed.Body, v.status, v.body)
+			}
+			if c := landed.Header.Get("WWW-Authenticate"); c != "" {
+				t.Errorf("answer carries the challenge %q", c)
+			}
+			// A forged Authorization with the right password for someone
+			// else changes nothing.
+			h := apiHeaders()
+			h.Set("Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte("bob:"+password)))
+			if pg := b.Do(http.MethodGet, ap.URL.String()+"/report", h, nil); pg.Status != v.status || !strings.Contains(pg.Body, v.body) {
+				t.Errorf("with a forged Authorization: %d %q, want %d with %q", pg.Status, pg.Body, v.status, v.body)
+			}
+			ap.syncLog(t)
+			out := ap.out.String()
+			if v.log != "" && !strings.Contains(out, v.log) {
+				t.Errorf("the proxy's log does not say %q", v.log)
+			}
+			if strings.Contains(out, password) {
+				t.Errorf("the proxy's log shows the password")
+			}
+		})
+	}
+}

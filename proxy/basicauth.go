@@ -38,11 +38,19 @@ func (p *handler) setBasic(h http.Header, info *reqInfo) {
 	if p.basicSuffix == "" || info.sess.User == "" {
 		return
 	}
-	userPass := info.sess.User + p.basicSuffix
-	b := make([]byte, len("Basic ")+base64.StdEncoding.EncodedLen(len(userPass)))
-	copy(b, "Basic ")
-	base64.StdEncoding.Encode(b[len("Basic "):], []byte(userPass))
-	h["Authorization"] = []string{string(b)}
+	// One buffer: "Basic ", the encoding, then the raw user:password it is
+	// encoded from (Encode's source and destination must not overlap).
+	const scheme = "Basic "
+	raw := len(info.sess.User) + len(p.basicSuffix)
+	enc := base64.StdEncoding.EncodedLen(raw)
+	buf := make([]byte, len(scheme)+enc+raw)
+	copy(buf, scheme)
+	src := buf[len(scheme)+enc:]
+	copy(src[copy(src, info.sess.User):], p.basicSuffix)
+	base64.StdEncoding.Encode(buf[len(scheme):len(scheme)+enc], src)
+	info.basicValue[0] = string(buf[:len(scheme)+enc])
+	clear(src) // the password does not linger in a dead buffer
+	h["Authorization"] = info.basicValue[:]
 }
 
 // basicRefusedUpstream handles the upstream refusing the proxy's basic

@@ -407,3 +407,48 @@ func TestReloadOnFileChange(t *testing.T) {
 		t.Errorf(`reloads_total{result="ok"} = %q, want 1`, got)
 	}
 }
+
+// TestReloadCookieSecretsRedis rotates the cookie secret file of a proxy
+// with the Redis store: after a reload that adds a first key, alice's
+// ticket cookie (sealed with the old key) still opens; after one that
+// removes the old key, her requests are "log in again" (401 to an API
+// client), never a 500, and a new login works.
+func TestReloadCookieSecretsRedis(t *testing.T) {
+	redis := startRedis(t)
+	oldSecret, newSecret := newCookieSecret(t), newCookieSecret(t)
+	rs := startReloadStack(t, newKey(t), oldSecret, map[string]string{
+		"AUTHPROXY_RELOAD_INTERVAL": "0s", "AUTHPROXY_SESSION_STORE": "redis", "AUTHPROXY_REDIS_URL": redis.URL()})
+	c := rawClient(t)
+	status := func() int {
+		t.Helper()
+		a, err := rs.get(c, "/x")
+		if err != nil {
+			t.Fatalf("GET /x: %v", err)
+		}
+		return a.Status
+	}
+	hup := func(n int) {
+		t.Helper()
+		if err := syscall.Kill(rs.Proxy.cmd.Process.Pid, syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+		rs.waitLog(t, `msg="configuration reloaded" trigger=SIGHUP changed="[cookie secrets]"`, n)
+	}
+	if got := status(); got != 200 {
+		t.Fatalf("before: %d", got)
+	}
+	writeAtomic(t, filepath.Join(rs.dir, "cookie-secret"), newSecret+"\n"+oldSecret+"\n")
+	hup(1)
+	if got := status(); got != 200 {
+		t.Errorf("after adding a key: %d, want 200 (the old key still opens)", got)
+	}
+	writeAtomic(t, filepath.Join(rs.dir, "cookie-secret"), newSecret+"\n")
+	hup(2)
+	if got := status(); got != http.StatusUnauthorized {
+		t.Errorf("after removing the session's key: %d, want 401 (log in again)", got)
+	}
+	b := newBrowser(t, rs.PKI)
+	if p := b.Login(rs.ProxyURL("/again"), "alice"); p.Status != http.StatusOK || !strings.HasPrefix(p.Body, "user=alice ") {
+		t.Errorf("login under the new key: %d %q", p.Status, p.Body)
+	}
+}

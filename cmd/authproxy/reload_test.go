@@ -80,9 +80,9 @@ const rulesV1 = "allow * / any\ndeny * /secret/\n"
 // keys come from files in its directory, and logs alice in. The settings
 // are kv over these; with serveWith's watcher when r is set (its load is
 // filled in).
-func startReloadStack(t *testing.T, kv map[string]string, watch *reloads) *reloadStack {
+func startReloadStack(t *testing.T, kv map[string]string, watch *reloads, idpOpts ...oidctest.Options) *reloadStack {
 	t.Helper()
-	idp, err := oidctest.Start(oidctest.Options{})
+	idp, err := oidctest.Start(append(idpOpts, oidctest.Options{})[0])
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -311,6 +311,30 @@ func TestReloadRestartOnly(t *testing.T) {
 	}
 	if got := rs.status(t, "/x"); got != 200 {
 		t.Errorf("after reload: %d", got)
+	}
+}
+
+// TestReloadKeepsNewClaims: rules that a reload brings in and that read a
+// claim the old rules did not make logins from then on keep that claim;
+// a session from before lacks it until its next login.
+func TestReloadKeepsNewClaims(t *testing.T) {
+	rs := startReloadStack(t, nil, nil, oidctest.Options{Claims: func(string) map[string]any {
+		return map[string]any{"groups": []string{"admins"}}
+	}})
+	writeFile(t, rs.path("rules.txt"), "allow * / any\nallow * /admin/ group:admins\n")
+	if err := rs.srv.reload(rs.load, "test"); err != nil {
+		t.Fatal(err)
+	}
+	if got := rs.status(t, "/admin/x"); got != 403 {
+		t.Errorf("session from before the reload on /admin/: %d, want 403 (no groups kept)", got)
+	}
+	rs.jar, _ = cookiejar.New(nil)
+	rs.client.Jar = rs.jar
+	if body := loginWithJar(t, rs.jar, rs.base+"/", "alice"); body != "app:alice" {
+		t.Fatalf("login: %q", body)
+	}
+	if got := rs.status(t, "/admin/x"); got != 200 {
+		t.Errorf("login after the reload on /admin/: %d, want 200 (groups kept)", got)
 	}
 }
 

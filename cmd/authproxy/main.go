@@ -178,9 +178,8 @@ type server struct {
 	closed   bool     // shutdown has begun: no more reloads
 	running  snapshot // the settings in force
 	seen     fileHashes
-	// secrets are the cookie secrets in force; generated is the key used
-	// while none is configured, kept across reloads.
-	secrets     [][]byte
+	// generated is the cookie key used while none is configured, kept
+	// across reloads.
 	generated   [][]byte
 	identityKey *ecdsa.PrivateKey // generated while no key file is set
 }
@@ -199,7 +198,6 @@ func newServer(ctx context.Context, cfg config, log *slog.Logger) (_ *server, er
 		}
 	}()
 	cfg.Cookie.Secrets = s.cookieSecrets(cfg.Cookie.Secrets)
-	s.secrets = cfg.Cookie.Secrets
 	m := metrics.New(buildVersion())
 	s.metrics = m
 	// The cookie store writes the login cookies whichever store keeps the

@@ -253,7 +253,6 @@ func (s *server) reloadLocked(load loader) (changed, restart []string, err error
 			return nil, nil, err
 		}
 	}
-	s.secrets = secrets
 	s.auth.SetKeepClaims(cfg.OIDC.KeepClaims)
 	old := s.current.Swap(l)
 	for _, rt := range old.transports {

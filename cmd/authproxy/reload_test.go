@@ -453,10 +453,23 @@ func TestCookieSecretFile(t *testing.T) {
 		{"empty", "\n", "", 0, "holds no secret"},
 		{"bad entry", a + "\nbm9wZQ==\n", "", 0, "entry 2"},
 		{"both set", a, b, 0, "not both"},
+		{"CRLF and tabs", "\t" + a + "\r\n" + b + "\r\n", "", 2, ""},
+		{"only white space", " \r\n\t\n", "", 0, "holds no secret"},
+		{"empty entry between commas", a + ",,", "", 1, ""},
+		{"48 bytes", base64.StdEncoding.EncodeToString(make([]byte, 48)), "", 0, "decodes to 48 bytes"},
+		{"not base64", "p@ssw0rd!", "", 0, "is not base64"},
+		{"a directory", "<dir>", "", 0, "AUTHPROXY_COOKIE_SECRET_FILE"},
+		{"missing", "<missing>", "", 0, "no such file"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			f := filepath.Join(t.TempDir(), "secret")
-			os.WriteFile(f, []byte(tt.content), 0o600)
+			switch tt.content {
+			case "<dir>":
+				os.Mkdir(f, 0o700)
+			case "<missing>":
+			default:
+				os.WriteFile(f, []byte(tt.content), 0o600)
+			}
 			e := defaultEnv()
 			e.Upstream, e.Issuer, e.ClientID, e.ClientSecret = "http://127.0.0.1:1", "https://idp.example/", "c", "s"
 			e.CookieSecretFile, e.CookieSecret = f, tt.env
@@ -470,7 +483,7 @@ func TestCookieSecretFile(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), tt.problem) {
 				t.Errorf("error %v, want %q", err, tt.problem)
 			}
-			if err != nil && (strings.Contains(err.Error(), a) || strings.Contains(err.Error(), "bm9wZQ")) {
+			if err != nil && (strings.Contains(err.Error(), a) || strings.Contains(err.Error(), "bm9wZQ") || strings.Contains(err.Error(), "p@ss")) {
 				t.Errorf("error shows a secret: %v", err)
 			}
 		})

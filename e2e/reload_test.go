@@ -276,6 +276,7 @@ func (l *load) finish(t *testing.T) {
 	t.Helper()
 	close(l.stop)
 	l.wg.Wait()
+	t.Logf("load: %d requests answered, %d failed", l.ok.Load(), l.failed.Load())
 	if n := l.failed.Load(); n != 0 {
 		t.Errorf("%d of %d requests under load failed, e.g.:\n%s", n, n+l.ok.Load(), strings.Join(l.failures, "\n"))
 	}

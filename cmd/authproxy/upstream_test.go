@@ -66,7 +66,7 @@ func (ca *testCA) issue(t *testing.T, cn string, usage []x509.ExtKeyUsage, notAf
 		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
 }
 
-func writeFile(t *testing.T, name string, data []byte) string {
+func tempFile(t *testing.T, name string, data []byte) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), name)
 	if err := os.WriteFile(path, data, 0o600); err != nil {
@@ -147,9 +147,9 @@ func startProxyTo(t *testing.T, upstream string, mutate func(*env)) (base string
 func TestUpstreamTLS(t *testing.T) {
 	serverCA, clientCA, otherCA := newTestCA(t, "upstream CA"), newTestCA(t, "client CA"), newTestCA(t, "other CA")
 	app := tlsUpstream(t, serverCA, clientCA)
-	caFile := writeFile(t, "ca.pem", serverCA.pem)
+	caFile := tempFile(t, "ca.pem", serverCA.pem)
 	certPEM, keyPEM := clientCA.issue(t, "authproxy-client", clientAuth, time.Now().Add(time.Hour))
-	certFile, keyFile := writeFile(t, "client.pem", certPEM), writeFile(t, "client.key", keyPEM)
+	certFile, keyFile := tempFile(t, "client.pem", certPEM), tempFile(t, "client.key", keyPEM)
 	strangerCert, strangerKey := otherCA.issue(t, "stranger", clientAuth, time.Now().Add(time.Hour))
 
 	t.Run("private CA and client certificate", func(t *testing.T) {
@@ -179,13 +179,13 @@ func TestUpstreamTLS(t *testing.T) {
 			e.UpstreamClientCertFile, e.UpstreamClientKeyFile = certFile, keyFile
 		}, "certificate signed by unknown authority"},
 		{"wrong CA", func(e *env) {
-			e.UpstreamCAFile = writeFile(t, "other.pem", otherCA.pem)
+			e.UpstreamCAFile = tempFile(t, "other.pem", otherCA.pem)
 			e.UpstreamClientCertFile, e.UpstreamClientKeyFile = certFile, keyFile
 		}, "certificate signed by unknown authority"},
 		{"no client certificate", func(e *env) { e.UpstreamCAFile = caFile }, "certificate required"},
 		{"client certificate from a CA the upstream does not trust", func(e *env) {
 			e.UpstreamCAFile = caFile
-			e.UpstreamClientCertFile, e.UpstreamClientKeyFile = writeFile(t, "s.pem", strangerCert), writeFile(t, "s.key", strangerKey)
+			e.UpstreamClientCertFile, e.UpstreamClientKeyFile = tempFile(t, "s.pem", strangerCert), tempFile(t, "s.key", strangerKey)
 		}, "tls: "},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -219,7 +219,7 @@ func TestUpstreamTLSConfigProblems(t *testing.T) {
 	_, otherKey := ca.issue(t, "other", clientAuth, time.Now().Add(time.Hour))
 	serverCert, serverKey := ca.issue(t, "server", []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, time.Now().Add(time.Hour))
 	expiredCert, expiredKey := ca.issue(t, "old", clientAuth, time.Now().Add(-time.Hour))
-	certFile, keyFile := writeFile(t, "c.pem", certPEM), writeFile(t, "c.key", keyPEM)
+	certFile, keyFile := tempFile(t, "c.pem", certPEM), tempFile(t, "c.key", keyPEM)
 	keyBody := strings.Split(string(keyPEM), "\n")[1] // a line of the key's base64
 	garbledDER := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: []byte("not DER")})
 
@@ -231,13 +231,13 @@ func TestUpstreamTLSConfigProblems(t *testing.T) {
 		{"CA file missing", func(e *env) { e.UpstreamCAFile = "/nonexistent/ca.pem" },
 			[]string{"AUTHPROXY_UPSTREAM_CA_FILE /nonexistent/ca.pem: cannot be read: open: no such file or directory"}},
 		{"CA file is a directory", func(e *env) { e.UpstreamCAFile = t.TempDir() }, []string{"cannot be read: read: is a directory"}},
-		{"CA file empty", func(e *env) { e.UpstreamCAFile = writeFile(t, "e.pem", nil) }, []string{"holds no PEM certificate"}},
-		{"CA file without PEM", func(e *env) { e.UpstreamCAFile = writeFile(t, "d.der", ca.cert.Raw) }, []string{"holds no PEM certificate"}},
+		{"CA file empty", func(e *env) { e.UpstreamCAFile = tempFile(t, "e.pem", nil) }, []string{"holds no PEM certificate"}},
+		{"CA file without PEM", func(e *env) { e.UpstreamCAFile = tempFile(t, "d.der", ca.cert.Raw) }, []string{"holds no PEM certificate"}},
 		{"key in the CA file, among certificates", func(e *env) {
-			e.UpstreamCAFile = writeFile(t, "k.pem", slices.Concat(ca.pem, keyPEM, garbledDER))
+			e.UpstreamCAFile = tempFile(t, "k.pem", slices.Concat(ca.pem, keyPEM, garbledDER))
 		}, []string{`block 2 is a "PRIVATE KEY", not a CERTIFICATE`, "block 3: x509: "}},
 		{"malformed PEM", func(e *env) {
-			e.UpstreamCAFile = writeFile(t, "m.pem", slices.Concat(ca.pem, []byte("-----BEGIN CERTIFICATE-----\nMIIB!!\n")))
+			e.UpstreamCAFile = tempFile(t, "m.pem", slices.Concat(ca.pem, []byte("-----BEGIN CERTIFICATE-----\nMIIB!!\n")))
 		}, []string{"a PEM block after block 1 is malformed"}},
 		{"certificate without key", func(e *env) { e.UpstreamClientCertFile = certFile },
 			[]string{"AUTHPROXY_UPSTREAM_CLIENT_CERT_FILE and AUTHPROXY_UPSTREAM_CLIENT_KEY_FILE go together"}},
@@ -248,18 +248,18 @@ func TestUpstreamTLSConfigProblems(t *testing.T) {
 		}, []string{"AUTHPROXY_UPSTREAM_CLIENT_CERT_FILE /nonexistent/c.pem cannot be read: open: no such file or directory",
 			"AUTHPROXY_UPSTREAM_CLIENT_KEY_FILE " + os.TempDir()}},
 		{"key of another certificate", func(e *env) {
-			e.UpstreamClientCertFile, e.UpstreamClientKeyFile = certFile, writeFile(t, "o.key", otherKey)
+			e.UpstreamClientCertFile, e.UpstreamClientKeyFile = certFile, tempFile(t, "o.key", otherKey)
 		},
 			[]string{"private key does not match public key"}},
 		{"certificate and key swapped", func(e *env) { e.UpstreamClientCertFile, e.UpstreamClientKeyFile = keyFile, certFile },
 			[]string{"AUTHPROXY_UPSTREAM_CLIENT_CERT_FILE " + keyFile + " with AUTHPROXY_UPSTREAM_CLIENT_KEY_FILE " + certFile + ": tls: "}},
 		{"server-only certificate", func(e *env) {
-			e.UpstreamClientCertFile, e.UpstreamClientKeyFile = writeFile(t, "s.pem", serverCert), writeFile(t, "s.key", serverKey)
+			e.UpstreamClientCertFile, e.UpstreamClientKeyFile = tempFile(t, "s.pem", serverCert), tempFile(t, "s.key", serverKey)
 		}, []string{"does not allow client authentication"}},
 		{"expired certificate", func(e *env) {
-			e.UpstreamClientCertFile, e.UpstreamClientKeyFile = writeFile(t, "x.pem", expiredCert), writeFile(t, "x.key", expiredKey)
+			e.UpstreamClientCertFile, e.UpstreamClientKeyFile = tempFile(t, "x.pem", expiredCert), tempFile(t, "x.key", expiredKey)
 		}, []string{"the certificate expired on"}},
-		{"plain http upstream", func(e *env) { e.Upstream, e.UpstreamCAFile = "http://127.0.0.1:8080", writeFile(t, "ca.pem", ca.pem) },
+		{"plain http upstream", func(e *env) { e.Upstream, e.UpstreamCAFile = "http://127.0.0.1:8080", tempFile(t, "ca.pem", ca.pem) },
 			[]string{`need an https:// AUTHPROXY_UPSTREAM: "http://127.0.0.1:8080" is plain http`}},
 		{"basic auth without password", func(e *env) { e.UpstreamBasicAuth = "true" }, []string{"AUTHPROXY_UPSTREAM_BASIC_AUTH=true needs AUTHPROXY_UPSTREAM_BASIC_PASSWORD"}},
 		{"password without basic auth", func(e *env) { e.UpstreamBasicPassword = "pw-secret-1" }, []string{"AUTHPROXY_UPSTREAM_BASIC_PASSWORD is set but AUTHPROXY_UPSTREAM_BASIC_AUTH is not true"}},
@@ -321,8 +321,8 @@ func TestUpstreamTLSConfig(t *testing.T) {
 		t.Errorf("without settings: %+v", tc)
 	}
 	// OpenSSL bundles have text between the blocks.
-	e.UpstreamCAFile = writeFile(t, "ca.pem", slices.Concat([]byte("# upstream CA\n"), ca.pem, []byte("\n# end\n")))
-	e.UpstreamClientCertFile, e.UpstreamClientKeyFile = writeFile(t, "c.pem", certPEM), writeFile(t, "c.key", keyPEM)
+	e.UpstreamCAFile = tempFile(t, "ca.pem", slices.Concat([]byte("# upstream CA\n"), ca.pem, []byte("\n# end\n")))
+	e.UpstreamClientCertFile, e.UpstreamClientKeyFile = tempFile(t, "c.pem", certPEM), tempFile(t, "c.key", keyPEM)
 	cfg, err := e.parse()
 	if err != nil {
 		t.Fatal(err)

@@ -159,13 +159,12 @@ func isStringVar(s *ast.ValueSpec, name string) bool {
 }
 
 // pendingNames are settings that other branches add to cmd/authproxy
-// (issue 13's routes and reload), named here by manifests written for them
-// before the merge. Each is accepted only while cmd/authproxy lacks it:
+// (issue 13's routes), named here by manifests written for them before the
+// merge. Each is accepted only while cmd/authproxy lacks it:
 // TestPendingNames fails once it exists, so that the entry is deleted on
 // merge and the name is checked like every other.
 var pendingNames = map[string]string{
-	"AUTHPROXY_ROUTES_FILE":     "routes branch (issue 13)",
-	"AUTHPROXY_RELOAD_INTERVAL": "reload branch (issue 13)",
+	"AUTHPROXY_ROUTES_FILE": "routes branch (issue 13)",
 }
 
 // knows reports whether authproxy reads name, logging a pending one.

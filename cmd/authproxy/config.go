@@ -87,6 +87,14 @@ type env struct {
 	LogFormat            string `envconfig:"AUTHPROXY_LOG_FORMAT" default:"json" desc:"json or text"`
 	DrainDelay           string `envconfig:"AUTHPROXY_DRAIN_DELAY" default:"5s" desc:"on SIGTERM, how long /readyz says 503 while still serving"`
 	ShutdownTimeout      string `envconfig:"AUTHPROXY_SHUTDOWN_TIMEOUT" default:"25s" desc:"on SIGTERM, bound for in-flight requests"`
+	TLSCertFile          string `envconfig:"AUTHPROXY_TLS_CERT_FILE" desc:"PEM certificate chain: serve HTTPS on AUTHPROXY_ADDR; reloaded when it changes"`
+	TLSKeyFile           string `envconfig:"AUTHPROXY_TLS_KEY_FILE" desc:"PEM private key of AUTHPROXY_TLS_CERT_FILE"`
+	ACME                 string `envconfig:"AUTHPROXY_ACME" default:"false" desc:"serve HTTPS with certificates from an ACME CA (accepts its terms of service)"`
+	ACMEEmail            string `envconfig:"AUTHPROXY_ACME_EMAIL" desc:"contact address of the ACME account (required with AUTHPROXY_ACME)"`
+	ACMEDirectory        string `envconfig:"AUTHPROXY_ACME_DIRECTORY" default:"https://acme-v02.api.letsencrypt.org/directory" desc:"ACME directory URL"`
+	ACMECacheDir         string `envconfig:"AUTHPROXY_ACME_CACHE_DIR" desc:"directory keeping the ACME account and certificates across restarts (required with AUTHPROXY_ACME)"`
+	ACMECAFile           string `envconfig:"AUTHPROXY_ACME_CA_FILE" desc:"PEM roots trusted for a private ACME server's HTTPS (default: system roots)"`
+	HTTPAddr             string `envconfig:"AUTHPROXY_HTTP_ADDR" desc:"plain-HTTP listen address, e.g. :80: ACME HTTP-01 and redirects to https (off when empty)"`
 }
 
 // setting is one field of env as its tags declare it.
@@ -197,7 +205,8 @@ type config struct {
 	// Identity is nil without AUTHPROXY_IDENTITY_JWT; with no Keys, one is
 	// generated at start.
 	Identity *assertion.Config
-	vars     env // what it was parsed from, for the startup line
+	TLS      tlsConfig // zero: plain HTTP
+	vars     env       // what it was parsed from, for the startup line
 }
 
 // serverConfig is what the listeners and the shutdown need.
@@ -245,6 +254,7 @@ func (e env) parse() (config, error) {
 	}
 	c.OIDC.SessionLifetime = c.Cookie.Policy.Lifetime // one setting, two packages
 	c.Identity = e.assertionConfig(&p, origin, c.Proxy.Upstream)
+	c.TLS = e.tlsSettings(&p, origin)
 	if len(p) > 0 {
 		return config{}, p
 	}

@@ -127,6 +127,7 @@ type server struct {
 	handler  http.Handler
 	internal http.Handler // /metrics and the admin API; nil without AUTHPROXY_METRICS_ADDR
 	stopping atomic.Bool  // set when shutdown starts: /readyz turns 503
+	tls      *tlsServer   // nil: plain HTTP
 	closers  []func()     // run by close, last first
 }
 
@@ -212,6 +213,13 @@ func newServer(ctx context.Context, cfg config, log *slog.Logger) (_ *server, er
 	if cfg.Server.MetricsAddr != "" {
 		s.internal = internalHandler(m, redisSessions, cfg.Server.AdminToken)
 	}
+	if cfg.TLS.enabled() {
+		// The host names that get certificates and https redirects.
+		allowHost := hostSet(cfg.TLS.Hosts)
+		if s.tls, err = newTLS(cfg.TLS, allowHost, log); err != nil {
+			return nil, err
+		}
+	}
 	return s, nil
 }
 
@@ -238,7 +246,8 @@ func (s *server) close() {
 // drains and shuts down within cfg's bounds.
 func (s *server) serve(ctx context.Context, cfg serverConfig, ln net.Listener, log *slog.Logger) error {
 	srv := &http.Server{
-		Handler:           s.handler,
+		Handler:           withTLSState(s.handler),
+		ConnContext:       connTLSState,
 		ReadHeaderTimeout: 10 * time.Second,
 		// Idle keep-alive connections are closed after this; request
 		// bodies are bounded where nobody is logged in (proxy.BodyTimeout).
@@ -247,7 +256,12 @@ func (s *server) serve(ctx context.Context, cfg serverConfig, ln net.Listener, l
 		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 		// WriteTimeout stays 0: it would cut server-sent events and downloads.
 	}
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
+	if s.tls != nil {
+		// Handshakes first, so that the framing check reads decrypted
+		// HTTP/1.1 and lets HTTP/2 (ALPN h2) through to the server.
+		ln = newTLSListener(ln, s.tls.config, srv.ReadHeaderTimeout, log)
+	}
 	go func() { errc <- srv.Serve(proxy.RefuseAmbiguousFraming(ln)) }()
 	if s.internal != nil {
 		msrv, err := serveMetrics(cfg.MetricsAddr, s.internal, log, errc)
@@ -256,6 +270,16 @@ func (s *server) serve(ctx context.Context, cfg serverConfig, ln net.Listener, l
 			return err
 		}
 		defer msrv.Close()
+	}
+	if s.tls != nil {
+		hsrv, err := s.tls.serveHTTP(log, errc)
+		if err != nil {
+			_ = srv.Close()
+			return err
+		}
+		if hsrv != nil {
+			defer hsrv.Close()
+		}
 	}
 
 	select {

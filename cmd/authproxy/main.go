@@ -81,7 +81,7 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	case "explain":
 		return explain(args[1:], getenv("AUTHPROXY_RULES_FILE"), getenv("AUTHPROXY_RULES_CASE_INSENSITIVE"), stdout, stderr)
 	case "healthcheck":
-		return healthcheck(ctx, getenv("AUTHPROXY_ADDR"))
+		return healthcheck(ctx, getenv("AUTHPROXY_ADDR"), servesTLS(getenv))
 	case "help", "-h", "-help", "--help":
 		if err := usage(stdout); err != nil {
 			return err
@@ -340,8 +340,9 @@ func serveMetrics(addr string, h http.Handler, log *slog.Logger, errc chan<- err
 	return srv, nil
 }
 
-// healthcheck probes a running proxy's /healthz, for images without curl.
-func healthcheck(ctx context.Context, addr string) error {
+// healthcheck probes a running proxy's /healthz, for images without curl;
+// over HTTPS when the proxy serves TLS.
+func healthcheck(ctx context.Context, addr string, useTLS bool) error {
 	if addr == "" {
 		addr = ":9001"
 	}
@@ -354,11 +355,15 @@ func healthcheck(ctx context.Context, addr string) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+net.JoinHostPort(host, port)+"/healthz", nil)
+	scheme, client := "http", http.DefaultClient
+	if useTLS {
+		scheme, client = "https", healthcheckTLSClient()
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, scheme+"://"+net.JoinHostPort(host, port)+"/healthz", nil)
 	if err != nil {
 		return err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		return fmt.Errorf("healthcheck: %w", err)
 	}

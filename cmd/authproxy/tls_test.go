@@ -476,6 +476,17 @@ func TestTLSFromFiles(t *testing.T) {
 	if err == nil {
 		t.Error("TLS 1.1 handshake accepted")
 	}
+	// `authproxy healthcheck` speaks HTTPS when the settings say TLS.
+	getenv := func(v map[string]string) func(string) string { return func(k string) string { return v[k] } }
+	if err := healthcheck(context.Background(), s.addr, servesTLS(getenv(map[string]string{"AUTHPROXY_TLS_CERT_FILE": s.certFile}))); err != nil {
+		t.Errorf("healthcheck over HTTPS: %v", err)
+	}
+	if err := healthcheck(context.Background(), s.addr, servesTLS(getenv(nil))); err == nil {
+		t.Error("healthcheck over plain HTTP passed on the HTTPS port")
+	}
+	if !servesTLS(getenv(map[string]string{"AUTHPROXY_ACME": "true"})) {
+		t.Error("servesTLS: AUTHPROXY_ACME=true is TLS")
+	}
 }
 
 // TestTLSSmuggling: HTTP/1.1 over TLS gets the same framing check as plain
@@ -592,5 +603,62 @@ func TestTLSFilesReload(t *testing.T) {
 	}
 	if !strings.Contains(s.logs.String(), "TLS certificate loaded") {
 		t.Errorf("no log line of the reload:\n%s", s.logs)
+	}
+}
+
+// TestTLSListener: a client that connects and never finishes its
+// handshake stalls nobody; connections come out with the handshake done
+// (h2 and HTTP/1.1 alike), a TLS-ALPN-01 validation never reaches the
+// server, and Close ends Accept.
+func TestTLSListener(t *testing.T) {
+	ca := newTestCA(t)
+	certPEM, keyPEM := ca.issue(t, 1)
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1", "acme-tls/1"}}
+	l := newTLSListener(raw, cfg, time.Hour, newLogger(logConfig{Format: "text"}, io.Discard))
+
+	// Silent clients: connected, no ClientHello, ever.
+	for range 3 {
+		c, err := net.Dial("tcp", raw.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+	}
+	dial := func(proto string) {
+		go func() {
+			c, err := tls.Dial("tcp", raw.Addr().String(), &tls.Config{RootCAs: ca.pool, ServerName: "localhost", NextProtos: []string{proto}})
+			if err == nil {
+				io.Copy(io.Discard, c) // until the server closes
+				c.Close()
+			}
+		}()
+	}
+	dial("acme-tls/1") // closed after its handshake, never accepted
+	for _, proto := range []string{"h2", "http/1.1"} {
+		dial(proto)
+		c, err := l.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		tc, ok := c.(*tls.Conn)
+		if !ok {
+			t.Fatalf("Accept gave a %T", c)
+		}
+		if st := tc.ConnectionState(); !st.HandshakeComplete || st.NegotiatedProtocol != proto {
+			t.Errorf("accepted a connection with handshake done %v, protocol %q; want true, %q", st.HandshakeComplete, st.NegotiatedProtocol, proto)
+		}
+		c.Close()
+	}
+	l.Close()
+	if _, err := l.Accept(); err == nil {
+		t.Error("Accept after Close: no error")
 	}
 }

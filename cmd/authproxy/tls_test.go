@@ -35,7 +35,7 @@ type testCA struct {
 	pool *x509.CertPool
 }
 
-func newTestCA(t *testing.T) *testCA {
+func newTestCA(t testing.TB) *testCA {
 	t.Helper()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "authproxy test CA"},
@@ -53,7 +53,7 @@ func newTestCA(t *testing.T) *testCA {
 
 // issue returns PEM certificate and key for 127.0.0.1 and localhost with
 // the given serial number.
-func (ca *testCA) issue(t *testing.T, serial int64) (certPEM, keyPEM []byte) {
+func (ca *testCA) issue(t testing.TB, serial int64) (certPEM, keyPEM []byte) {
 	t.Helper()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: "localhost"},
@@ -71,7 +71,7 @@ func (ca *testCA) issue(t *testing.T, serial int64) (certPEM, keyPEM []byte) {
 
 // replaceFile writes data to a new file and renames it over path, as a
 // Kubernetes Secret volume or an ACME client does.
-func replaceFile(t *testing.T, path string, data []byte) {
+func replaceFile(t testing.TB, path string, data []byte) {
 	t.Helper()
 	tmp := path + ".new"
 	if err := os.WriteFile(tmp, data, 0o600); err != nil {

@@ -106,6 +106,8 @@ func (e env) tlsSettings(p *problems, origin oidc.Origin) tlsConfig {
 		}
 		if !useACME && e.TLSCertFile == "" {
 			p.add("AUTHPROXY_HTTP_ADDR needs TLS (AUTHPROXY_TLS_CERT_FILE/KEY_FILE or AUTHPROXY_ACME=true): it answers ACME challenges and redirects to https")
+		} else if !useACME && origin.Fixed == nil {
+			p.add("AUTHPROXY_HTTP_ADDR needs AUTHPROXY_REDIRECT_URL: its host is the one redirected to https")
 		}
 	}
 	return c
@@ -217,6 +219,16 @@ func newTLS(cfg tlsConfig, allow func(host string) bool, log *slog.Logger) (*tls
 	return t, nil
 }
 
+// Reload loads the certificate files again, changed or not, for SIGHUP;
+// with ACME or without TLS it does nothing. On an error the certificate in
+// use stays.
+func (t *tlsServer) Reload() error {
+	if t == nil || t.certs == nil {
+		return nil
+	}
+	return t.certs.Reload()
+}
+
 // acmeManager is the autocert manager for cfg. Setting AUTHPROXY_ACME
 // accepts the CA's terms of service.
 func acmeManager(cfg acmeConfig, allow func(string) bool, log *slog.Logger) *autocert.Manager {
@@ -264,7 +276,9 @@ func acmeCertificate(m *autocert.Manager, allow func(string) bool, hosts []strin
 			}
 			return nil, err
 		}
-		logged.Delete(hello.ServerName)
+		if name, ok := hostName(hello.ServerName); ok {
+			logged.Delete(name)
+		}
 		return cert, nil
 	}
 }

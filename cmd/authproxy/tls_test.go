@@ -148,8 +148,11 @@ func TestCertFilesChange(t *testing.T) {
 	}
 	// Reload reports a broken pair and keeps the certificate.
 	replaceFile(t, keyFile, []byte("not a key"))
-	if err := c.Reload(); err == nil {
+	if err := (&tlsServer{certs: c}).Reload(); err == nil {
 		t.Error("Reload of a broken pair: no error")
+	}
+	if err := (*tlsServer)(nil).Reload(); err != nil {
+		t.Errorf("Reload without TLS: %v", err)
 	}
 	if got, _ := c.GetCertificate(&tls.ClientHelloInfo{}); serialOf(got) != 1 {
 		t.Errorf("after a failed Reload: serial %d, want 1", serialOf(got))
@@ -311,6 +314,9 @@ func TestTLSSettings(t *testing.T) {
 		{"ACME settings without ACME", func(e *env) { e.ACMEEmail = "ops@example.com" }, []string{"AUTHPROXY_ACME is not true"}},
 		{"CA file without certificates", func(e *env) { acmeOK(e); e.ACMECAFile = keyFile }, []string{"holds no PEM certificate"}},
 		{"HTTP listener without TLS", func(e *env) { e.HTTPAddr = ":80" }, []string{"AUTHPROXY_HTTP_ADDR needs TLS"}},
+		{"HTTP listener without a public URL", func(e *env) {
+			e.TLSCertFile, e.TLSKeyFile, e.HTTPAddr, e.RedirectURL = certFile, keyFile, ":80", ""
+		}, []string{"AUTHPROXY_HTTP_ADDR needs AUTHPROXY_REDIRECT_URL"}},
 		{"HTTP listener not host:port", func(e *env) { acmeOK(e); e.HTTPAddr = "80" }, []string{"AUTHPROXY_HTTP_ADDR \"80\""}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {

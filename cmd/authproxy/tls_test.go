@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -667,4 +668,36 @@ func TestTLSListener(t *testing.T) {
 	if _, err := l.Accept(); err == nil {
 		t.Error("Accept after Close: no error")
 	}
+}
+
+// FuzzRedirectHandler: whatever the Host header and request target, the
+// plain-HTTP listener redirects only to https on the allowed host, or
+// refuses.
+func FuzzRedirectHandler(f *testing.F) {
+	for _, s := range [][2]string{
+		{"app.example.com", "/x?y=1"}, {"evil.com", "/"}, {"app.example.com@evil.com", "/"}, {"app.example.com", "//evil.com/"},
+		{"APP.EXAMPLE.COM.:80", "/a%2F..%2Fb"}, {"app.example.com", "http://evil.com/"}, {"", "*"}, {"app.example.com", "/\\\\evil.com"},
+	} {
+		f.Add(s[0], s[1])
+	}
+	h := redirectHandler(hostSet([]string{"app.example.com"}), "8443", nil)
+	f.Fuzz(func(t *testing.T, host, target string) {
+		u, err := url.ParseRequestURI(target)
+		if err != nil {
+			return
+		}
+		req := &http.Request{Method: http.MethodGet, Host: host, URL: u, Header: http.Header{}, RequestURI: target}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		switch rec.Code {
+		case http.StatusBadRequest, http.StatusNotFound:
+		case http.StatusMovedPermanently:
+			loc, err := url.Parse(rec.Header().Get("Location"))
+			if err != nil || loc.Scheme != "https" || loc.Host != "app.example.com:8443" || loc.User != nil {
+				t.Fatalf("Host %q target %q: Location %q", host, target, rec.Header().Get("Location"))
+			}
+		default:
+			t.Fatalf("Host %q target %q: status %d", host, target, rec.Code)
+		}
+	})
 }

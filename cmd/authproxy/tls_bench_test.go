@@ -15,7 +15,7 @@ import (
 // BenchmarkCertFilesGetCertificate is the handshake's cost of the
 // certificate holder between looks at the files: an atomic load.
 func BenchmarkCertFilesGetCertificate(b *testing.B) {
-	ca := newTestCA(b)
+	ca := newServerCA(b)
 	dir := b.TempDir()
 	c := &certFiles{certFile: filepath.Join(dir, "c"), keyFile: filepath.Join(dir, "k"), every: certCheckInterval,
 		log: newLogger(logConfig{Format: "text"}, io.Discard)}
@@ -40,7 +40,7 @@ func BenchmarkCertFilesGetCertificate(b *testing.B) {
 // request) per iteration, through tlsListener and the framing check, or
 // through tls.NewListener as net/http would use it (no framing check).
 func BenchmarkTLSConnection(b *testing.B) {
-	ca := newTestCA(b)
+	ca := newServerCA(b)
 	certPEM, keyPEM := ca.issue(b, 1)
 	cert, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {

@@ -29,14 +29,14 @@ import (
 	"github.com/authproxy/authproxy/oidc/oidctest"
 )
 
-// testCA issues server certificates for the TLS tests.
-type testCA struct {
+// serverCA issues server certificates for the TLS tests.
+type serverCA struct {
 	cert *x509.Certificate
 	key  *ecdsa.PrivateKey
 	pool *x509.CertPool
 }
 
-func newTestCA(t testing.TB) *testCA {
+func newServerCA(t testing.TB) *serverCA {
 	t.Helper()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "authproxy test CA"},
@@ -49,12 +49,12 @@ func newTestCA(t testing.TB) *testCA {
 	cert, _ := x509.ParseCertificate(der)
 	pool := x509.NewCertPool()
 	pool.AddCert(cert)
-	return &testCA{cert: cert, key: key, pool: pool}
+	return &serverCA{cert: cert, key: key, pool: pool}
 }
 
 // issue returns PEM certificate and key for 127.0.0.1 and localhost with
 // the given serial number.
-func (ca *testCA) issue(t testing.TB, serial int64) (certPEM, keyPEM []byte) {
+func (ca *serverCA) issue(t testing.TB, serial int64) (certPEM, keyPEM []byte) {
 	t.Helper()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: "localhost"},
@@ -94,7 +94,7 @@ func serialOf(c *tls.Certificate) int64 {
 // pair (new certificate, old key) or garbage keeps the certificate in use
 // and is logged once, however many handshakes see it.
 func TestCertFilesChange(t *testing.T) {
-	ca := newTestCA(t)
+	ca := newServerCA(t)
 	dir := t.TempDir()
 	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
 	cert1, key1 := ca.issue(t, 1)
@@ -163,7 +163,7 @@ func TestCertFilesChange(t *testing.T) {
 // TestCertFilesCheckInterval: between looks, handshakes do not touch the
 // files.
 func TestCertFilesCheckInterval(t *testing.T) {
-	ca := newTestCA(t)
+	ca := newServerCA(t)
 	dir := t.TempDir()
 	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
 	cert1, key1 := ca.issue(t, 1)
@@ -277,7 +277,7 @@ func TestRedirectHandler(t *testing.T) {
 // TestTLSSettings: every TLS and ACME problem is listed at once; a good
 // setting is read as meant.
 func TestTLSSettings(t *testing.T) {
-	ca := newTestCA(t)
+	ca := newServerCA(t)
 	dir := t.TempDir()
 	certPEM, keyPEM := ca.issue(t, 1)
 	certFile, keyFile, caFile := filepath.Join(dir, "c.pem"), filepath.Join(dir, "k.pem"), filepath.Join(dir, "ca.pem")
@@ -351,7 +351,7 @@ type tlsStack struct {
 	base              string // https://127.0.0.1:PORT
 	addr              string
 	certFile, keyFile string
-	ca                *testCA
+	ca                *serverCA
 	logs              *syncBuffer
 	mu                sync.Mutex
 	seen              []string // upstream: method path body
@@ -364,7 +364,7 @@ func startTLSStack(t *testing.T) *tlsStack {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { idp.Close() })
-	s := &tlsStack{ca: newTestCA(t), logs: &syncBuffer{}}
+	s := &tlsStack{ca: newServerCA(t), logs: &syncBuffer{}}
 	dir := t.TempDir()
 	s.certFile, s.keyFile = filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
 	certPEM, keyPEM := s.ca.issue(t, 1)
@@ -618,7 +618,7 @@ func TestTLSFilesReload(t *testing.T) {
 // (h2 and HTTP/1.1 alike), a TLS-ALPN-01 validation never reaches the
 // server, and Close ends Accept.
 func TestTLSListener(t *testing.T) {
-	ca := newTestCA(t)
+	ca := newServerCA(t)
 	certPEM, keyPEM := ca.issue(t, 1)
 	cert, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {

@@ -701,3 +701,58 @@ func FuzzRedirectHandler(f *testing.F) {
 		}
 	})
 }
+
+// TestReloadTLSFiles: a configuration reload (SIGHUP, a watched file)
+// loads the certificate files again; a pair that does not load refuses
+// the reload and the certificate in use stays.
+func TestReloadTLSFiles(t *testing.T) {
+	idp, err := oidctest.Start(oidctest.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { idp.Close() })
+	ca := newServerCA(t)
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	cert1, key1 := ca.issue(t, 1)
+	replaceFile(t, certFile, cert1)
+	replaceFile(t, keyFile, key1)
+	e := defaultEnv()
+	e.Upstream, e.Issuer, e.ClientID, e.ClientSecret = "http://127.0.0.1:1", idp.Issuer(), "authproxy-demo", "demo-secret"
+	e.RedirectURL, e.CookieSecret, e.Scopes, e.LogFormat = "https://127.0.0.1:8443/auth/callback", testSecret, "openid", "text"
+	e.TLSCertFile, e.TLSKeyFile = certFile, keyFile
+	cfg, err := e.parse()
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &syncBuffer{}
+	s, err := newServer(context.Background(), cfg, newLogger(cfg.Log, logs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.close()
+	s.tls.certs.every = time.Hour // only reloads look at the files here
+	load := func() (snapshot, error) { return snapshot{vars: e, files: hashFiles(e)}, nil }
+	serving := func() int64 { c, _ := s.tls.config.GetCertificate(&tls.ClientHelloInfo{}); return serialOf(c) }
+	serving() // the first look
+
+	cert2, key2 := ca.issue(t, 2)
+	replaceFile(t, certFile, cert2)
+	replaceFile(t, keyFile, key2)
+	if err := s.reload(load, "SIGHUP"); err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	if got := serving(); got != 2 {
+		t.Errorf("after the reload: serial %d, want 2", got)
+	}
+	replaceFile(t, certFile, cert1) // key2 stays: a pair that does not match
+	if err := s.reload(load, "SIGHUP"); err == nil {
+		t.Error("a reload with a mismatched pair went through")
+	}
+	if got := serving(); got != 2 {
+		t.Errorf("after the refused reload: serial %d, want 2", got)
+	}
+	if !strings.Contains(logs.String(), "configuration reload refused") {
+		t.Errorf("no refused-reload line:\n%s", logs)
+	}
+}

@@ -249,8 +249,9 @@ func newServer(ctx context.Context, cfg config, log *slog.Logger) (_ *server, er
 		s.internal = internalHandler(m, redisSessions, cfg.Server.AdminToken)
 	}
 	if cfg.TLS.enabled() {
-		// The host names that get certificates and https redirects.
-		allowHost := hostSet(cfg.TLS.Hosts)
+		// The host names that get certificates and https redirects, as
+		// the configuration in force says (a reload may change them).
+		allowHost := func(host string) bool { return s.current.Load().allowHost(host) }
 		if s.tls, err = newTLS(cfg.TLS, allowHost, log); err != nil {
 			return nil, err
 		}
@@ -291,7 +292,7 @@ func (s *server) build(cfg config) (*live, error) {
 	} else {
 		h = cookies.Migrate(h)
 	}
-	return &live{handler: h, transports: transports(cfg)}, nil
+	return &live{handler: h, transports: transports(cfg), allowHost: hostSet(cfg.TLS.Hosts)}, nil
 }
 
 // cookieSecrets returns the configured secrets or, when there are none, a

@@ -236,6 +236,12 @@ func testForwardAuthFront(t *testing.T, front frontEnd) {
 			{"X-Email", "mallory@example.test"}, {"X_Email", "mallory@example.test"},
 			{"X-Groups", "admin"}, {"X-Authproxy-Jwt-Assertion", "forged.jwt.value"},
 		}, false},
+		// The ingress names the original request itself: a client's own
+		// values neither reach authproxy's check nor the app.
+		{"original-URL headers", [][2]string{
+			{"X-Original-URL", "/admin"}, {"X-Forwarded-Uri", "/admin"}, {"X-Original-Method", "DELETE"},
+			{"X-Forwarded-Method", "DELETE"}, {"X-Rewrite-URL", "/admin"}, {"X_Original_URL", "/admin"},
+		}, false},
 		{"every spelling at once", [][2]string{
 			{"X-User", "mallory"}, {"x-user", "eve"}, {"X_User", "trudy"}, {"x_user", "oscar"}, {"X-USER", "peggy"},
 		}, false},
@@ -258,6 +264,12 @@ func testForwardAuthFront(t *testing.T, front frontEnd) {
 			seen := app.ByPath(path)
 			if len(seen) != 1 {
 				t.Fatalf("app saw %d requests for %s, want 1", len(seen), path)
+			}
+			for name := range seen[0].Header {
+				switch normalize(name) {
+				case "x-original-url", "x-original-uri", "x-forwarded-uri", "x-original-method", "x-forwarded-method", "x-rewrite-url":
+					t.Errorf("app received the client's %s", name)
+				}
 			}
 			if tc.mayDrop && len(forwardedIdentity(seen[0].Header)) == 0 {
 				return

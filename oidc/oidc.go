@@ -54,6 +54,10 @@ type Config struct {
 	SessionLifetime time.Duration
 	// Origin tells the public scheme and host of a request.
 	Origin Origin
+	// Returns lists the other hosts (the routes' hosts) that a login may
+	// return to and whose pages may sign out; the zero value allows only
+	// paths on the proxy's own origin.
+	Returns Returns
 	// HTTPClient makes every call to the provider; it must have a Timeout.
 	HTTPClient *http.Client
 	Logger     *slog.Logger

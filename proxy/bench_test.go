@@ -155,7 +155,7 @@ var benchUpstreamURL = &url.URL{Scheme: "http", Host: "upstream.internal:8080"}
 func newBenchAuthproxy(b *testing.B, store *cookie.Store, upstream *url.URL, rt http.RoundTripper) http.Handler {
 	b.Helper()
 	h, err := New(Config{
-		Upstream: upstream, UserHeader: "X-User", Transport: rt, Sessions: store, IsOwnCookie: store.IsOwn,
+		Routes: routesTo(upstream), UserHeader: "X-User", Transport: transport(rt), Sessions: store, IsOwnCookie: store.IsOwn,
 		Auth: authFunc(func(w http.ResponseWriter, r *http.Request) {
 			b.Errorf("auth handler called for %s", r.URL)
 		}),
@@ -314,7 +314,7 @@ func BenchmarkRewrite(b *testing.B) {
 	ph := benchHandler(b, store)
 	in := benchRequest(sessionCookies, true)
 	in.Header.Set("X_User", "mallory") // a forged identity, to be stripped
-	in = in.WithContext(context.WithValue(in.Context(), infoKey{}, &reqInfo{sess: session.Session{User: benchUser}}))
+	in = in.WithContext(context.WithValue(in.Context(), infoKey{}, &reqInfo{sess: session.Session{User: benchUser}, route: ph.cfg.Routes.Routes()[0]}))
 	out := in.Clone(in.Context())
 	pr := &httputil.ProxyRequest{In: in, Out: out}
 	reset := func() {
@@ -355,7 +355,7 @@ func BenchmarkRewrite(b *testing.B) {
 // *handler, and call that here).
 func benchHandler(b *testing.B, store *cookie.Store) *handler {
 	b.Helper()
-	p, err := newHandler(Config{Upstream: benchUpstreamURL, UserHeader: "X-User", Sessions: store, IsOwnCookie: store.IsOwn,
+	p, err := newHandler(Config{Routes: routesTo(benchUpstreamURL), UserHeader: "X-User", Sessions: store, IsOwnCookie: store.IsOwn,
 		Auth: authFunc(http.NotFound), Ready: func() bool { return true }})
 	if err != nil {
 		b.Fatal(err)

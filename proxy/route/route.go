@@ -186,6 +186,20 @@ func longest(rs []*Route, p string) *Route {
 	return nil
 }
 
+// HasHost reports whether a host route (an exact name or a *.suffix, not
+// *) serves the host name.
+func (t *Table) HasHost(name string) bool {
+	if _, ok := t.exact[name]; ok {
+		return true
+	}
+	for _, w := range t.wildcard {
+		if len(name) > len(w.suffix) && strings.HasSuffix(name, w.suffix) {
+			return true
+		}
+	}
+	return false
+}
+
 // Routes returns the routes in file order.
 func (t *Table) Routes() []*Route { return slices.Clone(t.routes) }
 

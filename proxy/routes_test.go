@@ -316,7 +316,9 @@ func TestHostScopedRulesThroughTheProxy(t *testing.T) {
 // peer may not name the host in X-Forwarded-Host.
 func TestForwardAuthRoutedHosts(t *testing.T) {
 	f, ups := newRoutesFixture(t, "app.example.com / http://app.internal\nwiki.example.com / http://wiki.internal\n",
-		func(c *Config) { c.Trusted = func(r *http.Request) bool { return r.Header.Get("X-Test-Trusted") == "1" } })
+		func(c *Config) {
+			c.Trusted = func(r *http.Request) bool { return r.Header.Get("X-Test-Trusted") == "1" }
+		})
 	for _, tt := range []struct {
 		name   string
 		hdr    string

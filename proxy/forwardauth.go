@@ -99,12 +99,15 @@ func originalRequest(r *http.Request) (*url.URL, string, error) {
 }
 
 // originalHost is the host name (route.HostName) of the request the
-// ingress asks about: ownHost's. Where hosts matter (host routes or rules
+// ingress asks about: ownHost's, or "" where hosts decide nothing. Where hosts matter (host routes or rules
 // scoped to hosts), an X-Forwarded-Host is believed only from a trusted
 // proxy: an ingress that passes its client's headers on would otherwise let
 // the client name the host whose rules apply.
 func (p *handler) originalHost(r *http.Request) (string, error) {
-	if p.multiHost && len(r.Header.Values("X-Forwarded-Host")) > 0 && !p.cfg.Trusted(r) {
+	if !p.multiHost {
+		return "", nil // only * routes, no rule for a host: the host decides nothing
+	}
+	if len(r.Header.Values("X-Forwarded-Host")) > 0 && !p.cfg.Trusted(r) {
 		return "", errors.New("X-Forwarded-Host from a peer that is not a trusted proxy (AUTHPROXY_TRUSTED_PROXIES)")
 	}
 	host := ownHost(r)

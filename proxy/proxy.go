@@ -337,14 +337,17 @@ func (p *handler) serveProxied(w http.ResponseWriter, r *http.Request) {
 }
 
 // matchRoute finds r's route and keeps it, with the request's host name
-// and port, in info. A Host that is no host name gets a 400, a request no
+// and port, in info. Where hosts matter (multiHost), a Host that is no
+// host name gets a 400; a request no
 // route matches a 404; a strip-prefix route takes only canonical paths
 // (see rules.Canonical), since its upstream sees the path without the
 // prefix: /api/..%2fadmin would be /..%2fadmin there, which an upstream
 // that decodes %2F reads as /admin, a path the rules judged as /admin and
 // not as /api/admin. Nothing is forwarded when it refuses.
 func (p *handler) matchRoute(w http.ResponseWriter, r *http.Request, info *reqInfo) bool {
-	name, port, ok := "", "", r.Host == ""
+	// Where no route or rule tells hosts apart, the Host is not read at
+	// all, as before routes: only the * routes can match.
+	name, port, ok := "", "", r.Host == "" || !p.multiHost
 	if !ok {
 		name, port, ok = route.HostName(r.Host)
 	}

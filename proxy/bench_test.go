@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/authproxy/authproxy/cookie"
+	"github.com/authproxy/authproxy/proxy/route"
 	"github.com/authproxy/authproxy/session"
 )
 
@@ -255,6 +256,27 @@ func BenchmarkAuthproxy(b *testing.B) {
 	b.Run("inmem", func(b *testing.B) {
 		up := &cannedUpstream{want: []string{benchUser}}
 		runHandler(b, newBenchAuthproxy(b, store, benchUpstreamURL, up), req, 200)
+		checkWrong(b, &up.wrong)
+	})
+	// The same request to a host route of a table of several hosts, the
+	// app's /api/ stripped of its prefix.
+	b.Run("inmem-routes", func(b *testing.B) {
+		up := &cannedUpstream{want: []string{benchUser}}
+		tab, err := route.Parse("routes.txt", strings.NewReader(`wiki.example  /      http://wiki.internal
+*.apps.example /      http://apps.internal
+app.example   /      http://upstream.internal:8080
+app.example   /app/  http://upstream.internal:8080  strip-prefix
+*             /      http://default.internal
+`))
+		if err != nil {
+			b.Fatal(err)
+		}
+		h, err := New(Config{Routes: tab, UserHeader: "X-User", Transport: transport(up), Sessions: store, IsOwnCookie: store.IsOwn,
+			Auth: authFunc(func(http.ResponseWriter, *http.Request) { b.Error("auth handler called") }), Ready: func() bool { return true }})
+		if err != nil {
+			b.Fatal(err)
+		}
+		runHandler(b, h, req, 200)
 		checkWrong(b, &up.wrong)
 	})
 	b.Run("loopback", func(b *testing.B) {

@@ -182,10 +182,15 @@ func canonical(raw string) (decoded, why string) {
 	if !strings.HasPrefix(raw, "/") {
 		return "", "does not start with /"
 	}
-	b := make([]byte, 0, len(raw))
+	// b holds the decoded path from the first escape on; a path without
+	// one decodes to itself, without an allocation.
+	var b []byte
 	for i := 0; i < len(raw); i++ {
 		c := raw[i]
 		if c == '%' {
+			if b == nil {
+				b = append(make([]byte, 0, len(raw)), raw[:i]...)
+			}
 			if i+2 >= len(raw) || !isHex(raw[i+1]) || !isHex(raw[i+2]) {
 				return "", "broken %-escape"
 			}
@@ -209,12 +214,18 @@ func canonical(raw string) (decoded, why string) {
 		case !isPathChar(c):
 			return "", strconv.QuoteRune(rune(c)) + " must be escaped"
 		}
-		b = append(b, c)
+		if b != nil {
+			b = append(b, c)
+		}
 	}
-	if !utf8.Valid(b) {
-		return "", "escapes decode to invalid UTF-8"
+	decoded = raw
+	if b != nil {
+		if !utf8.Valid(b) {
+			return "", "escapes decode to invalid UTF-8"
+		}
+		decoded = string(b)
 	}
-	for _, r := range string(b) {
+	for _, r := range decoded {
 		if r < utf8.RuneSelf {
 			continue
 		}
@@ -225,7 +236,6 @@ func canonical(raw string) (decoded, why string) {
 			return "", fmt.Sprintf("%U is a compatibility form of %q", r, norm.NFKC.String(string(r)))
 		}
 	}
-	decoded = string(b)
 	for rest := decoded[1:]; rest != ""; {
 		seg, after, more := strings.Cut(rest, "/")
 		if seg == "" {

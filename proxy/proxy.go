@@ -549,7 +549,13 @@ func (p *handler) rewrite(pr *httputil.ProxyRequest) {
 	}
 	pr.SetURL(rt.Upstream)
 	if rt.PassHost {
+		// The name the route and the rules went by, not another spelling
+		// of it (WIKI.example.com.) that a name-based upstream might send
+		// to another of its sites.
 		pr.Out.Host = pr.In.Host
+		if info.host != "" {
+			pr.Out.Host = info.hostPort()
+		}
 	}
 	if p.cfg.Trusted(pr.In) {
 		stripHeaders(pr.Out.Header, p.identity)

@@ -106,6 +106,7 @@ func TestRoutesSendEachHostToItsUpstream(t *testing.T) {
 		{"app.example.com", "/apix", seen{"app.internal", "/apix", "", "app.example.com"}},
 		{"app.example.com", "/API/x", seen{"app.internal", "/API/x", "", "app.example.com"}},
 		{"wiki.example.com", "/x", seen{"wiki.internal", "/x", "wiki.example.com", "wiki.example.com"}},
+		{"WIKI.Example.com.:8443", "/x", seen{"wiki.internal", "/x", "wiki.example.com:8443", "wiki.example.com:8443"}},
 		{"a.apps.example.com", "/", seen{"wild.internal", "/", "", "a.apps.example.com"}},
 		{"apps.example.com", "/", seen{"default.internal", "/", "", "auth.example.com"}},
 		{"other.example", "/", seen{"default.internal", "/", "", "auth.example.com"}},

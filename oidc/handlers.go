@@ -73,15 +73,16 @@ func (h *Handler) Login(w http.ResponseWriter, r *http.Request) {
 // login started on a routed host other than the callback's (the browser
 // must come back to the host it left, not land on the callback host).
 func (h *Handler) returnTo(r *http.Request) string {
-	t := h.cfg.Returns.Target(returnTarget(r))
-	if t == "" || t[0] != '/' || h.cfg.Origin.Fixed == nil || h.cfg.Returns.Scheme == "" {
+	returns := h.returns.Load()
+	t := returns.Target(returnTarget(r))
+	if t == "" || t[0] != '/' || h.cfg.Origin.Fixed == nil || returns.Scheme == "" {
 		return t
 	}
 	host := h.cfg.Origin.requestHost(r)
 	if strings.EqualFold(host, h.cfg.Origin.Fixed.Host) {
 		return t
 	}
-	if abs := h.cfg.Returns.Scheme + "://" + host + t; h.cfg.Returns.Target(abs) == abs {
+	if abs := returns.Scheme + "://" + host + t; returns.Target(abs) == abs {
 		return abs
 	}
 	return t
@@ -175,7 +176,7 @@ func (h *Handler) Callback(w http.ResponseWriter, r *http.Request) {
 	h.log.Info("login", "user", sess.User)
 	h.cfg.Observer.LoginCompleted()
 	w.Header().Set("Cache-Control", "no-store")
-	http.Redirect(w, r, h.cfg.Returns.Target(l.ReturnTo), http.StatusFound)
+	http.Redirect(w, r, h.returns.Load().Target(l.ReturnTo), http.StatusFound)
 }
 
 func (h *Handler) complete(r *http.Request, l cookie.Login, loginErr error) (session.Session, error) {
@@ -333,7 +334,7 @@ func (h *Handler) fromOwnOrigin(r *http.Request) bool {
 	}
 	own := h.cfg.Origin.Of(r).String()
 	// A page of a routed host sharing the login is one of ours too.
-	isOwn := func(o string) bool { return strings.EqualFold(o, own) || h.cfg.Returns.IsOrigin(o) }
+	isOwn := func(o string) bool { return strings.EqualFold(o, own) || h.returns.Load().IsOrigin(o) }
 	origin := r.Header.Get("Origin")
 	if r.Method == http.MethodPost {
 		return origin != "" && isOwn(origin)

@@ -128,6 +128,10 @@ type Handler struct {
 	refresh refresher
 	// jtis holds the ids of logout tokens that ended sessions here.
 	jtis *bounded.Map[string, struct{}]
+	// keepClaims is Config.KeepClaims, replaced by SetKeepClaims.
+	keepClaims atomic.Pointer[[]string]
+	// returns is Config.Returns, replaced by SetReturns.
+	returns atomic.Pointer[Returns]
 }
 
 // provider is everything discovery yields, swapped in atomically once ready.
@@ -197,8 +201,24 @@ func New(ctx context.Context, cfg Config, sessions session.Store, logins loginSt
 		used:    bounded.New[string, struct{}](maxUsedStates),
 		refresh: refresher{done: bounded.New[[32]byte, refreshOutcome](maxRefreshResults)},
 		jtis:    bounded.New[string, struct{}](maxLogoutTokens)}
+	h.SetKeepClaims(cfg.KeepClaims)
+	h.SetReturns(cfg.Returns)
 	go h.discover(ctx)
 	return h, nil
+}
+
+// SetKeepClaims replaces Config.KeepClaims, for a configuration reload whose
+// access rules or headers read other claims: logins from now on keep them.
+func (h *Handler) SetKeepClaims(names []string) {
+	names = slices.Clone(names)
+	h.keepClaims.Store(&names)
+}
+
+// SetReturns replaces Config.Returns, for a configuration reload whose
+// routes name other hosts: redirects from now on are checked against them.
+func (h *Handler) SetReturns(r Returns) {
+	r.Hosts, r.Suffixes = slices.Clone(r.Hosts), slices.Clone(r.Suffixes)
+	h.returns.Store(&r)
 }
 
 // Ready reports whether discovery has succeeded.
@@ -333,11 +353,12 @@ func (h *Handler) VerifyAccessToken(r *http.Request, raw string) (session.Sessio
 
 // keep picks the claims the session keeps.
 func (h *Handler) keep(claims map[string]any) map[string]any {
-	if len(h.cfg.KeepClaims) == 0 {
+	names := *h.keepClaims.Load()
+	if len(names) == 0 {
 		return nil
 	}
 	kept := map[string]any{}
-	for _, name := range h.cfg.KeepClaims {
+	for _, name := range names {
 		if v, ok := claims[name]; ok {
 			kept[name] = v
 		}

@@ -3,6 +3,7 @@ package main
 import (
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/authproxy/authproxy/oidc"
@@ -27,6 +28,9 @@ func (e env) routes(p *problems) *route.Table {
 			p.add("%v", err)
 			return nil
 		}
+		if e.upstreamTLSSet() && !slices.ContainsFunc(t.Routes(), func(r *route.Route) bool { return r.Upstream.Scheme == "https" }) {
+			p.add("AUTHPROXY_UPSTREAM_CA_FILE and AUTHPROXY_UPSTREAM_CLIENT_CERT_FILE need an https:// upstream: every route of %s is plain http", e.RoutesFile)
+		}
 		return t
 	case e.Upstream == "":
 		p.add("AUTHPROXY_UPSTREAM (the app to protect, e.g. http://127.0.0.1:8080) or AUTHPROXY_ROUTES_FILE is required")
@@ -36,6 +40,9 @@ func (e env) routes(p *problems) *route.Table {
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		p.add("AUTHPROXY_UPSTREAM %q must be an http:// or https:// URL with a host", withoutPassword(e.Upstream))
 		return nil
+	}
+	if u.Scheme == "http" && e.upstreamTLSSet() {
+		p.add("AUTHPROXY_UPSTREAM_CA_FILE and AUTHPROXY_UPSTREAM_CLIENT_CERT_FILE need an https:// AUTHPROXY_UPSTREAM: %q is plain http", withoutPassword(e.Upstream))
 	}
 	t, err := route.Single(u, passHost)
 	if err != nil {

@@ -12,7 +12,7 @@ import (
 	"github.com/authproxy/authproxy/proxy/route"
 )
 
-func writeFile(t *testing.T, name, text string) string {
+func writeTemp(t *testing.T, name, text string) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), name)
 	if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
@@ -38,7 +38,7 @@ func routesEnv(routes string) map[string]string {
 }
 
 func TestRoutesConfig(t *testing.T) {
-	routes := writeFile(t, "routes.txt", cmdRoutes)
+	routes := writeTemp(t, "routes.txt", cmdRoutes)
 	cfg, err := loadConfig(envFrom(t, routesEnv(routes)))
 	if err != nil {
 		t.Fatal(err)
@@ -88,10 +88,10 @@ func TestRoutesConfig(t *testing.T) {
 }
 
 func TestRoutesConfigProblems(t *testing.T) {
-	routes := writeFile(t, "routes.txt", cmdRoutes)
-	bad := writeFile(t, "bad.txt", "* / ftp://x\napp.example.com / http://a preserve-host\n")
-	outside := writeFile(t, "outside.txt", "app.example.com / http://a\nwiki.other.org / http://b\n*.other.org / http://c\n")
-	rules := writeFile(t, "rules.txt", "allow * ci.example.com/ any\nallow * wiki.example.com/ any\n")
+	routes := writeTemp(t, "routes.txt", cmdRoutes)
+	bad := writeTemp(t, "bad.txt", "* / ftp://x\napp.example.com / http://a preserve-host\n")
+	outside := writeTemp(t, "outside.txt", "app.example.com / http://a\nwiki.other.org / http://b\n*.other.org / http://c\n")
+	rules := writeTemp(t, "rules.txt", "allow * ci.example.com/ any\nallow * wiki.example.com/ any\n")
 	for _, tt := range []struct {
 		name string
 		set  map[string]string
@@ -127,7 +127,7 @@ func TestRoutesConfigProblems(t *testing.T) {
 	}
 	// The callback's own host needs no cookie domain; rules for a host
 	// that the routes serve (or a * route serves) are fine.
-	kv := routesEnv(writeFile(t, "r.txt", "auth.example.com / http://a\n* / http://b\n"))
+	kv := routesEnv(writeTemp(t, "r.txt", "auth.example.com / http://a\n* / http://b\n"))
 	kv["AUTHPROXY_COOKIE_DOMAIN"], kv["AUTHPROXY_RULES_FILE"] = "", rules
 	if _, err := loadConfig(envFrom(t, kv)); err != nil {
 		t.Errorf("callback host routed, no cookie domain: %v", err)

@@ -87,7 +87,6 @@ func reloadable() []struct{ setting, name string } {
 		{"AUTHPROXY_IDENTITY_AUDIENCE", "identity assertion"},
 		{"AUTHPROXY_UPSTREAM", "upstream"},
 		{"AUTHPROXY_ROUTES_FILE", "routes"},
-		{"AUTHPROXY_COOKIE_DOMAIN", "routes"},
 		{"AUTHPROXY_UPSTREAM_TIMEOUT", "upstream"},
 		{"AUTHPROXY_UPSTREAM_MAX_IDLE_CONNS", "upstream"},
 		{"AUTHPROXY_UPSTREAM_MAX_CONNS", "upstream"},

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
@@ -131,5 +133,52 @@ func TestRoutesConfigProblems(t *testing.T) {
 	kv["AUTHPROXY_COOKIE_DOMAIN"], kv["AUTHPROXY_RULES_FILE"] = "", rules
 	if _, err := loadConfig(envFrom(t, kv)); err != nil {
 		t.Errorf("callback host routed, no cookie domain: %v", err)
+	}
+}
+
+// TestReloadRoutes: a changed routes file comes into force at a reload
+// (named "routes" in its log line); a broken one is refused whole, the
+// running routes stay.
+func TestReloadRoutes(t *testing.T) {
+	upstream := func(name string) string {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("X-Path", r.URL.Path)
+			io.WriteString(w, name+":"+r.Header.Get("X-User"))
+		}))
+		t.Cleanup(srv.Close)
+		return srv.URL
+	}
+	app, other := upstream("app"), upstream("other")
+	routes := writeTemp(t, "routes.txt", "* / "+app+"\n")
+	rs := startReloadStack(t, map[string]string{"AUTHPROXY_UPSTREAM": "", "AUTHPROXY_ROUTES_FILE": routes, "AUTHPROXY_IDENTITY_AUDIENCE": "apps"}, nil)
+	get := func(path string) string {
+		t.Helper()
+		resp, err := rs.client.Get(rs.base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b) + ":" + resp.Header.Get("X-Path")
+	}
+	if got := get("/b/x"); got != "app:alice:/b/x" {
+		t.Fatalf("before reload: %q", got)
+	}
+	writeFile(t, routes, "* / "+app+"\n* /b/ "+other+" strip-prefix\n")
+	if err := rs.srv.reload(rs.load, "test"); err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	if got := get("/b/x"); got != "other:alice:/x" {
+		t.Errorf("after reload: %q, want the new route", got)
+	}
+	if !strings.Contains(rs.logs.String(), `changed=[routes]`) {
+		t.Errorf("reload log line does not name the routes:\n%s", rs.logs.String())
+	}
+	writeFile(t, routes, "* / "+app+"\n* /c/ "+other+" preserve-host\n")
+	if err := rs.srv.reload(rs.load, "test"); err == nil || !strings.Contains(err.Error(), routes+":2:") {
+		t.Fatalf("reload of a broken routes file: %v", err)
+	}
+	if got := get("/b/x"); got != "other:alice:/x" {
+		t.Errorf("after a refused reload: %q, want the running routes", got)
 	}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"net"
 	"net/url"
 	"os"
 	"slices"
@@ -106,4 +107,20 @@ func (e env) returns(p *problems, origin oidc.Origin, routes *route.Table, a acc
 		r.Suffixes = append(r.Suffixes, s)
 	}
 	return r
+}
+
+// withRouteHosts adds the routes' exact host names (route.Table.Hosts) to
+// the TLS hosts, which get certificates (ACME) and https redirects: never
+// a wildcard, never because of the * route, never an IP address (no ACME
+// certificate names one).
+func withRouteHosts(hosts []string, routes *route.Table) []string {
+	if routes == nil {
+		return hosts
+	}
+	for _, h := range routes.Hosts() {
+		if net.ParseIP(h) == nil && !slices.Contains(hosts, h) {
+			hosts = append(hosts, h)
+		}
+	}
+	return hosts
 }

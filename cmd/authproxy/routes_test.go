@@ -68,6 +68,10 @@ func TestRoutesConfig(t *testing.T) {
 		!slices.Equal(r.Suffixes, []string{".apps.example.com"}) {
 		t.Errorf("returns: %+v", r)
 	}
+	// Certificates and https redirects for the exact names only.
+	if got, want := cfg.TLS.Hosts, []string{"auth.example.com", "app.example.com", "wiki.example.com"}; !slices.Equal(got, want) {
+		t.Errorf("TLS hosts %q, want %q", got, want)
+	}
 	if cfg.Cookie.Domain != ".example.com" || cfg.Cookie.Name != "_authproxy" {
 		t.Errorf("cookie %q %q", cfg.Cookie.Domain, cfg.Cookie.Name)
 	}

@@ -7,7 +7,7 @@
 //	authproxy            serve, configured by AUTHPROXY_* environment variables
 //	authproxy demo       run against an embedded development provider and app
 //	authproxy version    print the version
-//	authproxy explain    would these claims be allowed on METHOD PATH, by which rule?
+//	authproxy explain    would these claims be allowed on METHOD PATH or URL, by which rule?
 //	authproxy healthcheck  probe /healthz of a running proxy (exit 0 or 1)
 //	authproxy check-config  validate the settings and the files they name
 package main
@@ -476,8 +476,9 @@ func usage(w io.Writer) error {
 Usage:
   authproxy               serve; configured by AUTHPROXY_* environment variables (see README)
   authproxy demo          run with an embedded development provider and sample app on 127.0.0.1
-  authproxy explain [-rules FILE] [-case-insensitive] [-claims JSON|@FILE] METHOD PATH
-                          which access rule decides the request, without starting the proxy
+  authproxy explain [-rules FILE] [-case-insensitive] [-claims JSON|@FILE] METHOD PATH|URL
+                          which access rule decides the request, without starting the proxy;
+                          a URL (https://wiki.example.com/admin) applies the rules scoped to its host
   authproxy check-config  check the settings and every file they name, without starting; exit 0 if usable
                           (for CI and pre-deploy hooks). A running proxy reloads on SIGHUP and on file changes
   authproxy version       print the version

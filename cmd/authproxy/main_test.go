@@ -133,7 +133,7 @@ func TestLoadConfigListsEveryProblem(t *testing.T) {
 func TestRunExitsNonZeroOnBadConfig(t *testing.T) {
 	var stderr bytes.Buffer
 	err := run(context.Background(), nil, envFrom(t, nil), io.Discard, &stderr)
-	if err == nil || !strings.Contains(err.Error(), "AUTHPROXY_UPSTREAM is required") || !strings.Contains(err.Error(), "AUTHPROXY_ISSUER") {
+	if err == nil || !strings.Contains(err.Error(), "AUTHPROXY_UPSTREAM (the app to protect, e.g. http://127.0.0.1:8080) or AUTHPROXY_ROUTES_FILE is required") || !strings.Contains(err.Error(), "AUTHPROXY_ISSUER") {
 		t.Errorf("run with empty env: %v", err)
 	}
 }

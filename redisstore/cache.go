@@ -97,7 +97,7 @@ const (
 	lease     = time.Second
 	// maxCachedEntry bounds the size in Redis of a cached session (a
 	// login with a 1 kB ID token and a few claims takes about 1.3 kB).
-	maxCachedEntry = 8 << 10
+	maxCachedEntry = 4 << 10
 	// retryEvery spaces reconnection attempts while Redis is down.
 	retryEvery = 100 * time.Millisecond
 )

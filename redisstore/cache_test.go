@@ -559,3 +559,31 @@ func TestCacheIdleAcrossReplicas(t *testing.T) {
 		}
 	}
 }
+
+// TestCacheLockRefreshRereads: the replica that takes a session's refresh
+// lock drops its cached copy, so that the Load that follows (to see whether
+// the replica that held the lock renewed the tokens) reads Redis, even
+// before that replica's announcement has arrived.
+func TestCacheLockRefreshRereads(t *testing.T) {
+	r := startRedis(t)
+	client, g := counted(t, r)
+	b := newReplica(t, r, replicaOpts{cache: 100, cacheTTL: time.Hour, client: client})
+	waitTrusted(t, b)
+	req := save(t, b.Store, nil, smallSession("ada", time.Now()))
+	sess, err := b.Load(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.n.Store(0)
+	if _, err := b.Load(req); err != nil || g.n.Load() != 0 {
+		t.Fatalf("Load = %v with %d GETs, want a hit", err, g.n.Load())
+	}
+	unlock, err := b.LockRefresh(context.Background(), sess)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unlock()
+	if _, err := b.Load(req); err != nil || g.n.Load() != 1 {
+		t.Errorf("Load under the refresh lock = %v with %d GETs, want one GET", err, g.n.Load())
+	}
+}

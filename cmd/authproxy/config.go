@@ -96,6 +96,14 @@ type env struct {
 	UpstreamClientKeyFile  string `envconfig:"AUTHPROXY_UPSTREAM_CLIENT_KEY_FILE" desc:"PEM private key of AUTHPROXY_UPSTREAM_CLIENT_CERT_FILE"`
 	CookieSecretFile       string `envconfig:"AUTHPROXY_COOKIE_SECRET_FILE" desc:"file holding AUTHPROXY_COOKIE_SECRET's value (e.g. a mounted Secret); reloaded on change"`
 	ReloadInterval         string `envconfig:"AUTHPROXY_RELOAD_INTERVAL" default:"10s" desc:"how often the files named by settings (and .env) are checked for changes to reload (0s: only on SIGHUP)"`
+	TLSCertFile            string `envconfig:"AUTHPROXY_TLS_CERT_FILE" desc:"PEM certificate chain: serve HTTPS on AUTHPROXY_ADDR; reloaded when it changes"`
+	TLSKeyFile             string `envconfig:"AUTHPROXY_TLS_KEY_FILE" desc:"PEM private key of AUTHPROXY_TLS_CERT_FILE"`
+	ACME                   string `envconfig:"AUTHPROXY_ACME" default:"false" desc:"serve HTTPS with certificates from an ACME CA (accepts its terms of service)"`
+	ACMEEmail              string `envconfig:"AUTHPROXY_ACME_EMAIL" desc:"contact address of the ACME account (required with AUTHPROXY_ACME)"`
+	ACMEDirectory          string `envconfig:"AUTHPROXY_ACME_DIRECTORY" default:"https://acme-v02.api.letsencrypt.org/directory" desc:"ACME directory URL"`
+	ACMECacheDir           string `envconfig:"AUTHPROXY_ACME_CACHE_DIR" desc:"directory keeping the ACME account and certificates across restarts (required with AUTHPROXY_ACME)"`
+	ACMECAFile             string `envconfig:"AUTHPROXY_ACME_CA_FILE" desc:"PEM roots trusted for a private ACME server's HTTPS (default: system roots)"`
+	HTTPAddr               string `envconfig:"AUTHPROXY_HTTP_ADDR" desc:"plain-HTTP listen address, e.g. :80: ACME HTTP-01 and redirects to https (off when empty)"`
 }
 
 // setting is one field of env as its tags declare it.
@@ -203,7 +211,8 @@ type config struct {
 	// Identity is nil without AUTHPROXY_IDENTITY_JWT; with no Keys, one is
 	// generated at start.
 	Identity *assertion.Config
-	vars     env // what it was parsed from, for the startup line
+	TLS      tlsConfig // zero: plain HTTP
+	vars     env       // what it was parsed from, for the startup line
 }
 
 // serverConfig is what the listeners and the shutdown need.
@@ -256,6 +265,7 @@ func (e env) parse() (config, error) {
 	}
 	c.OIDC.SessionLifetime = c.Cookie.Policy.Lifetime // one setting, two packages
 	c.Identity = e.assertionConfig(&p, origin, c.Proxy.Upstream)
+	c.TLS = e.tlsSettings(&p, origin)
 	if len(p) > 0 {
 		return config{}, p
 	}

@@ -59,6 +59,9 @@ type live struct {
 	// transports reach the upstreams; once a newer handler is in force,
 	// their idle connections are closed (busy ones finish their requests).
 	transports []http.RoundTripper
+	// allowHost says which host names get certificates and https
+	// redirects (cfg.TLS.Hosts).
+	allowHost func(host string) bool
 }
 
 // transports lists the upstream transports of cfg. (A route table adds its

@@ -3,6 +3,15 @@
 // httputil.ReverseProxy in front of the same upstream, in the same run:
 //
 //	go run ./bench/load [-duration 5s] [-rounds 4] [-conns 64] [-clients 1000]
+//	go run ./bench/load -store redis -variant nocache:AUTHPROXY_REDIS_CACHE_SIZE=0
+//	go run ./bench/load -mode idle [-idle-conns 10000]
+//	go run ./bench/load -mode websockets -store redis [-websockets 1000]
+//
+// Issue 14 added the Redis store as a target (-store redis runs a
+// redis-server of its own), further authproxy configurations in the same
+// rounds (-variant), the unauthenticated redirect as a paired target, CPU
+// time per request, and two memory modes: idle keep-alive connections, and
+// open WebSockets that must all close once their sessions are revoked.
 //
 // Everything listens on 127.0.0.1. The tool starts two identical upstreams
 // (one per proxy, so each proxy's upstream connections are counted apart),
@@ -80,8 +89,43 @@ type options struct {
 	// mode: rounds (throughput), idle (memory per idle connection) or
 	// websockets (memory per socket, and closing on revocation).
 	mode                  string
+	variants              variantList
 	idleConns, idleRounds int
 	wsCount, wsSessions   int
+}
+
+// variant is a further authproxy target of the rounds: the same binary and
+// environment, plus env.
+type variant struct {
+	name string
+	env  []string
+}
+
+// variantList collects repeated -variant NAME:KEY=VALUE[,KEY=VALUE] flags.
+type variantList []variant
+
+func (v *variantList) String() string {
+	var s []string
+	for _, x := range *v {
+		s = append(s, x.name+":"+strings.Join(x.env, ","))
+	}
+	return strings.Join(s, " ")
+}
+
+func (v *variantList) Set(s string) error {
+	name, kvs, ok := strings.Cut(s, ":")
+	if !ok || name == "" || name == "bare" || name == "authproxy" || name == "redirect" {
+		return fmt.Errorf("want NAME:KEY=VALUE[,KEY=VALUE...] with a new NAME, got %q", s)
+	}
+	x := variant{name: name}
+	for kv := range strings.SplitSeq(kvs, ",") {
+		if !strings.Contains(kv, "=") {
+			return fmt.Errorf("want KEY=VALUE, got %q", kv)
+		}
+		x.env = append(x.env, kv)
+	}
+	*v = append(*v, x)
+	return nil
 }
 
 // envList collects repeated -env KEY=VALUE flags.
@@ -121,6 +165,7 @@ func main() {
 	flag.StringVar(&o.redisBin, "redis-server", "redis-server", "redis-server binary for -store redis")
 	flag.BoolVar(&o.redirect, "redirect", true, "also measure unauthenticated page loads (302 to /auth/login) as a target of the rounds")
 	flag.StringVar(&o.mode, "mode", "rounds", "rounds (throughput, CPU, RSS), idle (RSS per idle keep-alive connection) or websockets (RSS and goroutines per WebSocket; all closed on revocation; needs -store redis)")
+	flag.Var(&o.variants, "variant", "another authproxy in the same interleaved rounds, with extra env: NAME:KEY=VALUE[,KEY=VALUE...], e.g. nocache:AUTHPROXY_REDIS_CACHE_SIZE=0 (repeatable)")
 	flag.IntVar(&o.idleConns, "idle-conns", 10000, "-mode idle: idle keep-alive connections held on each proxy")
 	flag.IntVar(&o.idleRounds, "idle-rounds", 2, "-mode idle: rounds, each with fresh proxy processes, alternating which goes first")
 	flag.IntVar(&o.wsCount, "websockets", 1000, "-mode websockets: WebSockets opened through each proxy")
@@ -303,6 +348,24 @@ func run(ctx context.Context, o options) error {
 		{name: "bare", proc: bare, up: upBare, expect: 200},
 		{name: "authproxy", proc: auth, up: upAuth, expect: 200},
 	}
+	for _, v := range o.variants {
+		up, err := startUpstream(v.name, benchUser, body)
+		if err != nil {
+			return err
+		}
+		defer up.close()
+		// Later entries win: the variant's own upstream, then its env.
+		p, err := startProc(ctx, v.name, exec.Command(bin), tmp, append(append(slices.Clone(authEnv), "AUTHPROXY_UPSTREAM="+up.url), v.env...), authproxyAddr)
+		if err != nil {
+			return err
+		}
+		defer p.stop()
+		if err := waitReady(ctx, "http://"+p.addr+"/readyz"); err != nil {
+			return fmt.Errorf("%s: %w\n%s", v.name, err, p.logs)
+		}
+		fmt.Printf("target %s: authproxy with %s\n", v.name, strings.Join(v.env, " "))
+		targets = append(targets, &target{name: v.name, proc: p, up: up, expect: 200})
+	}
 	for _, t := range targets {
 		t.req = buildRequest(t.proc.addr, "/app/items?page=2", cookieHeader)
 	}
@@ -362,7 +425,7 @@ func run(ctx context.Context, o options) error {
 			r.upNew = t.up.newConns.Load() - before
 			if n := r.ok + r.wrongStatus; n > 0 {
 				r.cpuPerReq = (st.cpu - cpuBefore) / time.Duration(n)
-				if redisSrv != nil && t.proc == auth {
+				if redisSrv != nil && t.proc != bare {
 					r.redisPerReq = (cpuTime(redisSrv.proc.cmd.Process.Pid) - redisBefore) / time.Duration(n)
 				}
 			}
@@ -447,7 +510,10 @@ func run(ctx context.Context, o options) error {
 
 	// Every counted authproxy request must have reached the upstream with
 	// the right X-User, and nothing else may have.
-	for _, t := range targets[:2] {
+	for _, t := range targets {
+		if t.location != "" {
+			continue // the redirect target's upstream is authproxy's, checked there
+		}
 		ok, bad := t.up.ok.Load(), t.up.bad.Load()
 		if bad > 0 {
 			failures = append(failures, fmt.Sprintf("%s: %d requests reached the upstream with a wrong X-User (e.g. %q)", t.name, bad, t.up.badSample()))

@@ -26,6 +26,7 @@ import (
 	"github.com/authproxy/authproxy/oidc"
 	"github.com/authproxy/authproxy/proxy"
 	"github.com/authproxy/authproxy/proxy/assertion"
+	"github.com/authproxy/authproxy/redisstore"
 	"github.com/authproxy/authproxy/session"
 )
 
@@ -81,6 +82,8 @@ type env struct {
 	RedisAddrs           string `envconfig:"AUTHPROXY_REDIS_ADDRS" desc:"comma-separated host:port of a Redis Cluster or of Sentinels"`
 	RedisMaster          string `envconfig:"AUTHPROXY_REDIS_MASTER" desc:"Sentinel master name (with AUTHPROXY_REDIS_ADDRS)"`
 	RedisPassword        string `envconfig:"AUTHPROXY_REDIS_PASSWORD" secret:"true" desc:"password for AUTHPROXY_REDIS_ADDRS (a URL carries its own)"`
+	RedisCacheSize       string `envconfig:"AUTHPROXY_REDIS_CACHE_SIZE" default:"10000" desc:"sessions each replica keeps in memory, dropped when Redis announces a change (0: off, one Redis GET per request)"`
+	RedisCacheTTL        string `envconfig:"AUTHPROXY_REDIS_CACHE_TTL" default:"10s" desc:"longest a session stays in that cache without being read from Redis again"`
 	AdminToken           string `envconfig:"AUTHPROXY_ADMIN_TOKEN" secret:"true" desc:"bearer token of the session admin API on the metrics listener (off when empty)"`
 	MetricsAddr          string `envconfig:"AUTHPROXY_METRICS_ADDR" desc:"listen address of the internal /metrics endpoint (off when empty)"`
 	LogLevel             string `envconfig:"AUTHPROXY_LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
@@ -193,7 +196,10 @@ type config struct {
 	Cookie cookie.Config // Secrets empty: generated at start
 	// Redis is nil for the cookie store.
 	Redis *redis.UniversalOptions
-	Proxy proxy.Config
+	// RedisStore holds the Redis store's cache settings; newServer adds the
+	// rest.
+	RedisStore redisstore.Config
+	Proxy      proxy.Config
 	// Identity is nil without AUTHPROXY_IDENTITY_JWT; with no Keys, one is
 	// generated at start.
 	Identity *assertion.Config
@@ -241,7 +247,11 @@ func (e env) parse() (config, error) {
 		OIDC:   e.oidcConfig(&p, origin, access),
 		Cookie: e.cookieConfig(&p, origin),
 		Redis:  e.redisOptions(&p),
-		vars:   e,
+		RedisStore: redisstore.Config{
+			CacheSize: p.count("AUTHPROXY_REDIS_CACHE_SIZE", e.RedisCacheSize),
+			CacheTTL:  e.redisCacheTTL(&p),
+		},
+		vars: e,
 	}
 	c.OIDC.SessionLifetime = c.Cookie.Policy.Lifetime // one setting, two packages
 	c.Identity = e.assertionConfig(&p, origin, c.Proxy.Upstream)
@@ -515,6 +525,16 @@ func (e env) redisOptions(p *problems) *redis.UniversalOptions {
 		p.add("AUTHPROXY_SESSION_STORE=redis needs AUTHPROXY_REDIS_URL or AUTHPROXY_REDIS_ADDRS")
 	}
 	return nil
+}
+
+// redisCacheTTL reads how long the Redis store may keep a session in memory:
+// what an announcement lost despite the subscription's checks could cost.
+func (e env) redisCacheTTL(p *problems) time.Duration {
+	d := p.duration("AUTHPROXY_REDIS_CACHE_TTL", e.RedisCacheTTL, true)
+	if d > time.Hour {
+		p.add("AUTHPROXY_REDIS_CACHE_TTL %q must be at most 1h: it bounds how long a revoked session could be served if an invalidation were lost", e.RedisCacheTTL)
+	}
+	return d
 }
 
 // assertionConfig reads the signed identity header: nil when off. Its

@@ -164,11 +164,14 @@ func newServer(ctx context.Context, cfg config, log *slog.Logger) (_ *server, er
 	if cfg.Redis != nil {
 		rdb := redis.NewUniversalClient(cfg.Redis)
 		s.closers = append(s.closers, func() { _ = rdb.Close() })
-		redisSessions, err = redisstore.New(ctx, redisstore.Config{Client: rdb, Policy: cfg.Cookie.Policy,
-			Name: cfg.Cookie.Name, Legacy: cfg.Cookie.Legacy, Domain: cfg.Cookie.Domain, Secure: cfg.Cookie.Secure, Secrets: cfg.Cookie.Secrets})
+		rcfg := cfg.RedisStore
+		rcfg.Client, rcfg.Policy, rcfg.Secrets = rdb, cfg.Cookie.Policy, cfg.Cookie.Secrets
+		rcfg.Name, rcfg.Legacy, rcfg.Domain, rcfg.Secure = cfg.Cookie.Name, cfg.Cookie.Legacy, cfg.Cookie.Domain, cfg.Cookie.Secure
+		redisSessions, err = redisstore.New(ctx, rcfg)
 		if err != nil {
 			return nil, err
 		}
+		s.closers = append(s.closers, redisSessions.Close) // before the client: closers run backwards
 		store, revoker, locker, once = redisSessions, redisSessions, redisSessions, redisSessions
 		m.ActiveSessions(redisSessions.Count)
 	}

@@ -362,6 +362,10 @@ func TestRedisConfig(t *testing.T) {
 		{"short admin token", func(e *env) {
 			e.SessionStore, e.RedisURL, e.AdminToken, e.MetricsAddr = "redis", "redis://x:1", "short", "127.0.0.1:9090"
 		}, "too short"},
+		{"cache off", func(e *env) { e.SessionStore, e.RedisURL, e.RedisCacheSize = "redis", "redis://x:1", "0" }, ""},
+		{"negative cache size", func(e *env) { e.SessionStore, e.RedisURL, e.RedisCacheSize = "redis", "redis://x:1", "-1" }, "AUTHPROXY_REDIS_CACHE_SIZE"},
+		{"cache TTL zero", func(e *env) { e.SessionStore, e.RedisURL, e.RedisCacheTTL = "redis", "redis://x:1", "0s" }, "AUTHPROXY_REDIS_CACHE_TTL"},
+		{"cache TTL over an hour", func(e *env) { e.SessionStore, e.RedisURL, e.RedisCacheTTL = "redis", "redis://x:1", "2h" }, "at most 1h"},
 	} {
 		e := base()
 		tt.set(&e)
@@ -376,6 +380,10 @@ func TestRedisConfig(t *testing.T) {
 		case err == nil && cfg.Redis != nil && !cfg.Redis.ContextTimeoutEnabled:
 			t.Errorf("%s: context timeouts are off", tt.name)
 		}
+	}
+	// The cache is on by default.
+	if cfg, err := base().parse(); err != nil || cfg.RedisStore.CacheSize != 10000 || cfg.RedisStore.CacheTTL != 10*time.Second {
+		t.Errorf("defaults: cache size %d, TTL %v, %v; want 10000, 10s", cfg.RedisStore.CacheSize, cfg.RedisStore.CacheTTL, err)
 	}
 }
 

@@ -40,7 +40,6 @@ import (
 	"crypto/rand"
 	"debug/buildinfo"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -268,8 +267,14 @@ func run(ctx context.Context, o options) error {
 
 	secret := make([]byte, 32)
 	_, _ = rand.Read(secret)
+	// A fixed address, not one found in the log: the log may be off
+	// (-env AUTHPROXY_LOG_LEVEL=warn), and -mode idle restarts it.
+	authAddr, err := freeAddr()
+	if err != nil {
+		return err
+	}
 	authEnv := append([]string{
-		"AUTHPROXY_ADDR=127.0.0.1:0",
+		"AUTHPROXY_ADDR=" + authAddr,
 		"AUTHPROXY_UPSTREAM=" + upAuth.url,
 		"AUTHPROXY_ISSUER=" + idp.Issuer(),
 		"AUTHPROXY_CLIENT_ID=authproxy-demo",
@@ -283,10 +288,11 @@ func run(ctx context.Context, o options) error {
 	}, append(storeEnv, o.env...)...)
 	// Both proxies can be started again (-mode idle measures fresh ones).
 	startAuth := func() (*proc, error) {
-		p, err := startProc(ctx, "authproxy", exec.Command(bin), tmp, authEnv, authproxyAddr)
+		p, err := startProc(ctx, "authproxy", exec.Command(bin), tmp, authEnv, nil)
 		if err != nil {
 			return nil, err
 		}
+		p.addr = authAddr
 		if err := waitReady(ctx, "http://"+p.addr+"/readyz"); err != nil {
 			p.stop()
 			return nil, fmt.Errorf("authproxy: %w\n%s", err, p.logs)
@@ -354,11 +360,16 @@ func run(ctx context.Context, o options) error {
 			return err
 		}
 		defer up.close()
-		// Later entries win: the variant's own upstream, then its env.
-		p, err := startProc(ctx, v.name, exec.Command(bin), tmp, append(append(slices.Clone(authEnv), "AUTHPROXY_UPSTREAM="+up.url), v.env...), authproxyAddr)
+		addr, err := freeAddr()
 		if err != nil {
 			return err
 		}
+		// Later entries win: the variant's own address and upstream, then its env.
+		p, err := startProc(ctx, v.name, exec.Command(bin), tmp, append(append(slices.Clone(authEnv), "AUTHPROXY_ADDR="+addr, "AUTHPROXY_UPSTREAM="+up.url), v.env...), nil)
+		if err != nil {
+			return err
+		}
+		p.addr = addr
 		defer p.stop()
 		if err := waitReady(ctx, "http://"+p.addr+"/readyz"); err != nil {
 			return fmt.Errorf("%s: %w\n%s", v.name, err, p.logs)
@@ -680,7 +691,8 @@ type proc struct {
 
 // startProc runs cmd in dir (so that no stray .env is read) with the
 // environment less any AUTHPROXY_/AUTH0_ variable, plus env, and finds its
-// listen address in its standard output with findAddr.
+// listen address in its standard output with findAddr (nil: the caller
+// knows it).
 func startProc(ctx context.Context, name string, cmd *exec.Cmd, dir string, env []string, findAddr func(line string) string) (*proc, error) {
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "AUTHPROXY_") && !strings.HasPrefix(kv, "AUTH0_") {
@@ -707,7 +719,7 @@ func startProc(ctx context.Context, name string, cmd *exec.Cmd, dir string, env 
 	addrc := make(chan string, 1)
 	go func() {
 		br := bufio.NewReaderSize(stdout, 64<<10)
-		for {
+		for findAddr != nil {
 			line, err := br.ReadString('\n')
 			_, _ = p.logs.Write([]byte(line))
 			if a := findAddr(strings.TrimSpace(line)); a != "" {
@@ -722,6 +734,9 @@ func startProc(ctx context.Context, name string, cmd *exec.Cmd, dir string, env 
 		// per request).
 		_, _ = io.Copy(p.logs, br)
 	}()
+	if findAddr == nil {
+		return p, nil
+	}
 	select {
 	case p.addr = <-addrc:
 		return p, nil
@@ -734,18 +749,6 @@ func startProc(ctx context.Context, name string, cmd *exec.Cmd, dir string, env 
 		p.stop()
 		return nil, ctx.Err()
 	}
-}
-
-// authproxyAddr finds the address in authproxy's JSON start-up line.
-func authproxyAddr(line string) string {
-	var l struct {
-		Msg    string `json:"msg"`
-		Listen string `json:"listen"`
-	}
-	if json.Unmarshal([]byte(line), &l) == nil && l.Msg == "authproxy starting" {
-		return l.Listen
-	}
-	return ""
 }
 
 func bareAddr(line string) string {

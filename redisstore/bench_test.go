@@ -51,6 +51,51 @@ func BenchmarkLoad(b *testing.B) {
 	}
 }
 
+// BenchmarkLoadCached is BenchmarkLoad with the cache on, once the session
+// is cached: the hit path, no round trip. (The 4 kB session is over
+// maxCachedEntry, so it pays the GET as without the cache.)
+func BenchmarkLoadCached(b *testing.B) {
+	r := startRedis(b)
+	s := newReplica(b, r, replicaOpts{cache: 10000})
+	waitTrusted(b, s)
+	now := time.Now()
+	login := bigSession(now)
+	login.IDToken, login.AccessToken, login.Claims = idToken(900), "", nil
+	sessions := []struct {
+		name string
+		req  *http.Request
+	}{
+		{"user only", save(b, s.Store, nil, smallSession("auth0|64f1c2a9e4b0d7c3a1b2c3d4", now))},
+		{"login (900 B ID token)", save(b, s.Store, nil, login)},
+		{"4 kB ID token, 300 groups", save(b, s.Store, nil, bigSession(now))},
+	}
+	for _, sess := range sessions {
+		if _, err := s.Load(sess.req); err != nil { // fills the cache
+			b.Fatal(err)
+		}
+		b.Run(sess.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := s.Load(sess.req); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run(sess.name+", parallel", func(b *testing.B) {
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				req := sess.req.Clone(sess.req.Context())
+				for pb.Next() {
+					if _, err := s.Load(req); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+	}
+}
+
 // BenchmarkRedisGet is the floor under BenchmarkLoad: one GET of a value of
 // the same size through the same client, nothing else.
 func BenchmarkRedisGet(b *testing.B) {

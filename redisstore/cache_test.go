@@ -188,6 +188,12 @@ func TestCacheRevocation(t *testing.T) {
 	r := startRedis(t)
 	a := newReplica(t, r, replicaOpts{cache: 100})
 	b := newReplica(t, r, replicaOpts{cache: 100, cacheTTL: time.Hour})
+	checkRevocations(t, a, b)
+}
+
+// checkRevocations is TestCacheRevocation on replicas a and b (b's cache
+// TTL an hour).
+func checkRevocations(t *testing.T, a, b replica) {
 	waitTrusted(t, b)
 	for i, rv := range revokers(t, a) {
 		t.Run(rv.name, func(t *testing.T) {
@@ -299,8 +305,13 @@ func TestCacheFillRace(t *testing.T) {
 	a := newReplica(t, r, replicaOpts{cache: 100})
 	client, g := counted(t, r)
 	b := newReplica(t, r, replicaOpts{cache: 100, cacheTTL: time.Hour, client: client})
+	checkFillRace(t, a, b, g, 60)
+}
+
+// checkFillRace is TestCacheFillRace on replicas a and b, b's GETs hooked by
+// g, with that many iterations per way of ending a session.
+func checkFillRace(t *testing.T, a, b replica, g *gets, iterations int) {
 	waitTrusted(t, b)
-	const iterations = 60
 	n := 0
 	for _, rv := range revokers(t, a) {
 		t.Run(rv.name, func(t *testing.T) {

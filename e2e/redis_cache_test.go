@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -146,6 +147,8 @@ func TestRedisCacheRevocationDelay(t *testing.T) {
 	fmt.Fprintf(&report, "Revocation delay, two authproxy replicas sharing one redis-server, cache on (default settings)\n")
 	fmt.Fprintf(&report, "measured from the revocation call's return to the sending of the first request refused; polling both replicas back to back\n")
 	fmt.Fprintf(&report, "command: AUTHPROXY_E2E=1 go test -race -count=1 -run 'TestRedisCacheRevocationDelay' ./e2e\n")
+	load, _ := os.ReadFile("/proc/loadavg")
+	fmt.Fprintf(&report, "machine: %d CPUs (%s/%s), load average %s\n", runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, strings.TrimSpace(string(load)))
 	for _, k := range []string{"every replica", "other replica", "a", "b", "logout", "admin revoke", "back-channel logout"} {
 		d := delays[k]
 		fmt.Fprintf(&report, "%-20s n=%d p50=%v p99=%v max=%v\n", k, len(d), percentile(d, 50), percentile(d, 99), percentile(d, 100))

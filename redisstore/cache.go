@@ -97,7 +97,7 @@ const (
 	lease     = time.Second
 	// maxCachedEntry bounds the size in Redis of a cached session (a
 	// login with a 1 kB ID token and a few claims takes about 1.3 kB).
-	maxCachedEntry = 8 << 10
+	maxCachedEntry = 4 << 10
 	// retryEvery spaces reconnection attempts while Redis is down.
 	retryEvery = 100 * time.Millisecond
 )
@@ -225,10 +225,50 @@ func (s *Store) announce(ctx context.Context, ids ...string) error {
 	return pub.Publish(ctx, s.channel(), strings.Join(ids, " ")).Err()
 }
 
+// subscribing marks the context of the subscription's calls, so that
+// dialWatch knows a dial is the subscription's.
+type subscribing struct{}
+
+// dialWatch ends the lease as soon as the subscription dials again: go-redis
+// reconnects a subscription inside the call that met the broken
+// connection, retrying the dial with backoff (DialerRetries), and returns
+// the error only then, 100 ms or more after the connection was lost.
+type dialWatch struct{ c *cache }
+
+func (h dialWatch) DialHook(next redis.DialHook) redis.DialHook {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if ctx.Value(subscribing{}) == h.c {
+			h.c.distrust()
+		}
+		return next(ctx, network, addr)
+	}
+}
+
+func (dialWatch) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+func (dialWatch) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
 // startCache subscribes to the invalidation channel and keeps the lease,
 // in one goroutine that Close ends.
 func (s *Store) startCache() {
-	ctx, stop := context.WithCancel(context.Background())
+	ctx, stop := context.WithCancel(context.WithValue(context.Background(), subscribing{}, s.cache))
+	watch := dialWatch{s.cache}
+	if cc, ok := s.rdb.(*redis.ClusterClient); ok {
+		// A Cluster's subscription dials through a node's client, which
+		// does not run the Cluster client's hooks. (Should listing the
+		// nodes fail, a lost subscription is noticed when go-redis
+		// reports it, as described above.)
+		cc.OnNewNode(func(n *redis.Client) { n.AddHook(watch) })
+		cctx, cancel := s.callCtx(ctx)
+		_ = cc.ForEachShard(cctx, func(_ context.Context, n *redis.Client) error {
+			n.AddHook(watch)
+			return nil
+		})
+		cancel()
+	} else {
+		s.rdb.AddHook(watch)
+	}
 	s.cache.stop, s.cache.done = stop, make(chan struct{})
 	go func() {
 		defer close(s.cache.done)

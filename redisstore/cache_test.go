@@ -512,3 +512,78 @@ func TestCacheOff(t *testing.T) {
 		t.Error("New accepted a negative CacheSize")
 	}
 }
+
+// TestCacheIdleAcrossReplicas: the user works through a only; b cached the
+// session before. a's recorded use (a touch, a quarter of the idle timeout
+// later) reaches b, so b neither ends the session at the old deadline nor
+// keeps it past the new one.
+func TestCacheIdleAcrossReplicas(t *testing.T) {
+	r := startRedis(t)
+	clk := newClock()
+	const idle = 30 * time.Minute
+	a := newReplica(t, r, replicaOpts{cache: 100, clock: clk.Now, idle: idle})
+	b := newReplica(t, r, replicaOpts{cache: 100, clock: clk.Now, idle: idle, cacheTTL: 24 * time.Hour})
+	waitTrusted(t, a)
+	waitTrusted(t, b)
+	sess := smallSession("ada", clk.Now())
+	sess.Expiry, sess.Seen = clk.Now().Add(8*time.Hour), clk.Now()
+	req := save(t, a.Store, nil, sess)
+	for _, s := range []replica{a, b, a, b} {
+		if _, err := s.Load(req); err != nil {
+			t.Fatal(err)
+		}
+	}
+	clk.Add(idle * 2 / 3)
+	got, err := a.Load(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !a.Touch(&got) {
+		t.Fatal("no touch after 2/3 of the idle timeout")
+	}
+	applied := b.cache.applied.Load()
+	if err := a.Save(httptest.NewRecorder(), req, got); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "b applying a's announcement", func() bool { return b.cache.applied.Load() != applied })
+	clk.Add(idle / 2) // past the first deadline, within the new one
+	for name, s := range map[string]replica{"a": a, "b": b} {
+		if _, err := s.Load(req); err != nil {
+			t.Errorf("%s: Load after a recorded a use, past the old idle deadline: %v", name, err)
+		}
+	}
+	clk.Add(idle/2 + time.Second) // past the new deadline
+	for name, s := range map[string]replica{"a": a, "b": b} {
+		if _, err := s.Load(req); !isNoSession(err) {
+			t.Errorf("%s: Load past the idle deadline of the last recorded use = %v, want ErrNoSession", name, err)
+		}
+	}
+}
+
+// TestCacheLockRefreshRereads: the replica that takes a session's refresh
+// lock drops its cached copy, so that the Load that follows (to see whether
+// the replica that held the lock renewed the tokens) reads Redis, even
+// before that replica's announcement has arrived.
+func TestCacheLockRefreshRereads(t *testing.T) {
+	r := startRedis(t)
+	client, g := counted(t, r)
+	b := newReplica(t, r, replicaOpts{cache: 100, cacheTTL: time.Hour, client: client})
+	waitTrusted(t, b)
+	req := save(t, b.Store, nil, smallSession("ada", time.Now()))
+	sess, err := b.Load(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.n.Store(0)
+	if _, err := b.Load(req); err != nil || g.n.Load() != 0 {
+		t.Fatalf("Load = %v with %d GETs, want a hit", err, g.n.Load())
+	}
+	unlock, err := b.LockRefresh(context.Background(), sess)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unlock()
+	if _, err := b.Load(req); err != nil || g.n.Load() != 1 {
+		t.Errorf("Load under the refresh lock = %v with %d GETs, want one GET", err, g.n.Load())
+	}
+}

@@ -431,15 +431,16 @@ func (s *Store) Save(w http.ResponseWriter, r *http.Request, sess session.Sessio
 	}
 	// Every replica's cache drops the session rewritten, or the one this
 	// login replaced. A failed announcement leaves other replicas' copies
-	// until the cache TTL: reported, but the session is saved.
+	// until the cache TTL. A refresh reports it (the session is saved); a
+	// login does not fail for it: the replaced session is gone from Redis,
+	// and its ticket from this browser.
 	var announceErr error
 	if mode == "XX" {
-		announceErr = s.announce(ctx, t.id)
+		if err := s.announce(ctx, t.id); err != nil {
+			announceErr = unavailable("announce saved session", err)
+		}
 	} else if curErr == nil {
-		announceErr = s.announce(ctx, current.id)
-	}
-	if announceErr != nil {
-		announceErr = unavailable("announce saved session", announceErr)
+		_ = s.announce(ctx, current.id)
 	}
 
 	// A refresh that keeps the expiry leaves the cookie as it is.

@@ -1149,10 +1149,16 @@ func TestRedisDown(t *testing.T) {
 
 // TestConcurrent runs logins, refreshes, loads, logouts and revocations of
 // several users on two replicas at once (run with -race), and checks that
-// no one ever loads someone else's session.
+// no one ever loads someone else's session, without and with the cache.
 func TestConcurrent(t *testing.T) {
+	for _, size := range []int{0, 100} {
+		t.Run(fmt.Sprintf("cache %d", size), func(t *testing.T) { testConcurrent(t, size) })
+	}
+}
+
+func testConcurrent(t *testing.T, cache int) {
 	r := startRedis(t)
-	reps := []replica{newReplica(t, r, replicaOpts{}), newReplica(t, r, replicaOpts{})}
+	reps := []replica{newReplica(t, r, replicaOpts{cache: cache}), newReplica(t, r, replicaOpts{cache: cache})}
 	ctx := context.Background()
 	const workers, rounds = 8, 60
 	var wg sync.WaitGroup

@@ -264,3 +264,30 @@ func TestRedisCacheFailClosed(t *testing.T) {
 		}
 	}
 }
+
+// awaitRevoked polls replica name with cookie (API calls under /settle)
+// until it refuses it. A revocation made through one replica is refused by
+// the others once its announcement has reached their session caches
+// (milliseconds; TestRedisCacheRevocationDelay measures it), not
+// necessarily at their very next request; tests that check another
+// replica's answer right after a revocation wait for that first. Any
+// answer but 200 (not yet) or 401 fails t.
+func awaitRevoked(t *testing.T, rs *replicaSet, c *http.Client, name string, cookie *http.Cookie) {
+	t.Helper()
+	deadline := time.Now().Add(hangTimeout)
+	for n := 0; ; n++ {
+		pq := fmt.Sprintf("/settle?on=%s&n=%d", name, n)
+		a, err := rawGet(c, rs.URL(name, pq), []*http.Cookie{cookie}, apiHeaders())
+		switch {
+		case err != nil:
+			t.Fatalf("GET %s on %s: %v", pq, name, err)
+		case a.Status == http.StatusUnauthorized:
+			return
+		case a.Status != http.StatusOK:
+			t.Fatalf("GET %s on %s after a revocation: status %d, want 200 until the revocation arrives, then 401; body:\n%s", pq, name, a.Status, a.Body)
+		case time.Now().After(deadline):
+			t.Fatalf("replica %s still serves a revoked session %v after the revocation", name, hangTimeout)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}

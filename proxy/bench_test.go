@@ -129,7 +129,7 @@ func benchIDToken() string {
 }
 
 // benchSession returns a real store and the cookies it saves for a login.
-func benchSession(b *testing.B) (*cookie.Store, []*http.Cookie) {
+func benchSession(b testing.TB) (*cookie.Store, []*http.Cookie) {
 	b.Helper()
 	store, err := cookie.NewStore(cookie.Config{Policy: session.Policy{Lifetime: 12 * time.Hour}, Secrets: [][]byte{make([]byte, 32)}})
 	if err != nil {

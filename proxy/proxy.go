@@ -452,50 +452,94 @@ func (p *handler) disarm(lt *lateTimer) {
 	}
 }
 
-// watch runs (in the timer's goroutine) while a long response for a
-// logged-in user lasts: it ends the response when the session expires or,
-// checked every Revalidate, when the store no longer knows it. Only an
+// watch starts watching a long response for a logged-in user (it runs in
+// the late timer's goroutine): the response ends when the session expires
+// or, checked every Revalidate, when the store no longer knows it. Only an
 // authoritative "no session" ends it: a store that cannot be reached leaves
 // the connection alone. Bearer tokens are bound by their own expiry.
+//
+// The watch is timers, not a goroutine: an open WebSocket or stream holds
+// no goroutine (and stack) of its own between checks, which matters with
+// thousands open.
 func (p *handler) watch(info *reqInfo) {
-	r := info.req
-	ctx := r.Context()
-	var expired <-chan time.Time
+	w := &watcher{p: p, info: info}
+	// Timers first, then the stop hook: a response that ends meanwhile
+	// stops them at once.
+	w.mu.Lock()
 	if !info.sess.Expiry.IsZero() {
-		t := time.NewTimer(time.Until(info.sess.Expiry))
-		defer t.Stop()
-		expired = t.C
+		w.expiry = time.AfterFunc(time.Until(info.sess.Expiry), func() { w.end("its session expired") })
 	}
-	var recheck <-chan time.Time
 	if !info.bearer && (info.sess.ID != "" || p.cfg.Revalidate > 0) {
-		every := p.cfg.Revalidate
-		if every <= 0 {
-			every = DefaultRevalidate
+		w.every = p.cfg.Revalidate
+		if w.every <= 0 {
+			w.every = DefaultRevalidate
 		}
-		t := time.NewTicker(every)
-		defer t.Stop()
-		recheck = t.C
+		w.recheck = time.AfterFunc(w.every, w.check)
+	}
+	w.mu.Unlock()
+	context.AfterFunc(info.req.Context(), func() { w.stop() })
+	if w.recheck != nil {
 		// Checked at once too: a revocation during the first WatchAfter
 		// is noticed now, not a Revalidate later.
-		if _, err := p.cfg.Sessions.Load(r); errors.Is(err, session.ErrNoSession) {
-			p.endResponse(info, "its session ended")
-			return
-		}
+		w.check()
 	}
-	for {
-		select {
-		case <-ctx.Done(): // the response is over
-			return
-		case <-expired:
-			p.endResponse(info, "its session expired")
-			return
-		case <-recheck:
-			if _, err := p.cfg.Sessions.Load(r); errors.Is(err, session.ErrNoSession) {
-				p.endResponse(info, "its session ended")
-				return
-			}
-		}
+}
+
+// watcher is the state of one watched response.
+type watcher struct {
+	p     *handler
+	info  *reqInfo
+	every time.Duration
+
+	mu      sync.Mutex
+	done    bool        // the response is over or has been ended
+	expiry  *time.Timer // nil without an expiry
+	recheck *time.Timer // nil when the session is not rechecked
+}
+
+// check loads the session again (in a timer's goroutine), ends the
+// response if the store says it is gone, and otherwise re-arms itself.
+func (w *watcher) check() {
+	w.mu.Lock()
+	done := w.done
+	w.mu.Unlock()
+	if done {
+		return
 	}
+	if _, err := w.p.cfg.Sessions.Load(w.info.req); errors.Is(err, session.ErrNoSession) {
+		w.end("its session ended")
+		return
+	}
+	w.mu.Lock()
+	if !w.done {
+		w.recheck.Reset(w.every)
+	}
+	w.mu.Unlock()
+}
+
+// end cuts the response, once.
+func (w *watcher) end(why string) {
+	if w.stop() {
+		w.p.endResponse(w.info, why)
+	}
+}
+
+// stop ends the watch (the response is over, or end cuts it) and reports
+// whether this call did.
+func (w *watcher) stop() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.done {
+		return false
+	}
+	w.done = true
+	if w.expiry != nil {
+		w.expiry.Stop()
+	}
+	if w.recheck != nil {
+		w.recheck.Stop()
+	}
+	return true
 }
 
 // endResponse cuts a running response: closing the upstream's body ends a

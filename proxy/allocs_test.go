@@ -71,7 +71,7 @@ func allocsPerRequest(t *testing.T, h http.Handler, req *http.Request) float64 {
 // is configured changes this function only.
 func allocsConfig(t *testing.T, store *cookie.Store, rt http.RoundTripper) Config {
 	return Config{
-		Upstream: benchUpstreamURL, Transport: rt,
+		Routes: routesTo(benchUpstreamURL), Transport: transport(rt),
 		UserHeader: "X-User", Sessions: store, IsOwnCookie: store.IsOwn,
 		Auth: authFunc(func(w http.ResponseWriter, r *http.Request) {
 			t.Errorf("auth handler called for %s", r.URL)

@@ -88,6 +88,7 @@ type env struct {
 	MetricsAddr          string `envconfig:"AUTHPROXY_METRICS_ADDR" desc:"listen address of the internal /metrics endpoint (off when empty)"`
 	LogLevel             string `envconfig:"AUTHPROXY_LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
 	LogFormat            string `envconfig:"AUTHPROXY_LOG_FORMAT" default:"json" desc:"json or text"`
+	LogBuffer            string `envconfig:"AUTHPROXY_LOG_BUFFER" default:"true" desc:"write log lines in batches, at most 100ms late (warnings and errors at once); false: a write per line"`
 	DrainDelay           string `envconfig:"AUTHPROXY_DRAIN_DELAY" default:"5s" desc:"on SIGTERM, how long /readyz says 503 while still serving"`
 	ShutdownTimeout      string `envconfig:"AUTHPROXY_SHUTDOWN_TIMEOUT" default:"25s" desc:"on SIGTERM, bound for in-flight requests"`
 	// For the app behind the proxy: legacy basic auth, and TLS to it.
@@ -230,6 +231,7 @@ type serverConfig struct {
 type logConfig struct {
 	Level  slog.Level
 	Format string // json or text
+	Buffer bool   // batch the output (openLog)
 }
 
 // LogValue is the startup line's view of c: its settings, secrets left out.
@@ -344,6 +346,7 @@ func (e env) logging(p *problems) logConfig {
 	if e.LogFormat != "json" && e.LogFormat != "text" {
 		p.add("AUTHPROXY_LOG_FORMAT %q must be json or text", e.LogFormat)
 	}
+	l.Buffer = p.boolean("AUTHPROXY_LOG_BUFFER", e.LogBuffer)
 	return l
 }
 

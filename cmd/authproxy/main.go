@@ -83,7 +83,11 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 		hup := make(chan os.Signal, 1)
 		signal.Notify(hup, syscall.SIGHUP)
 		defer signal.Stop(hup)
-		return serveWith(ctx, cfg, ln, newLogger(cfg.Log, stdout), reloads{load: load, files: snap.files, hup: hup})
+		// closeLog writes what is buffered however serving ends: an
+		// error, SIGTERM's shutdown, or a panic on this goroutine.
+		log, closeLog := openLog(cfg.Log, stdout)
+		defer closeLog()
+		return serveWith(ctx, cfg, ln, log, reloads{load: load, files: snap.files, hup: hup})
 	case "check-config":
 		return checkConfig(lookupEnv, stdout, stderr)
 	case "demo":

@@ -106,6 +106,19 @@ func (p *process) waitFor(t *testing.T, what string, timeout time.Duration, read
 	}
 }
 
+// waitOutput waits until the process's output holds want. The proxy
+// writes its log in batches (AUTHPROXY_LOG_BUFFER), so a line is certain to
+// appear but not at once: never read the output once for a line.
+func (p *process) waitOutput(t *testing.T, want string) {
+	t.Helper()
+	p.waitFor(t, fmt.Sprintf("%q in the output", want), hangTimeout, func() error {
+		if !strings.Contains(p.out.String(), want) {
+			return fmt.Errorf("not yet")
+		}
+		return nil
+	})
+}
+
 // syncBuffer is a bytes.Buffer safe for the concurrent writes of a child's
 // stdout and stderr and the test's reads.
 type syncBuffer struct {

@@ -401,9 +401,7 @@ func TestReloadOnFileChange(t *testing.T) {
 		}
 		return nil
 	})
-	if !strings.Contains(rs.Proxy.out.String(), `msg="configuration reloaded" trigger="file change" changed=[rules]`) {
-		t.Errorf("no reload line naming the rules:\n%s", rs.Proxy.out.String())
-	}
+	rs.waitLog(t, `msg="configuration reloaded" trigger="file change" changed=[rules]`, 1)
 	if got := rs.metric(t, `authproxy_config_reloads_total{result="ok"}`); got != "1" {
 		t.Errorf(`reloads_total{result="ok"} = %q, want 1`, got)
 	}

@@ -120,7 +120,7 @@ func (b *logBuffer) Write(p []byte) (int, error) {
 		b.mu.Unlock()
 		return b.w.Write(p)
 	}
-	if len(b.pending)+len(p) > b.max {
+	if len(b.pending) > 0 && len(b.pending)+len(p) > b.max { // a record alone is always kept
 		b.dropped++
 		b.mu.Unlock()
 		return len(p), nil

@@ -13,9 +13,10 @@ const (
 	// logBufferSize: a batch this large is written at once, without
 	// waiting for the interval (about 250 access-log lines).
 	logBufferSize = 64 << 10
-	// logBufferMax bounds what waits in memory while stdout does not take
-	// it (a wedged pipe, a stopped log shipper); records beyond it are
-	// dropped and counted rather than blocking requests.
+	// logBufferMax bounds what waits in memory. Past it a record waits for
+	// stdout, as it would without the buffer, but at most logFlushWait:
+	// a wedged pipe or a stopped log shipper drops records (counted)
+	// instead of hanging requests.
 	logBufferMax = 1 << 20
 	// logFlushInterval is how late a line may appear. 100 ms is below what
 	// a person tailing the log notices and what a shipper's batching adds
@@ -24,8 +25,9 @@ const (
 	// hundreds of lines per write. It is also the most a SIGKILL or OOM
 	// kill loses.
 	logFlushInterval = 100 * time.Millisecond
-	// logFlushWait bounds how long a Warn-or-worse record (Flush) or the
-	// shutdown (Close) waits for its lines to be written.
+	// logFlushWait bounds how long a Warn-or-worse record (Flush), a
+	// record finding the buffer full, or the shutdown (Close) waits for
+	// stdout. Longer, stdout is taken as wedged.
 	logFlushWait = 2 * time.Second
 )
 
@@ -79,8 +81,8 @@ func (h flushOnWarn) WithGroup(name string) slog.Handler {
 // logBuffer is an io.Writer that gathers whole records (slog writes each
 // record with one Write) and writes them to w in batches, in order, from one
 // goroutine: when size bytes are waiting, every interval, on Flush and on
-// Close. A Write only copies into memory, so a request never waits for
-// stdout; while stdout does not take lines, up to max bytes wait and later
+// Close. A Write only copies into memory unless max bytes wait already;
+// then it waits for the writer, at most wait, and while the writer is stuck
 // records are dropped and counted (onDrop reports them after the next
 // successful write). It is safe for concurrent use.
 type logBuffer struct {
@@ -99,7 +101,8 @@ type logBuffer struct {
 	spare   []byte          // the last batch's memory, reused
 	waiters []chan struct{} // closed when what was pending at Flush is written
 	dropped uint64          // records dropped since the last report
-	stuck   bool            // a Flush timed out and the write has not returned
+	room    chan struct{}   // closed when the writer takes pending; nil if nobody waits
+	stuck   bool            // a wait for the writer timed out and its write has not returned
 	closed  bool            // all written at Close: Write writes straight to w
 }
 
@@ -113,17 +116,30 @@ func newLogBuffer(w io.Writer, size, max int, interval, wait time.Duration) *log
 
 func (b *logBuffer) start() { go b.run() }
 
-// Write keeps a copy of p (one record) for the next batch.
+// Write keeps a copy of p (one record) for the next batch. When max bytes
+// wait already, it waits for the writer to take them, as a write to a slow
+// pipe would, but at most b.wait: then the writer is stuck, and records are
+// dropped until its write returns.
 func (b *logBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
+	for !b.closed && len(b.pending) > 0 && len(b.pending)+len(p) > b.max { // a record alone is always kept
+		if b.stuck {
+			b.dropped++
+			b.mu.Unlock()
+			return len(p), nil
+		}
+		if b.room == nil {
+			b.room = make(chan struct{})
+		}
+		room := b.room
+		b.mu.Unlock()
+		b.signal()
+		b.await(room)
+		b.mu.Lock()
+	}
 	if b.closed {
 		b.mu.Unlock()
 		return b.w.Write(p)
-	}
-	if len(b.pending) > 0 && len(b.pending)+len(p) > b.max { // a record alone is always kept
-		b.dropped++
-		b.mu.Unlock()
-		return len(p), nil
 	}
 	b.pending = append(b.pending, p...)
 	full := len(b.pending) >= b.size
@@ -135,7 +151,7 @@ func (b *logBuffer) Write(p []byte) (int, error) {
 }
 
 // Flush writes what is buffered and waits until it is written, at most
-// b.wait; while an earlier Flush found the writer stuck it does not wait.
+// b.wait; while the writer is stuck it does not wait.
 func (b *logBuffer) Flush() {
 	b.mu.Lock()
 	if b.closed || b.stuck {
@@ -147,10 +163,16 @@ func (b *logBuffer) Flush() {
 	b.waiters = append(b.waiters, written)
 	b.mu.Unlock()
 	b.signal()
+	b.await(written)
+}
+
+// await waits for c to close, at most b.wait; past that the writer is
+// stuck.
+func (b *logBuffer) await(c <-chan struct{}) {
 	t := time.NewTimer(b.wait)
 	defer t.Stop()
 	select {
-	case <-written:
+	case <-c:
 	case <-t.C:
 		b.mu.Lock()
 		b.stuck = true
@@ -211,6 +233,10 @@ func (b *logBuffer) writeBatch() {
 	b.mu.Lock()
 	batch, waiters, dropped := b.pending, b.waiters, b.dropped
 	b.pending, b.waiters, b.dropped = b.spare, nil, 0
+	if b.room != nil {
+		close(b.room)
+		b.room = nil
+	}
 	b.mu.Unlock()
 	if len(batch) > 0 {
 		// An error (stdout closed) leaves nowhere to report it; the
@@ -218,11 +244,9 @@ func (b *logBuffer) writeBatch() {
 		_, _ = b.w.Write(batch)
 	}
 	b.mu.Lock()
-	if cap(batch) <= 2*b.size { // a batch that grew while stdout stalled is let go
-		b.spare = batch[:0]
-	} else {
-		b.spare = make([]byte, 0, b.size)
-	}
+	// Kept even when it grew past size (a burst, a stall): at most max,
+	// and reused with no allocation.
+	b.spare = batch[:0]
 	b.stuck = false
 	b.mu.Unlock()
 	for _, c := range waiters {

@@ -52,11 +52,12 @@ func eventually(t *testing.T, what string, cond func() bool) {
 }
 
 // TestLogBufferOrderUnderConcurrency: records from many goroutines come out
-// whole, each exactly once, each goroutine's in the order written, with
-// batches cut by size and by Flush while they are written.
+// whole, each exactly once (none dropped while stdout is merely slower than
+// the writers), each goroutine's in the order written, with batches cut by
+// size and by Flush while they are written.
 func TestLogBufferOrderUnderConcurrency(t *testing.T) {
 	var out lockedBuffer
-	b := newLogBuffer(&out, 1<<10, 1<<30, time.Millisecond, hang)
+	b := newLogBuffer(&out, 1<<10, 4<<10, time.Millisecond, hang) // small max: writers wait for room
 	b.start()
 	const goroutines, each = 8, 2000
 	var wg sync.WaitGroup
@@ -177,8 +178,8 @@ func (w *blockingWriter) Write(p []byte) (int, error) {
 }
 
 // TestLogBufferWedgedOutput: while stdout takes nothing, Write and Flush
-// still return (a hang fails the test at its bound), records past max are
-// dropped and counted, and when stdout moves again the kept records come
+// still return after the wait bound (a hang fails the test at its own),
+// records past max are dropped and counted, and when stdout moves again the kept records come
 // out in order followed by the report of the drop.
 func TestLogBufferWedgedOutput(t *testing.T) {
 	w := &blockingWriter{entered: make(chan struct{}, 100), release: make(chan struct{})}
@@ -294,7 +295,16 @@ func BenchmarkLogOutput(b *testing.B) {
 			}
 			drained := make(chan struct{})
 			go func() { _, _ = io.Copy(io.Discard, r); close(drained) }()
-			log, closeLog := openLog(logConfig{Format: "json", Level: slog.LevelInfo, Buffer: buffered}, w)
+			cfg := logConfig{Format: "json", Level: slog.LevelInfo}
+			log, closeLog := newLogger(cfg, w), func() {}
+			var dropped uint64
+			if buffered { // openLog's, with the drops counted
+				lb := newLogBuffer(w, logBufferSize, logBufferMax, logFlushInterval, logFlushWait)
+				lb.onDrop = func(n uint64) { dropped += n }
+				log = slog.New(flushOnWarn{Handler: newLogger(cfg, lb).Handler(), buf: lb})
+				lb.start()
+				closeLog = func() { lb.Close(); <-lb.done }
+			}
 			b.ReportAllocs()
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
@@ -306,6 +316,7 @@ func BenchmarkLogOutput(b *testing.B) {
 			})
 			b.StopTimer()
 			closeLog()
+			b.ReportMetric(float64(dropped), "dropped")
 			w.Close()
 			<-drained
 			r.Close()

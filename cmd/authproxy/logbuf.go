@@ -96,14 +96,15 @@ type logBuffer struct {
 	stopOnce sync.Once
 	done     chan struct{} // closed when the writer goroutine has ended
 
-	mu      sync.Mutex
-	pending []byte
-	spare   []byte          // the last batch's memory, reused
-	waiters []chan struct{} // closed when what was pending at Flush is written
-	dropped uint64          // records dropped since the last report
-	room    chan struct{}   // closed when the writer takes pending; nil if nobody waits
-	stuck   bool            // a wait for the writer timed out and its write has not returned
-	closed  bool            // all written at Close: Write writes straight to w
+	mu        sync.Mutex
+	pending   []byte
+	spare     []byte          // the last batch's memory, reused
+	waiters   []chan struct{} // closed when what was pending at Flush is written
+	dropped   uint64          // records dropped since the last report
+	room      chan struct{}   // closed when the writer takes pending; nil if nobody waits
+	stuck     bool            // a wait for the writer timed out and its write has not returned
+	reporting bool            // onDrop runs: Write does not wait for room
+	closed    bool            // all written at Close: Write writes straight to w
 }
 
 func newLogBuffer(w io.Writer, size, max int, interval, wait time.Duration) *logBuffer {
@@ -122,7 +123,9 @@ func (b *logBuffer) start() { go b.run() }
 // dropped until its write returns.
 func (b *logBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
-	for !b.closed && len(b.pending) > 0 && len(b.pending)+len(p) > b.max { // a record alone is always kept
+	// A record alone is always kept, and so is the writer's own report
+	// (it cannot wait for itself).
+	for !b.closed && !b.reporting && len(b.pending) > 0 && len(b.pending)+len(p) > b.max {
 		if b.stuck {
 			b.dropped++
 			b.mu.Unlock()
@@ -253,7 +256,13 @@ func (b *logBuffer) writeBatch() {
 		close(c)
 	}
 	if dropped > 0 && b.onDrop != nil {
+		b.mu.Lock()
+		b.reporting = true
+		b.mu.Unlock()
 		b.onDrop(dropped) // a record in pending, written next
+		b.mu.Lock()
+		b.reporting = false
+		b.mu.Unlock()
 		b.signal()
 	}
 }

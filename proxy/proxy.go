@@ -523,6 +523,13 @@ func (p *handler) rewrite(pr *httputil.ProxyRequest) {
 	p.stripCookies(pr.Out.Header)
 	p.setIdentity(pr.Out.Header, info)
 	p.setBasic(pr.Out.Header, info)
+	// A request's trailers are header fields the client sends after the
+	// body, past every check here; apps that merge them into the headers
+	// (Apache's MergeTrailers, frameworks reading Go's or Node's request
+	// trailers) would read a trailer Authorization or X-User as the real
+	// one. Go's clone carries only their names, which are not forwarded
+	// either.
+	pr.Out.Trailer = nil
 }
 
 // setForwardedHost names the public host, when it is configured.

@@ -541,8 +541,10 @@ func (p *handler) setForwardedHost(h http.Header, info *reqInfo) {
 }
 
 // stripHeaders deletes every header that an upstream might read as one of
-// names (normalized): any case, and "_" or "." for "-" (CGI, PHP, WSGI and
-// nginx with underscores_in_headers merge them; PHP also maps ".").
+// names (normalized): any case, and any punctuation for "-" (CGI, PHP, WSGI
+// and nginx with underscores_in_headers merge "_"; PHP also maps ".";
+// lighttpd's CGI, FastCGI and SCGI, like Apache 2.2, turn every character
+// but letters and digits into "_").
 func stripHeaders(h http.Header, names []string) {
 	for name := range h {
 		for _, id := range names {
@@ -565,7 +567,7 @@ func sameHeader(name, norm string) bool {
 		switch {
 		case 'A' <= c && c <= 'Z':
 			c += 'a' - 'A'
-		case c == '_' || c == '.':
+		case c < '0' || '9' < c && c < 'a' || 'z' < c:
 			c = '-'
 		}
 		if c != norm[i] {
@@ -576,15 +578,20 @@ func sameHeader(name, norm string) bool {
 }
 
 // NormalizeHeader maps a header name to the form upstream stacks compare
-// on: lower case, with "_" and "." read as "-". Two names with the same
-// form are one header to some upstream.
+// on: lower case, with every byte but ASCII letters and digits read as "-"
+// (a header name's other characters are punctuation: "_", ".", "~", "!"
+// ...). Two names with the same form are one header to some upstream.
 func NormalizeHeader(name string) string {
-	return strings.Map(func(c rune) rune {
-		if c == '_' || c == '.' {
-			return '-'
+	b := []byte(name)
+	for i, c := range b {
+		switch {
+		case 'A' <= c && c <= 'Z':
+			b[i] = c + 'a' - 'A'
+		case c < '0' || '9' < c && c < 'a' || 'z' < c:
+			b[i] = '-'
 		}
-		return c
-	}, strings.ToLower(name))
+	}
+	return string(b)
 }
 
 // stripCookies removes authproxy's own cookies (session, chunks, logins):

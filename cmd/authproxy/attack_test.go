@@ -1,9 +1,22 @@
 package main
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"io"
+	"log"
+	"math/big"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"os"
 	"strings"
 	"testing"
+	"time"
 )
 
 // dotEnvLeaks are .env files that do not parse, each holding secrets that
@@ -62,5 +75,64 @@ func TestDotEnvReloadHidesSecrets(t *testing.T) {
 	}
 	if got := rs.status(t, "/"); got != 200 {
 		t.Errorf("after the refused reloads: %d", got)
+	}
+}
+
+// TestUpstreamTLSNameIsTheURLs: with AUTHPROXY_PASS_HOST_HEADER the client
+// chooses the Host header the upstream receives, never the name its
+// certificate is checked against (nor the SNI): that stays the host of
+// AUTHPROXY_UPSTREAM. A certificate that names only the client's Host is
+// refused.
+func TestUpstreamTLSNameIsTheURLs(t *testing.T) {
+	serverCA, clientCA := newTestCA(t, "upstream CA"), newTestCA(t, "client CA")
+	caFile := tempFile(t, "ca.pem", serverCA.pem)
+	certPEM, keyPEM := clientCA.issue(t, "authproxy-client", clientAuth, time.Now().Add(time.Hour))
+	certFile, keyFile := tempFile(t, "client.pem", certPEM), tempFile(t, "client.key", keyPEM)
+	withTLS := func(e *env) {
+		e.UpstreamCAFile, e.UpstreamClientCertFile, e.UpstreamClientKeyFile = caFile, certFile, keyFile
+		e.PassHostHeader = "true"
+	}
+	get := func(t *testing.T, c *http.Client, base, host string) (int, string) {
+		req, _ := http.NewRequest("GET", base+"/page", nil)
+		req.Host = host
+		// Go's client picks cookies by the Host: give it the proxy's.
+		for _, ck := range c.Jar.Cookies(req.URL) {
+			req.AddCookie(ck)
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+
+	app := tlsUpstream(t, serverCA, clientCA) // a certificate for 127.0.0.1 only
+	base, c, _, _ := startProxyTo(t, app.URL, withTLS)
+	if status, body := get(t, c, base, "evil.example"); status != 200 || !strings.HasPrefix(body, "app:") {
+		t.Fatalf("Host evil.example, certificate for the upstream's address: %d %q, want the app", status, body)
+	}
+	u, _ := url.Parse(base)
+
+	// An upstream whose certificate names only the host a client sends.
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: u.Hostname()},
+		DNSNames: []string{"evil.example"}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, serverCA.cert, &key.PublicKey, serverCA.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "reached")
+	}))
+	other.TLS = &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}
+	other.Config.ErrorLog = log.New(io.Discard, "", 0)
+	other.StartTLS()
+	t.Cleanup(other.Close)
+	base2, c2, _, _ := startProxyTo(t, other.URL, withTLS)
+	if status, body := get(t, c2, base2, "evil.example"); status != http.StatusBadGateway || strings.Contains(body, "reached") {
+		t.Errorf("Host evil.example, certificate for evil.example only: %d %q, want 502", status, body)
 	}
 }

@@ -7,8 +7,12 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
+	"time"
+
+	"github.com/authproxy/authproxy/session"
 )
 
 // trailerApp reads the whole body, then records the request's trailers
@@ -85,5 +89,27 @@ func TestRequestTrailersNeverForwarded(t *testing.T) {
 				t.Errorf("upstream received trailers %q (declared %q)", app.trailer, app.declared)
 			}
 		})
+	}
+}
+
+// TestBasicAuthUserBreakingClaimRules: a session whose user id breaks the
+// claim rules (saved by a version before logins checked them: white space
+// or invisible characters at either end, control characters) is refused
+// like a user with a colon: inside the base64 nothing stops it, and an app
+// that trims or C-string-reads the name (PHP, Apache) would take it for
+// another user's.
+func TestBasicAuthUserBreakingClaimRules(t *testing.T) {
+	f := newFixture(t, &recorder{}, withBasic)
+	for _, user := range []string{" admin", "admin ", "admin\t", "admin\n", "admin\r\nX-User: root", "ad\x00min",
+		"admin\u200b", "\ufeffadmin", "admin\u00a0", "admin\u2028", "adm\xffin"} {
+		before := f.upstream.count()
+		c := f.saveSession(t, session.Session{User: user, Expiry: time.Now().Add(time.Hour)})
+		resp, body := f.do(t, "GET", "/app", c, http.Header{"Accept": {"application/json"}})
+		if resp.StatusCode != http.StatusForbidden || !strings.Contains(body, "user_not_representable") {
+			t.Errorf("%q: %d %s, want 403 user_not_representable", user, resp.StatusCode, body)
+		}
+		if f.upstream.count() != before {
+			t.Errorf("%q: the upstream received the request", user)
+		}
 	}
 }

@@ -64,8 +64,8 @@ type Config struct {
 	Locker session.Locker
 	// Revalidate is how often the session of a long-running response
 	// (WebSocket, event stream, long poll, download) is loaded again, so that
-	// revocation closes it. Zero checks only sessions of a server-side store
-	// (with an ID), every DefaultRevalidate.
+	// revocation, or a reload that removed the key that sealed its cookie,
+	// closes it. Zero means DefaultRevalidate.
 	Revalidate time.Duration
 	// Ready reports whether the proxy should receive traffic (provider
 	// discovered, not shutting down).
@@ -339,7 +339,8 @@ func (p *handler) serveProxied(w http.ResponseWriter, r *http.Request) {
 func ruleTarget(u *url.URL) string { return u.EscapedPath() }
 
 // DefaultRevalidate is how often a long-running response's session is
-// checked again with the store (revocation, logout elsewhere).
+// checked again with the store (revocation, logout elsewhere, a removed
+// cookie key).
 const DefaultRevalidate = 15 * time.Second
 
 // WatchAfter is how long a response for a logged-in user runs before the
@@ -391,7 +392,8 @@ func (p *handler) disarm(lt *lateTimer) {
 
 // watch runs (in the timer's goroutine) while a long response for a
 // logged-in user lasts: it ends the response when the session expires or,
-// checked every Revalidate, when the store no longer knows it. Only an
+// checked every Revalidate, when the store no longer knows it: revoked, or
+// (the cookie store too) sealed with a key a reload has removed. Only an
 // authoritative "no session" ends it: a store that cannot be reached leaves
 // the connection alone. Bearer tokens are bound by their own expiry.
 func (p *handler) watch(info *reqInfo) {
@@ -404,7 +406,7 @@ func (p *handler) watch(info *reqInfo) {
 		expired = t.C
 	}
 	var recheck <-chan time.Time
-	if !info.bearer && (info.sess.ID != "" || p.cfg.Revalidate > 0) {
+	if !info.bearer {
 		every := p.cfg.Revalidate
 		if every <= 0 {
 			every = DefaultRevalidate

@@ -136,3 +136,50 @@ func TestUpstreamTLSNameIsTheURLs(t *testing.T) {
 		t.Errorf("Host evil.example, certificate for evil.example only: %d %q, want 502", status, body)
 	}
 }
+
+// TestRulesFileMixUpHidesSecrets: AUTHPROXY_RULES_FILE pointed by mistake
+// at a secret (the identity key, the cookie secret, a .env, a JSON
+// credential: all in the same mounted directories) is refused without its
+// lines in the message, which reaches the reload log and check-config's
+// output. A rule that is merely short is still quoted.
+func TestRulesFileMixUpHidesSecrets(t *testing.T) {
+	_, key := keyPEM(t)
+	secret := newSecret(t)
+	for _, tt := range []struct{ name, data string }{
+		{"identity key", key},
+		{"cookie secrets", secret + "\n" + newSecret(t) + "\n"},
+		{"cookie secrets, one line", secret + "," + newSecret(t)},
+		{".env", "AUTHPROXY_CLIENT_SECRET=" + secret + "\n"},
+		{"JSON credential", "{\n  \"client_secret\": \"" + secret + "\"\n}\n"},
+		{"secret with a space", "client secret " + secret + "\n"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			rules := tempFile(t, "rules.txt", []byte(tt.data))
+			var out strings.Builder
+			err := run(t.Context(), []string{"check-config"}, envFrom(t, map[string]string{
+				"AUTHPROXY_UPSTREAM": "http://127.0.0.1:8080", "AUTHPROXY_ISSUER": "https://idp.example/",
+				"AUTHPROXY_CLIENT_ID": "c", "AUTHPROXY_CLIENT_SECRET": "s", "AUTHPROXY_RULES_FILE": rules,
+			}), &out, &out)
+			if err == nil {
+				t.Fatal("check-config accepted it")
+			}
+			text := err.Error() + out.String()
+			if !strings.Contains(text, "AUTHPROXY_RULES_FILE") {
+				t.Errorf("the message does not name the setting: %s", text)
+			}
+			for line := range strings.Lines(tt.data) {
+				for _, f := range strings.FieldsFunc(line, func(r rune) bool { return strings.ContainsRune(" \t\n,\":{}=", r) }) {
+					if len(f) >= 16 && strings.Contains(text, f) {
+						t.Errorf("the message quotes %q:\n%s", f, text)
+					}
+				}
+			}
+		})
+	}
+	// A short rule is still shown, to be fixed.
+	rules := tempFile(t, "rules.txt", []byte("allow GET,*\n"))
+	_, err := loadConfig(envFrom(t, map[string]string{"AUTHPROXY_RULES_FILE": rules}))
+	if err == nil || !strings.Contains(err.Error(), `"allow GET,*"`) {
+		t.Errorf("a short rule is not quoted: %v", err)
+	}
+}

@@ -183,3 +183,17 @@ func TestRulesFileMixUpHidesSecrets(t *testing.T) {
 		t.Errorf("a short rule is not quoted: %v", err)
 	}
 }
+
+// TestBasicAuthFlagHidesPassword: the password set by mistake in
+// AUTHPROXY_UPSTREAM_BASIC_AUTH (the neighbouring variable) is refused
+// without being quoted.
+func TestBasicAuthFlagHidesPassword(t *testing.T) {
+	for _, v := range []string{"s3cret-LEAKED-pw", "yes-LEAKED", "LEAKED"} {
+		_, err := loadConfig(envFrom(t, map[string]string{"AUTHPROXY_UPSTREAM_BASIC_AUTH": v, "AUTHPROXY_UPSTREAM_BASIC_PASSWORD": v}))
+		if err == nil || !strings.Contains(err.Error(), "AUTHPROXY_UPSTREAM_BASIC_AUTH must be true or false") {
+			t.Errorf("%q: %v", v, err)
+		} else if strings.Contains(err.Error(), "LEAKED") {
+			t.Errorf("the message quotes the value: %v", err)
+		}
+	}
+}

@@ -158,6 +158,13 @@ func isStringVar(s *ast.ValueSpec, name string) bool {
 	return false
 }
 
+// knows reports whether authproxy reads name.
+func (p proxy) knows(t *testing.T, name string) bool {
+	t.Helper()
+	_, ok := p.env[name]
+	return ok
+}
+
 // port is the port of a host:port listen address such as ":9001".
 func port(t *testing.T, addr string) int {
 	t.Helper()

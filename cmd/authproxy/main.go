@@ -7,7 +7,7 @@
 //	authproxy            serve, configured by AUTHPROXY_* environment variables
 //	authproxy demo       run against an embedded development provider and app
 //	authproxy version    print the version
-//	authproxy explain    would these claims be allowed on METHOD PATH, by which rule?
+//	authproxy explain    would these claims be allowed on METHOD PATH or URL, by which rule?
 //	authproxy healthcheck  probe /healthz of a running proxy (exit 0 or 1)
 //	authproxy check-config  validate the settings and the files they name
 package main
@@ -94,7 +94,7 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	case "explain":
 		return explain(args[1:], getenv("AUTHPROXY_RULES_FILE"), getenv("AUTHPROXY_RULES_CASE_INSENSITIVE"), stdout, stderr)
 	case "healthcheck":
-		return healthcheck(ctx, getenv("AUTHPROXY_ADDR"))
+		return healthcheck(ctx, getenv("AUTHPROXY_ADDR"), servesTLS(getenv))
 	case "help", "-h", "-help", "--help":
 		if err := usage(stdout); err != nil {
 			return err
@@ -156,6 +156,7 @@ type server struct {
 	handler  http.Handler // serves with current
 	internal http.Handler // /metrics and the admin API; nil without AUTHPROXY_METRICS_ADDR
 	stopping atomic.Bool  // set when shutdown starts: /readyz turns 503
+	tls      *tlsServer   // nil: plain HTTP
 	closers  []func()     // run by close, last first
 
 	// current is the part a reload replaces; each request reads it once.
@@ -217,11 +218,14 @@ func newServer(ctx context.Context, cfg config, log *slog.Logger) (_ *server, er
 	if cfg.Redis != nil {
 		rdb := redis.NewUniversalClient(cfg.Redis)
 		s.closers = append(s.closers, func() { _ = rdb.Close() })
-		redisSessions, err = redisstore.New(ctx, redisstore.Config{Client: rdb, Policy: cfg.Cookie.Policy,
-			Name: cfg.Cookie.Name, Legacy: cfg.Cookie.Legacy, Domain: cfg.Cookie.Domain, Secure: cfg.Cookie.Secure, Secrets: cfg.Cookie.Secrets})
+		rcfg := cfg.RedisStore
+		rcfg.Client, rcfg.Policy, rcfg.Secrets = rdb, cfg.Cookie.Policy, cfg.Cookie.Secrets
+		rcfg.Name, rcfg.Legacy, rcfg.Domain, rcfg.Secure = cfg.Cookie.Name, cfg.Cookie.Legacy, cfg.Cookie.Domain, cfg.Cookie.Secure
+		redisSessions, err = redisstore.New(ctx, rcfg)
 		if err != nil {
 			return nil, err
 		}
+		s.closers = append(s.closers, redisSessions.Close) // before the client: closers run backwards
 		store, revoker, locker, once = redisSessions, redisSessions, redisSessions, redisSessions
 		m.ActiveSessions(redisSessions.Count)
 	}
@@ -246,6 +250,17 @@ func newServer(ctx context.Context, cfg config, log *slog.Logger) (_ *server, er
 
 	if cfg.Server.MetricsAddr != "" {
 		s.internal = internalHandler(m, redisSessions, cfg.Server.AdminToken)
+	}
+	if cfg.TLS.enabled() {
+		// The host names that get certificates and https redirects, as
+		// the configuration in force says (a reload may change them).
+		allowHost := func(host string) bool { return s.current.Load().allowHost(host) }
+		if s.tls, err = newTLS(cfg.TLS, allowHost, log); err != nil {
+			return nil, err
+		}
+		// A reload loads the certificate files again (their paths need a
+		// restart); a pair that does not load refuses the reload.
+		s.reloaders = append(s.reloaders, s.tls.Reload)
 	}
 	return s, nil
 }
@@ -280,7 +295,7 @@ func (s *server) build(cfg config) (*live, error) {
 	} else {
 		h = cookies.Migrate(h)
 	}
-	return &live{handler: h, transports: transports(cfg)}, nil
+	return &live{handler: h, transports: transports(cfg), allowHost: hostSet(cfg.TLS.Hosts)}, nil
 }
 
 // cookieSecrets returns the configured secrets or, when there are none, a
@@ -323,7 +338,8 @@ func (s *server) close() {
 // drains and shuts down within cfg's bounds.
 func (s *server) serve(ctx context.Context, cfg serverConfig, ln net.Listener, log *slog.Logger) error {
 	srv := &http.Server{
-		Handler:           s.handler,
+		Handler:           withTLSState(s.handler),
+		ConnContext:       connTLSState,
 		ReadHeaderTimeout: 10 * time.Second,
 		// Idle keep-alive connections are closed after this; request
 		// bodies are bounded where nobody is logged in (proxy.BodyTimeout).
@@ -332,7 +348,12 @@ func (s *server) serve(ctx context.Context, cfg serverConfig, ln net.Listener, l
 		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 		// WriteTimeout stays 0: it would cut server-sent events and downloads.
 	}
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
+	if s.tls != nil {
+		// Handshakes first, so that the framing check reads decrypted
+		// HTTP/1.1 and lets HTTP/2 (ALPN h2) through to the server.
+		ln = newTLSListener(ln, s.tls.config, srv.ReadHeaderTimeout, log)
+	}
 	go func() { errc <- srv.Serve(proxy.RefuseAmbiguousFraming(ln)) }()
 	if s.internal != nil {
 		msrv, err := serveMetrics(cfg.MetricsAddr, s.internal, log, errc)
@@ -341,6 +362,16 @@ func (s *server) serve(ctx context.Context, cfg serverConfig, ln net.Listener, l
 			return err
 		}
 		defer msrv.Close()
+	}
+	if s.tls != nil {
+		hsrv, err := s.tls.serveHTTP(log, errc)
+		if err != nil {
+			_ = srv.Close()
+			return err
+		}
+		if hsrv != nil {
+			defer hsrv.Close()
+		}
 	}
 
 	select {
@@ -408,8 +439,9 @@ func serveMetrics(addr string, h http.Handler, log *slog.Logger, errc chan<- err
 	return srv, nil
 }
 
-// healthcheck probes a running proxy's /healthz, for images without curl.
-func healthcheck(ctx context.Context, addr string) error {
+// healthcheck probes a running proxy's /healthz, for images without curl;
+// over HTTPS when the proxy serves TLS.
+func healthcheck(ctx context.Context, addr string, useTLS bool) error {
 	if addr == "" {
 		addr = ":9001"
 	}
@@ -422,11 +454,15 @@ func healthcheck(ctx context.Context, addr string) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+net.JoinHostPort(host, port)+"/healthz", nil)
+	scheme, client := "http", http.DefaultClient
+	if useTLS {
+		scheme, client = "https", healthcheckTLSClient()
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, scheme+"://"+net.JoinHostPort(host, port)+"/healthz", nil)
 	if err != nil {
 		return err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		return fmt.Errorf("healthcheck: %w", err)
 	}
@@ -443,8 +479,9 @@ func usage(w io.Writer) error {
 Usage:
   authproxy               serve; configured by AUTHPROXY_* environment variables (see README)
   authproxy demo          run with an embedded development provider and sample app on 127.0.0.1
-  authproxy explain [-rules FILE] [-case-insensitive] [-claims JSON|@FILE] METHOD PATH
-                          which access rule decides the request, without starting the proxy
+  authproxy explain [-rules FILE] [-case-insensitive] [-claims JSON|@FILE] METHOD PATH|URL
+                          which access rule decides the request, without starting the proxy;
+                          a URL (https://wiki.example.com/admin) applies the rules scoped to its host
   authproxy check-config  check the settings and every file they name, without starting; exit 0 if usable
                           (for CI and pre-deploy hooks). A running proxy reloads on SIGHUP and on file changes
   authproxy version       print the version

@@ -133,7 +133,7 @@ func TestLoadConfigListsEveryProblem(t *testing.T) {
 func TestRunExitsNonZeroOnBadConfig(t *testing.T) {
 	var stderr bytes.Buffer
 	err := run(context.Background(), nil, envFrom(t, nil), io.Discard, &stderr)
-	if err == nil || !strings.Contains(err.Error(), "AUTHPROXY_UPSTREAM is required") || !strings.Contains(err.Error(), "AUTHPROXY_ISSUER") {
+	if err == nil || !strings.Contains(err.Error(), "AUTHPROXY_UPSTREAM (the app to protect, e.g. http://127.0.0.1:8080) or AUTHPROXY_ROUTES_FILE is required") || !strings.Contains(err.Error(), "AUTHPROXY_ISSUER") {
 		t.Errorf("run with empty env: %v", err)
 	}
 }
@@ -305,7 +305,7 @@ func TestHealthcheck(t *testing.T) {
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
 	go ok.Serve(ln)
 	defer ok.Close()
-	if err := healthcheck(context.Background(), ln.Addr().String()); err != nil {
+	if err := healthcheck(context.Background(), ln.Addr().String(), false); err != nil {
 		t.Errorf("healthy proxy: %v", err)
 	}
 	sick := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -314,13 +314,13 @@ func TestHealthcheck(t *testing.T) {
 	ln2, _ := net.Listen("tcp", "127.0.0.1:0")
 	go sick.Serve(ln2)
 	defer sick.Close()
-	if err := healthcheck(context.Background(), ln2.Addr().String()); err == nil {
+	if err := healthcheck(context.Background(), ln2.Addr().String(), false); err == nil {
 		t.Error("a 503 passed the health check")
 	}
 	dead, _ := net.Listen("tcp", "127.0.0.1:0")
 	addr := dead.Addr().String()
 	dead.Close()
-	if err := healthcheck(context.Background(), addr); err == nil {
+	if err := healthcheck(context.Background(), addr, false); err == nil {
 		t.Error("nothing listening passed the health check")
 	}
 }
@@ -362,6 +362,10 @@ func TestRedisConfig(t *testing.T) {
 		{"short admin token", func(e *env) {
 			e.SessionStore, e.RedisURL, e.AdminToken, e.MetricsAddr = "redis", "redis://x:1", "short", "127.0.0.1:9090"
 		}, "too short"},
+		{"cache off", func(e *env) { e.SessionStore, e.RedisURL, e.RedisCacheSize = "redis", "redis://x:1", "0" }, ""},
+		{"negative cache size", func(e *env) { e.SessionStore, e.RedisURL, e.RedisCacheSize = "redis", "redis://x:1", "-1" }, "AUTHPROXY_REDIS_CACHE_SIZE"},
+		{"cache TTL zero", func(e *env) { e.SessionStore, e.RedisURL, e.RedisCacheTTL = "redis", "redis://x:1", "0s" }, "AUTHPROXY_REDIS_CACHE_TTL"},
+		{"cache TTL over an hour", func(e *env) { e.SessionStore, e.RedisURL, e.RedisCacheTTL = "redis", "redis://x:1", "2h" }, "at most 1h"},
 	} {
 		e := base()
 		tt.set(&e)
@@ -376,6 +380,10 @@ func TestRedisConfig(t *testing.T) {
 		case err == nil && cfg.Redis != nil && !cfg.Redis.ContextTimeoutEnabled:
 			t.Errorf("%s: context timeouts are off", tt.name)
 		}
+	}
+	// The cache is on by default.
+	if cfg, err := base().parse(); err != nil || cfg.RedisStore.CacheSize != 10000 || cfg.RedisStore.CacheTTL != 10*time.Second {
+		t.Errorf("defaults: cache size %d, TTL %v, %v; want 10000, 10s", cfg.RedisStore.CacheSize, cfg.RedisStore.CacheTTL, err)
 	}
 }
 

@@ -197,3 +197,24 @@ func TestBasicAuthFlagHidesPassword(t *testing.T) {
 		}
 	}
 }
+
+// TestRoutesFileMixUpHidesSecrets: AUTHPROXY_ROUTES_FILE pointed at a
+// secret is refused without quoting it, like the rules file.
+func TestRoutesFileMixUpHidesSecrets(t *testing.T) {
+	_, key := keyPEM(t)
+	secret := newSecret(t)
+	for _, data := range []string{key, secret + "\n", "AUTHPROXY_CLIENT_SECRET=" + secret + "\n", "{\"client_secret\": \"" + secret + "\"}\n"} {
+		routes := tempFile(t, "routes.txt", []byte(data))
+		_, err := loadConfig(envFrom(t, map[string]string{"AUTHPROXY_ROUTES_FILE": routes}))
+		if err == nil {
+			t.Fatal("a secret was accepted as a routes file")
+		}
+		for line := range strings.Lines(data) {
+			for _, f := range strings.FieldsFunc(line, func(r rune) bool { return strings.ContainsRune(" \t\n,\":{}=", r) }) {
+				if len(f) >= 16 && !strings.HasPrefix(f, "AUTHPROXY_") && strings.Contains(err.Error(), f) {
+					t.Errorf("the message quotes %q:\n%v", f, err)
+				}
+			}
+		}
+	}
+}

@@ -270,6 +270,13 @@ func (s *server) reloadLocked(load loader) (changed, restart []string, err error
 	if err != nil {
 		return nil, nil, err
 	}
+	// Keys that were configured and are now missing (a .env deleted, a
+	// variable dropped) would become a random key: everyone logged out, and
+	// replicas disagreeing. That is never what a reload is for.
+	if len(cfg.Cookie.Secrets) == 0 && s.generated == nil {
+		return nil, nil, problems{"AUTHPROXY_COOKIE_SECRET and AUTHPROXY_COOKIE_SECRET_FILE are no longer set: " +
+			"a reload does not replace configured cookie keys with a random one (that would end every session)"}
+	}
 	l, err := s.build(cfg)
 	if err != nil {
 		return nil, nil, err

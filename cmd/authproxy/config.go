@@ -23,6 +23,7 @@ import (
 
 	"github.com/authproxy/authproxy/cookie"
 	"github.com/authproxy/authproxy/internal/ascii"
+	"github.com/authproxy/authproxy/internal/tracing"
 	"github.com/authproxy/authproxy/oidc"
 	"github.com/authproxy/authproxy/proxy"
 	"github.com/authproxy/authproxy/proxy/assertion"
@@ -87,6 +88,7 @@ type env struct {
 	LogFormat            string `envconfig:"AUTHPROXY_LOG_FORMAT" default:"json" desc:"json or text"`
 	DrainDelay           string `envconfig:"AUTHPROXY_DRAIN_DELAY" default:"5s" desc:"on SIGTERM, how long /readyz says 503 while still serving"`
 	ShutdownTimeout      string `envconfig:"AUTHPROXY_SHUTDOWN_TIMEOUT" default:"25s" desc:"on SIGTERM, bound for in-flight requests"`
+	TraceUser            string `envconfig:"AUTHPROXY_TRACE_USER" default:"false" desc:"record the user id on trace spans (tracing itself is set by the standard OTEL_* variables)"`
 }
 
 // setting is one field of env as its tags declare it.
@@ -174,13 +176,30 @@ func loadConfig(lookup func(string) (string, bool)) (config, error) {
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return config{}, fmt.Errorf("read .env: %w", err)
 	}
-	return readEnv(func(name string) (string, bool) {
+	all := func(name string) (string, bool) {
 		if v, ok := lookup(name); ok {
 			return v, true
 		}
 		v, ok := dotenv[name]
 		return v, ok
-	}).parse()
+	}
+	c, err := readEnv(all).parse()
+	// The OTEL_* variables are OpenTelemetry's, not settings of ours:
+	// tracing reads them, and their problems are listed with ours.
+	trace, traceProblems := tracing.FromEnv(all)
+	if len(traceProblems) > 0 {
+		var p problems
+		if err != nil && !errors.As(err, &p) {
+			return config{}, err
+		}
+		return config{}, append(p, traceProblems...)
+	}
+	if err != nil {
+		return config{}, err
+	}
+	trace.User = c.Tracing.User
+	c.Tracing = trace
+	return c, nil
 }
 
 // config is the checked configuration, one section per consumer. The
@@ -197,6 +216,8 @@ type config struct {
 	// Identity is nil without AUTHPROXY_IDENTITY_JWT; with no Keys, one is
 	// generated at start.
 	Identity *assertion.Config
+	// Tracing is off unless the OTEL_* variables turn it on (loadConfig).
+	Tracing tracing.Config
 	vars     env // what it was parsed from, for the startup line
 }
 
@@ -241,7 +262,9 @@ func (e env) parse() (config, error) {
 		OIDC:   e.oidcConfig(&p, origin, access),
 		Cookie: e.cookieConfig(&p, origin),
 		Redis:  e.redisOptions(&p),
-		vars:   e,
+		// Only whether spans may name the user: loadConfig adds the rest.
+		Tracing: tracing.Config{User: p.boolean("AUTHPROXY_TRACE_USER", e.TraceUser)},
+		vars:    e,
 	}
 	c.OIDC.SessionLifetime = c.Cookie.Policy.Lifetime // one setting, two packages
 	c.Identity = e.assertionConfig(&p, origin, c.Proxy.Upstream)

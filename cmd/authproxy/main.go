@@ -31,9 +31,11 @@ import (
 	"time"
 
 	"github.com/kelseyhightower/envconfig"
+	"github.com/redis/go-redis/extra/redisotel/v9"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/authproxy/authproxy/cookie"
+	"github.com/authproxy/authproxy/internal/tracing"
 	"github.com/authproxy/authproxy/metrics"
 	"github.com/authproxy/authproxy/oidc"
 	"github.com/authproxy/authproxy/proxy"
@@ -147,6 +149,23 @@ func newServer(ctx context.Context, cfg config, log *slog.Logger) (_ *server, er
 			"and will NOT work across replicas. Set it to the output of: openssl rand -base64 32")
 	}
 	m := metrics.New(buildVersion())
+	var tr *tracing.Tracing // nil: tracing off, nothing wrapped
+	if cfg.Tracing.Enabled {
+		if tr, err = tracing.Setup(ctx, cfg.Tracing, buildVersion(), log); err != nil {
+			return nil, err
+		}
+		// First in, so closed last: after the server and the stores, its
+		// spans are all ended and can be flushed.
+		s.closers = append(s.closers, func() {
+			fctx, cancel := context.WithTimeout(context.Background(), traceFlushTimeout)
+			defer cancel()
+			if err := tr.Shutdown(fctx); err != nil {
+				log.Warn("tracing: spans not exported at shutdown", "err", err)
+			}
+		})
+		log.Info("tracing on", "protocol", cfg.Tracing.Protocol, "endpoint", cfg.Tracing.Endpoint.Redacted(),
+			"service", cfg.Tracing.ServiceName, "sampler", cfg.Tracing.Sampler.Description())
+	}
 	// The cookie store writes the login cookies whichever store keeps the
 	// sessions, and its names cover the Redis store's ticket cookie.
 	cookies, err := cookie.NewStore(cfg.Cookie)
@@ -164,6 +183,13 @@ func newServer(ctx context.Context, cfg config, log *slog.Logger) (_ *server, er
 	if cfg.Redis != nil {
 		rdb := redis.NewUniversalClient(cfg.Redis)
 		s.closers = append(s.closers, func() { _ = rdb.Close() })
+		if tr != nil {
+			// Command names only: arguments hold session ids and tickets.
+			if err := redisotel.InstrumentTracing(rdb, redisotel.WithTracerProvider(tr.Provider()),
+				redisotel.WithDBStatement(false), redisotel.WithCallerEnabled(false)); err != nil {
+				return nil, err
+			}
+		}
 		redisSessions, err = redisstore.New(ctx, redisstore.Config{Client: rdb, Policy: cfg.Cookie.Policy,
 			Name: cfg.Cookie.Name, Legacy: cfg.Cookie.Legacy, Domain: cfg.Cookie.Domain, Secure: cfg.Cookie.Secure, Secrets: cfg.Cookie.Secrets})
 		if err != nil {
@@ -179,6 +205,11 @@ func newServer(ctx context.Context, cfg config, log *slog.Logger) (_ *server, er
 	s.closers = append(s.closers, cancelProvider)
 	ocfg := cfg.OIDC
 	ocfg.Logger, ocfg.Observer, ocfg.Revoker, ocfg.Once = log, m, revoker, once
+	if tr != nil {
+		client := *ocfg.HTTPClient
+		client.Transport = tr.Transport(client.Transport, providerSpan)
+		ocfg.HTTPClient = &client
+	}
 	auth, err := oidc.New(providerCtx, ocfg, store, cookies)
 	if err != nil {
 		return nil, err
@@ -192,6 +223,10 @@ func newServer(ctx context.Context, cfg config, log *slog.Logger) (_ *server, er
 	pcfg.Auth, pcfg.Sessions, pcfg.IsOwnCookie, pcfg.Refresher, pcfg.Locker = auth, store, cookies.IsOwn, auth, locker
 	pcfg.Ready = func() bool { return !s.stopping.Load() && auth.Ready() }
 	pcfg.Observer, pcfg.Logger = m, log
+	if tr != nil {
+		pcfg.Tracer = tr
+		pcfg.Transport = tr.Transport(pcfg.Transport, func(*http.Request) string { return "upstream" })
+	}
 	if cfg.OIDC.Audience != "" {
 		pcfg.Bearer = auth.VerifyAccessToken
 	}
@@ -213,6 +248,18 @@ func newServer(ctx context.Context, cfg config, log *slog.Logger) (_ *server, er
 		s.internal = internalHandler(m, redisSessions, cfg.Server.AdminToken)
 	}
 	return s, nil
+}
+
+// traceFlushTimeout bounds the export of the last spans at shutdown.
+const traceFlushTimeout = 5 * time.Second
+
+// providerSpan names the span of a call to the provider after what oidc
+// says it is: "oidc token", "oidc jwks", ...
+func providerSpan(r *http.Request) string {
+	if c := oidc.Call(r); c != "" {
+		return "oidc " + c
+	}
+	return "oidc"
 }
 
 // internalHandler serves /metrics and, with the Redis store and a token,

@@ -218,7 +218,7 @@ type config struct {
 	Identity *assertion.Config
 	// Tracing is off unless the OTEL_* variables turn it on (loadConfig).
 	Tracing tracing.Config
-	vars     env // what it was parsed from, for the startup line
+	vars    env // what it was parsed from, for the startup line
 }
 
 // serverConfig is what the listeners and the shutdown need.

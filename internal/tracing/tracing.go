@@ -69,6 +69,9 @@ func Setup(ctx context.Context, c Config, version string, log *slog.Logger) (*Tr
 	if !c.Enabled || c.Endpoint == nil {
 		return nil, errors.New("tracing: not enabled")
 	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	// Endpoint and protocol are passed explicitly, from the variables the
 	// caller looked up; the exporter still reads its other OTEL_EXPORTER_OTLP_*
 	// variables (headers, timeout, certificates) from the process.

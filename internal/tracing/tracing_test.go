@@ -38,8 +38,8 @@ func noSecrets(t *testing.T, s sdktrace.ReadOnlySpan, secrets ...string) {
 	t.Helper()
 	for _, kv := range s.Attributes() {
 		for _, secret := range secrets {
-			if strings.Contains(kv.Value.Emit(), secret) {
-				t.Errorf("span %q attribute %s = %q holds %q", s.Name(), kv.Key, kv.Value.Emit(), secret)
+			if strings.Contains(kv.Value.String(), secret) {
+				t.Errorf("span %q attribute %s = %q holds %q", s.Name(), kv.Key, kv.Value.String(), secret)
 			}
 		}
 	}
@@ -71,12 +71,12 @@ func TestServerSpan(t *testing.T) {
 		a := attrs(s)
 		for k, want := range map[attribute.Key]string{"http.route": "/", "authproxy.outcome": "proxied",
 			"url.path": "/reports/7", "http.request.method": "GET", "http.response.status_code": "200"} {
-			if got := a[k].Emit(); got != want {
+			if got := a[k].String(); got != want {
 				t.Errorf("%s = %q, want %q", k, got, want)
 			}
 		}
 		if got, ok := a["enduser.id"]; ok != user || (user && got.AsString() != "auth0|ada") {
-			t.Errorf("TraceUser %v: enduser.id = %q (set %v)", user, got.Emit(), ok)
+			t.Errorf("TraceUser %v: enduser.id = %q (set %v)", user, got.String(), ok)
 		}
 		noSecrets(t, s, "secret-code", "ada%40", "ada@", "secret-cookie")
 	}

@@ -18,6 +18,7 @@ import (
 type jaeger struct {
 	*process
 	OTLP   string // http://127.0.0.1:PORT, the OTLP/HTTP receiver
+	GRPC   string // http://127.0.0.1:PORT, the OTLP/gRPC receiver
 	Query  string // http://127.0.0.1:PORT, the query API
 	client *http.Client
 }
@@ -28,7 +29,7 @@ type jaeger struct {
 func startJaeger(t *testing.T) *jaeger {
 	t.Helper()
 	bin := requireTool(t, "jaeger")
-	otlp, query, queryGRPC := freePort(t), freePort(t), freePort(t)
+	otlp, otlpGRPC, query, queryGRPC := freePort(t), freePort(t), freePort(t), freePort(t)
 	cfg := fmt.Sprintf(`service:
   extensions: [jaeger_storage, jaeger_query]
   pipelines:
@@ -58,16 +59,19 @@ receivers:
     protocols:
       http:
         endpoint: 127.0.0.1:%d
+      grpc:
+        endpoint: 127.0.0.1:%d
 exporters:
   jaeger_storage_exporter:
     trace_storage: memstore
-`, query, queryGRPC, otlp)
+`, query, queryGRPC, otlp, otlpGRPC)
 	cmd := exec.Command(bin, "--config", writeTestFile(t, "jaeger.yaml", cfg))
 	cmd.Dir = t.TempDir()
 	client := &http.Client{Timeout: hangTimeout}
 	t.Cleanup(client.CloseIdleConnections)
 	j := &jaeger{process: startProcess(t, "jaeger", cmd), client: client,
-		OTLP: fmt.Sprintf("http://127.0.0.1:%d", otlp), Query: fmt.Sprintf("http://127.0.0.1:%d", query)}
+		OTLP: fmt.Sprintf("http://127.0.0.1:%d", otlp), GRPC: fmt.Sprintf("http://127.0.0.1:%d", otlpGRPC),
+		Query: fmt.Sprintf("http://127.0.0.1:%d", query)}
 	j.waitFor(t, "200 from the query API", hangTimeout, func() error {
 		resp, err := client.Get(j.Query + "/api/services")
 		if err != nil {
@@ -79,14 +83,16 @@ exporters:
 		}
 		return nil
 	})
-	// The receiver is started with the rest; wait for its port all the same.
-	j.waitFor(t, "the OTLP receiver's port", hangTimeout, func() error {
-		c, err := net.Dial("tcp", strings.TrimPrefix(j.OTLP, "http://"))
-		if err == nil {
-			c.Close()
-		}
-		return err
-	})
+	// The receivers are started with the rest; wait for their ports all the same.
+	for _, addr := range []string{j.OTLP, j.GRPC} {
+		j.waitFor(t, "the OTLP receiver on "+addr, hangTimeout, func() error {
+			c, err := net.Dial("tcp", strings.TrimPrefix(addr, "http://"))
+			if err == nil {
+				c.Close()
+			}
+			return err
+		})
+	}
 	return j
 }
 
@@ -229,6 +235,38 @@ func wantTree(server string, children ...string) func([]jaegerSpan) error {
 	}
 }
 
+// wantRedisChild checks that the span named server has a Redis command
+// span as its child, which names the command but not its arguments.
+func wantRedisChild(server string) func([]jaegerSpan) error {
+	return func(spans []jaegerSpan) error {
+		roots := spanNamed(spans, server)
+		if len(roots) != 1 {
+			return fmt.Errorf("%d spans %q, want 1", len(roots), server)
+		}
+		for _, s := range spans {
+			if s.parent() == roots[0].SpanID && s.tag("db.system") == "redis" {
+				if st := s.tag("db.statement"); st != "" {
+					return fmt.Errorf("redis span %q records the statement %q", s.OperationName, st)
+				}
+				return nil
+			}
+		}
+		return fmt.Errorf("no redis span child of %q", server)
+	}
+}
+
+// allOf checks every one of checks.
+func allOf(checks ...func([]jaegerSpan) error) func([]jaegerSpan) error {
+	return func(spans []jaegerSpan) error {
+		for _, c := range checks {
+			if err := c(spans); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+}
+
 // traceparentOf splits a W3C traceparent into trace and parent span id.
 func traceparentOf(t *testing.T, v string) (trace, span string) {
 	t.Helper()
@@ -248,13 +286,20 @@ func traceparentOf(t *testing.T, v string) (trace, span string) {
 //   - a proxied request is one trace, server span and upstream span, and the
 //     upstream received the upstream span's traceparent;
 //   - a client's traceparent is not continued, a trusted proxy's is;
+//   - over OTLP/gRPC as over OTLP/HTTP, and the spans still buffered at
+//     shutdown are exported before the proxy exits;
+//   - Redis commands of the session store are child spans, without their
+//     arguments;
 //   - each access-log line carries its request's trace_id;
 //   - no span holds the query string or the user.
 func TestTracingJaeger(t *testing.T) {
 	requireE2E(t)
 	j := startJaeger(t)
 	service := "authproxy-e2e-" + randomToken(t)[:8]
+	rdb := startRedis(t) // the Redis store, for its command spans
 	s := newStack(t, stackOptions{ProxyEnv: map[string]string{
+		"AUTHPROXY_SESSION_STORE":     "redis",
+		"AUTHPROXY_REDIS_URL":         rdb.URL(),
 		"OTEL_EXPORTER_OTLP_ENDPOINT": j.OTLP,
 		"OTEL_SERVICE_NAME":           service,
 		"OTEL_BSP_SCHEDULE_DELAY":     "200", // ms: read by the SDK itself
@@ -300,7 +345,7 @@ func TestTracingJaeger(t *testing.T) {
 
 	b := newBrowser(t, s.PKI)
 	login := callbackTrace(b, "tracy", "/traced/login?q=secret-query")
-	spans := j.waitTrace(t, service, login, wantTree("GET /auth/callback", "oidc token"))
+	spans := j.waitTrace(t, service, login, allOf(wantTree("GET /auth/callback", "oidc token"), wantRedisChild("GET /auth/callback")))
 	if n := len(spanNamed(spans, "oidc jwks")); n != 0 {
 		t.Logf("the first login fetched the keys again (%d fetches): the warm-up at start failed?", n)
 	}
@@ -387,7 +432,7 @@ func TestTracingJaeger(t *testing.T) {
 		if bg := up.Header.Values("Baggage"); !tt.continued && len(bg) > 0 {
 			t.Errorf("%s: the upstream got the client's baggage %q", tt.name, bg)
 		}
-		spans := j.waitTrace(t, service, traceID, wantTree("GET /", "upstream"))
+		spans := j.waitTrace(t, service, traceID, allOf(wantTree("GET /", "upstream"), wantRedisChild("GET /")))
 		server := spanNamed(spans, "GET /")[0]
 		if ups := spanNamed(spans, "upstream"); len(ups) != 1 || ups[0].SpanID != upParent {
 			t.Errorf("%s: the upstream's traceparent names span %s, Jaeger has upstream spans %s", tt.name, upParent, describeSpans(ups))
@@ -403,10 +448,45 @@ func TestTracingJaeger(t *testing.T) {
 		}
 	}
 
+	// The same over OTLP/gRPC, from a second proxy: one request. Its batch
+	// would wait ten minutes: only the flush at shutdown can export it.
+	grpcService := service + "-grpc"
+	p2 := startProxy(t, s.PKI, proxyConfig{Upstream: s.Upstream.URL.String(), Issuer: s.Provider.Issuer,
+		ClientID: s.Client.ClientID, ClientSecret: s.Client.ClientSecret, CookieSecret: newCookieSecret(t), PostLogoutURL: "/",
+		Env: map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": j.GRPC, "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+			"OTEL_SERVICE_NAME": grpcService, "OTEL_BSP_SCHEDULE_DELAY": "600000"}})
+	req, err := http.NewRequest(http.MethodGet, p2.URL.String()+"/traced/grpc", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Accept", "application/json")
+	req.Header.Set("X-Request-Id", "e2e-trace-grpc")
+	resp, err := (&http.Client{Timeout: hangTimeout}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("GET /traced/grpc without a session: %s, want 401", resp.Status)
+	}
+	grpcTrace := ""
+	for _, f := range p2.accessLog(t) {
+		if f["request_id"] == "e2e-trace-grpc" {
+			grpcTrace = f["trace_id"]
+		}
+	}
+	if err := p2.stop(stopTimeout); err != nil {
+		t.Fatalf("stop the gRPC proxy: %v", err)
+	}
+	j.waitTrace(t, grpcService, grpcTrace, wantTree("GET /"))
+
 	// Nothing in any span of the run names the query or the user.
 	all, err := j.traces(t, service)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if len(all) < 5 {
+		t.Errorf("Jaeger holds %d traces of %s, want at least discovery, two logins' callbacks and two requests", len(all), service)
 	}
 	for id, spans := range all {
 		for _, sp := range spans {

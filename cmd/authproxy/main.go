@@ -185,8 +185,9 @@ func newServer(ctx context.Context, cfg config, log *slog.Logger) (_ *server, er
 		s.closers = append(s.closers, func() { _ = rdb.Close() })
 		if tr != nil {
 			// Command names only: arguments hold session ids and tickets.
+			// No dial spans: pool dials belong to no request.
 			if err := redisotel.InstrumentTracing(rdb, redisotel.WithTracerProvider(tr.Provider()),
-				redisotel.WithDBStatement(false), redisotel.WithCallerEnabled(false)); err != nil {
+				redisotel.WithDBStatement(false), redisotel.WithCallerEnabled(false), redisotel.WithDialFilter(true)); err != nil {
 				return nil, err
 			}
 		}

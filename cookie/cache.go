@@ -22,8 +22,8 @@ const DefaultCacheSize = 4096
 // It cannot serve what Load would refuse: only values that decoded and
 // verified are added; the key is the whole value, so a changed byte misses;
 // an entry expires with its session, and Load checks the session on every
-// hit; and the keys that verified a value are fixed for the Store's life (a
-// removed key means a restart, so an empty cache). Logout with the cookie
+// hit; and each cache belongs to one set of keys (SetSecrets starts an
+// empty one, so a removed key's sessions are not served from it). Logout with the cookie
 // store clears the browser's cookie but revokes nothing, with or without
 // the cache: a replayed copy was valid either way until its expiry. When
 // full, the session that expires first makes room; a dropped session only

@@ -29,7 +29,7 @@ func TestCacheNeverWidensLoad(t *testing.T) {
 			t.Fatalf("first load: %v", err)
 		}
 	}
-	if _, ok := cached.cache.get(cookies[0].Value, now); !ok {
+	if _, ok := cached.keys.Load().cache.get(cookies[0].Value, now); !ok {
 		t.Fatal("a verified session was not cached")
 	}
 
@@ -40,7 +40,7 @@ func TestCacheNeverWidensLoad(t *testing.T) {
 			t.Errorf("%s store served an expired session: %v", name, err)
 		}
 	}
-	if _, ok := cached.cache.get(cookies[0].Value, now); ok {
+	if _, ok := cached.keys.Load().cache.get(cookies[0].Value, now); ok {
 		t.Error("expired session still cached")
 	}
 	now = t0
@@ -53,7 +53,7 @@ func TestCacheNeverWidensLoad(t *testing.T) {
 	if _, err := cached.Load(r); !errors.Is(err, session.ErrNoSession) {
 		t.Errorf("tampered value accepted: %v", err)
 	}
-	if _, ok := cached.cache.get(string(v), now); ok {
+	if _, ok := cached.keys.Load().cache.get(string(v), now); ok {
 		t.Error("a refused value was cached")
 	}
 
@@ -74,7 +74,7 @@ func TestCacheIsBounded(t *testing.T) {
 		if got, err := load(s, cookies); err != nil || got.User != fmt.Sprint("u", i) {
 			t.Fatalf("load %d: %+v %v", i, got, err)
 		}
-		if n := s.cache.m.Len(); n > 16 {
+		if n := s.keys.Load().cache.m.Len(); n > 16 {
 			t.Fatalf("cache holds %d entries, bound is 16", n)
 		}
 	}
@@ -179,7 +179,7 @@ func TestIdleTimeout(t *testing.T) {
 func TestOldTicketCookieRefused(t *testing.T) {
 	now := t0
 	s := newStore(t, &now, keyA)
-	value, err := securecookie.EncodeMulti(DefaultName, map[string]any{"k": "id.key", "x": now.Add(time.Hour)}, s.codecs...)
+	value, err := securecookie.EncodeMulti(DefaultName, map[string]any{"k": "id.key", "x": now.Add(time.Hour)}, s.keys.Load().codecs...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,6 +19,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/securecookie"
@@ -111,12 +112,19 @@ type Config struct {
 // session.Store, safe for concurrent use.
 type Store struct {
 	cfg         Config
-	codecs      []securecookie.Codec
-	loginCodecs []securecookie.Codec
+	keys        atomic.Pointer[keys] // swapped whole by SetSecrets
 	loginPrefix string
-	cache       *sessionCache
 	// legacy reads and clears sessions under Config.Legacy; nil without.
 	legacy *Store
+}
+
+// keys is what the secrets yield: the codecs and the cache of sessions they
+// verified. They change together, so a session verified by a key that was
+// since removed is never served from the cache.
+type keys struct {
+	codecs      []securecookie.Codec
+	loginCodecs []securecookie.Codec
+	cache       *sessionCache
 }
 
 // NewStore checks cfg and derives the cookie keys from its secrets.
@@ -133,16 +141,16 @@ func NewStore(cfg Config) (*Store, error) {
 	if err := cfg.Policy.Check(); err != nil {
 		return nil, fmt.Errorf("cookie: %w", err)
 	}
-	if len(cfg.Secrets) == 0 {
-		return nil, errors.New("cookie: at least one secret is required")
-	}
 	if !validName(cfg.Name) {
 		return nil, fmt.Errorf("cookie: invalid cookie name %q", cfg.Name)
 	}
 	if cfg.CacheSize == 0 {
 		cfg.CacheSize = DefaultCacheSize
 	}
-	s := &Store{cfg: cfg, loginPrefix: cfg.Name + "_login_", cache: newSessionCache(cfg.CacheSize)}
+	s := &Store{cfg: cfg, loginPrefix: cfg.Name + "_login_"}
+	if err := s.SetSecrets(cfg.Secrets); err != nil {
+		return nil, err
+	}
 	if cfg.Legacy != "" && cfg.Legacy != cfg.Name {
 		old := cfg
 		old.Name, old.Legacy, old.CacheSize = cfg.Legacy, "", -1
@@ -155,22 +163,41 @@ func NewStore(cfg Config) (*Store, error) {
 		}
 		s.legacy = legacy
 	}
-	for i, secret := range cfg.Secrets {
+	return s, nil
+}
+
+// SetSecrets replaces the secrets in place, for a configuration reload: the
+// first encodes, all decode. A session sealed with a secret that is kept
+// stays valid; one sealed with a removed secret no longer loads
+// (session.ErrNoSession: the user logs in again), and neither does a login
+// in progress. On error nothing changes.
+func (s *Store) SetSecrets(secrets [][]byte) error {
+	if len(secrets) == 0 {
+		return errors.New("cookie: at least one secret is required")
+	}
+	k := &keys{cache: newSessionCache(s.cfg.CacheSize)}
+	for i, secret := range secrets {
 		if n := len(secret); n != 32 && n != 64 {
-			return nil, fmt.Errorf("cookie: secret %d is %d bytes, want 32 or 64", i+1, n)
+			return fmt.Errorf("cookie: secret %d is %d bytes, want 32 or 64", i+1, n)
 		}
 		hashKey, blockKey, err := deriveKeys(secret)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		// No length limit in the codec: Save checks the size itself, to
 		// report ErrTooLarge. (Decoding is bounded by what read joins.)
-		s.codecs = append(s.codecs, newCodec(hashKey, blockKey, cfg.Policy.Lifetime, 0))
+		k.codecs = append(k.codecs, newCodec(hashKey, blockKey, s.cfg.Policy.Lifetime, 0))
 		// Likewise for logins (maxLoginBytes, checked by SaveLogin and
 		// LoadLogin).
-		s.loginCodecs = append(s.loginCodecs, newCodec(hashKey, blockKey, cfg.LoginTTL, 0))
+		k.loginCodecs = append(k.loginCodecs, newCodec(hashKey, blockKey, s.cfg.LoginTTL, 0))
 	}
-	return s, nil
+	if s.legacy != nil {
+		if err := s.legacy.SetSecrets(secrets); err != nil {
+			return err
+		}
+	}
+	s.keys.Store(k)
+	return nil
 }
 
 // deriveKeys splits one configured secret into independent HMAC and AES keys,
@@ -277,9 +304,10 @@ func (s *Store) Load(r *http.Request) (session.Session, error) {
 		return session.Session{}, err
 	}
 	now := s.cfg.Now()
-	sess, cached := s.cache.get(value, now)
+	k := s.keys.Load()
+	sess, cached := k.cache.get(value, now)
 	if !cached {
-		if sess, err = s.decode(value); err != nil {
+		if sess, err = decode(s.cfg.Name, value, k.codecs); err != nil {
 			return session.Session{}, err
 		}
 	}
@@ -287,12 +315,12 @@ func (s *Store) Load(r *http.Request) (session.Session, error) {
 	// with these keys. Not a session.
 	if sess.User == "" || s.cfg.Policy.Ended(&sess, now) {
 		if cached {
-			s.cache.remove(value)
+			k.cache.remove(value)
 		}
 		return session.Session{}, errExpired
 	}
 	if !cached {
-		s.cache.put(value, sess, now)
+		k.cache.put(value, sess, now)
 	}
 	return sess, nil
 }
@@ -301,9 +329,9 @@ var errExpired = fmt.Errorf("%w: session expired", session.ErrNoSession)
 
 // decode verifies and decrypts a session value. (Apart from Load so that a
 // cache hit does not pay for the heap-allocated decode target.)
-func (s *Store) decode(value string) (session.Session, error) {
+func decode(name, value string, codecs []securecookie.Codec) (session.Session, error) {
 	var sess session.Session
-	if err := securecookie.DecodeMulti(s.cfg.Name, value, &sess, s.codecs...); err != nil {
+	if err := securecookie.DecodeMulti(name, value, &sess, codecs...); err != nil {
 		return session.Session{}, fmt.Errorf("%w: %w", session.ErrNoSession, err)
 	}
 	return sess, nil
@@ -338,7 +366,7 @@ func (s *Store) Save(w http.ResponseWriter, r *http.Request, sess session.Sessio
 
 // save is Save, returning the cookies written, in order.
 func (s *Store) save(w http.ResponseWriter, r *http.Request, sess session.Session) ([]*http.Cookie, error) {
-	value, err := securecookie.EncodeMulti(s.cfg.Name, sess, s.codecs...)
+	value, err := securecookie.EncodeMulti(s.cfg.Name, sess, s.keys.Load().codecs...)
 	if err != nil {
 		return nil, fmt.Errorf("cookie: encode session: %w", err)
 	}
@@ -409,7 +437,7 @@ func (s *Store) SaveLogin(w http.ResponseWriter, r *http.Request, l Login) error
 	}
 	// Whole seconds in UTC: the shortest JSON time, in a cookie sent often.
 	l.Expiry = s.cfg.Now().Add(s.cfg.LoginTTL).UTC().Truncate(time.Second)
-	value, err := securecookie.EncodeMulti(name, l, s.loginCodecs...)
+	value, err := securecookie.EncodeMulti(name, l, s.keys.Load().loginCodecs...)
 	if err != nil {
 		return fmt.Errorf("cookie: encode login: %w", err)
 	}
@@ -441,7 +469,7 @@ func (s *Store) loginsToExpire(r *http.Request, newName string, size int) []stri
 			continue
 		}
 		var l Login
-		if len(c.Value) > maxLoginBytes || securecookie.DecodeMulti(c.Name, c.Value, &l, s.loginCodecs...) != nil ||
+		if len(c.Value) > maxLoginBytes || securecookie.DecodeMulti(c.Name, c.Value, &l, s.keys.Load().loginCodecs...) != nil ||
 			!s.cfg.Now().Before(l.Expiry) {
 			expire = append(expire, c.Name)
 			continue
@@ -480,7 +508,7 @@ func (s *Store) LoadLogin(r *http.Request, state string) (Login, error) {
 		return Login{}, fmt.Errorf("%w: login cookie too large", ErrNoLogin)
 	}
 	var l Login
-	if err := securecookie.DecodeMulti(name, c.Value, &l, s.loginCodecs...); err != nil {
+	if err := securecookie.DecodeMulti(name, c.Value, &l, s.keys.Load().loginCodecs...); err != nil {
 		return Login{}, fmt.Errorf("%w: %w", ErrNoLogin, err)
 	}
 	// The cookie name only carries a prefix of the state; the full state is

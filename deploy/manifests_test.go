@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"math"
@@ -14,13 +15,17 @@ import (
 	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -48,6 +53,9 @@ type renderCase struct {
 	ingress bool
 	// networkPolicy: a NetworkPolicy lets only authproxy reach the upstream.
 	networkPolicy bool
+	// appServices: every upstream (AUTHPROXY_UPSTREAM or each route's) is
+	// a Service in the manifests, on the port the URL names.
+	appServices bool
 }
 
 // kustomization is the part of kustomization.yaml these manifests use. It
@@ -94,6 +102,12 @@ type generator struct {
 	Literals []string `json:"literals,omitempty"`
 	Envs     []string `json:"envs,omitempty"`
 	Files    []string `json:"files,omitempty"`
+	Options  *struct {
+		DisableNameSuffixHash bool              `json:"disableNameSuffixHash,omitempty"`
+		Immutable             bool              `json:"immutable,omitempty"`
+		Labels                map[string]string `json:"labels,omitempty"`
+		Annotations           map[string]string `json:"annotations,omitempty"`
+	} `json:"options,omitempty"`
 }
 
 // jsonPatchOp is one operation of an RFC 6902 patch file.
@@ -121,6 +135,11 @@ func yamlFiles(t *testing.T) []string {
 			return err
 		}
 		if d.IsDir() && path != "." && strings.HasPrefix(d.Name(), ".") {
+			return filepath.SkipDir
+		}
+		// Helm templates are not YAML until rendered: helm_test.go renders
+		// and checks the chart.
+		if d.IsDir() && path == helmDir {
 			return filepath.SkipDir
 		}
 		if !d.IsDir() && (strings.HasSuffix(path, ".yaml") || strings.HasSuffix(path, ".yml") || isKustomization(path)) {
@@ -169,6 +188,7 @@ func newDecoder(t *testing.T) runtime.Decoder {
 	scheme := runtime.NewScheme()
 	for _, add := range []func(*runtime.Scheme) error{
 		appsv1.AddToScheme, corev1.AddToScheme, networkingv1.AddToScheme,
+		policyv1.AddToScheme, autoscalingv2.AddToScheme, monitoringv1.AddToScheme,
 	} {
 		if err := add(scheme); err != nil {
 			t.Fatal(err)
@@ -318,6 +338,9 @@ type objects struct {
 	secrets         map[string]*corev1.Secret
 	ingresses       []*networkingv1.Ingress
 	networkPolicies []*networkingv1.NetworkPolicy
+	pdbs            []*policyv1.PodDisruptionBudget
+	hpas            []*autoscalingv2.HorizontalPodAutoscaler
+	serviceMonitors []*monitoringv1.ServiceMonitor
 }
 
 // render builds dir with kustomize, as `kubectl kustomize dir` does, and
@@ -336,6 +359,12 @@ func render(t *testing.T, dec runtime.Decoder, dir string) objects {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return collect(t, dec, docs)
+}
+
+// collect decodes rendered documents strictly and sorts them by kind.
+func collect(t *testing.T, dec runtime.Decoder, docs [][]byte) objects {
+	t.Helper()
 	objs := objects{configMaps: map[string]*corev1.ConfigMap{}, secrets: map[string]*corev1.Secret{}}
 	for _, doc := range docs {
 		obj, ops, err := decodeDoc(dec, doc)
@@ -355,6 +384,12 @@ func render(t *testing.T, dec runtime.Decoder, dir string) objects {
 			objs.ingresses = append(objs.ingresses, o)
 		case *networkingv1.NetworkPolicy:
 			objs.networkPolicies = append(objs.networkPolicies, o)
+		case *policyv1.PodDisruptionBudget:
+			objs.pdbs = append(objs.pdbs, o)
+		case *autoscalingv2.HorizontalPodAutoscaler:
+			objs.hpas = append(objs.hpas, o)
+		case *monitoringv1.ServiceMonitor:
+			objs.serviceMonitors = append(objs.serviceMonitors, o)
 		default:
 			t.Fatalf("rendered %T: add a check for it", obj)
 		}
@@ -366,6 +401,8 @@ func render(t *testing.T, dec runtime.Decoder, dir string) objects {
 type proxyEnv struct {
 	values   map[string]string // as the container sees them
 	defaults map[string]string // from the env struct's default tags
+	// upstreams: AUTHPROXY_UPSTREAM, or every route's upstream.
+	upstreams []*url.URL
 }
 
 // get is the effective value of name: set in the manifests, else the
@@ -384,7 +421,7 @@ func containerEnv(t *testing.T, p proxy, objs objects, c *corev1.Container) prox
 	env := proxyEnv{values: map[string]string{}, defaults: p.env}
 	set := func(source, name, value string, mustBeKnown bool) {
 		t.Helper()
-		if _, ok := p.env[name]; !ok && (mustBeKnown || isProxyName(name)) {
+		if !p.knows(t, name) && (mustBeKnown || isProxyName(name)) {
 			t.Errorf("%s sets %s, which authproxy does not read (not an envconfig tag in cmd/authproxy)", source, name)
 		}
 		env.values[name] = value
@@ -424,9 +461,47 @@ func containerEnv(t *testing.T, p proxy, objs objects, c *corev1.Container) prox
 		}
 	}
 	for _, e := range c.Env {
-		set("container "+c.Name+" env", e.Name, e.Value, false)
+		value := e.Value
+		if from := e.ValueFrom; from != nil {
+			value = valueFrom(t, objs, c.Name, e.Name, from)
+		}
+		set("container "+c.Name+" env", e.Name, value, false)
 	}
 	return env
+}
+
+// valueFrom resolves an env entry's secretKeyRef or configMapKeyRef: the
+// object and the key must be in the manifests unless marked optional.
+func valueFrom(t *testing.T, objs objects, container, name string, from *corev1.EnvVarSource) string {
+	t.Helper()
+	switch {
+	case from.SecretKeyRef != nil:
+		ref := from.SecretKeyRef
+		if s, ok := objs.secrets[ref.Name]; ok {
+			if v, ok := s.StringData[ref.Key]; ok {
+				return v
+			}
+			if v, ok := s.Data[ref.Key]; ok {
+				return string(v)
+			}
+		}
+		if ref.Optional == nil || !*ref.Optional {
+			t.Errorf("container %s env %s: Secret %s has no key %s in the manifests", container, name, ref.Name, ref.Key)
+		}
+	case from.ConfigMapKeyRef != nil:
+		ref := from.ConfigMapKeyRef
+		if cm, ok := objs.configMaps[ref.Name]; ok {
+			if v, ok := cm.Data[ref.Key]; ok {
+				return v
+			}
+		}
+		if ref.Optional == nil || !*ref.Optional {
+			t.Errorf("container %s env %s: ConfigMap %s has no key %s in the manifests", container, name, ref.Name, ref.Key)
+		}
+	default:
+		t.Errorf("container %s env %s: valueFrom other than a Secret or ConfigMap key", container, name)
+	}
+	return ""
 }
 
 func isProxyName(name string) bool {
@@ -474,6 +549,7 @@ func TestRendered(t *testing.T) {
 		{dir: "base", sidecar: true},
 		{dir: "overlays/standalone", networkPolicy: true},
 		{dir: "overlays/ingress-nginx", sidecar: true, ingress: true},
+		{dir: "overlays/multi-app", networkPolicy: true, appServices: true},
 	}
 	p := readProxy(t)
 	dec := newDecoder(t)
@@ -507,6 +583,9 @@ func TestRendered(t *testing.T) {
 			if tc.networkPolicy {
 				checkNetworkPolicy(t, objs, envs)
 			}
+			if tc.appServices {
+				checkAppServices(t, objs, envs)
+			}
 		})
 	}
 }
@@ -526,7 +605,7 @@ func checkDeployment(t *testing.T, p proxy, objs objects, d *appsv1.Deployment, 
 	t.Run("config", func(t *testing.T) {
 		// What parse in cmd/authproxy/config.go requires.
 		for _, names := range [][]string{
-			{"AUTHPROXY_UPSTREAM"},
+			{"AUTHPROXY_UPSTREAM", "AUTHPROXY_ROUTES_FILE"},
 			{"AUTHPROXY_ISSUER", "AUTH0_DOMAIN"},
 			{"AUTHPROXY_CLIENT_ID", "AUTH0_CLIENT_ID"},
 			{"AUTHPROXY_CLIENT_SECRET", "AUTH0_CLIENT_SECRET"},
@@ -538,17 +617,19 @@ func checkDeployment(t *testing.T, p proxy, objs objects, d *appsv1.Deployment, 
 				t.Errorf("none of %v is set", names)
 			}
 		}
-		u, err := url.Parse(env.get("AUTHPROXY_UPSTREAM"))
-		if err != nil || u.Host == "" {
-			t.Fatalf("AUTHPROXY_UPSTREAM %q is not a URL with a host", env.get("AUTHPROXY_UPSTREAM"))
+		if env.get("AUTHPROXY_UPSTREAM") != "" && env.get("AUTHPROXY_ROUTES_FILE") != "" {
+			t.Error("both AUTHPROXY_UPSTREAM and AUTHPROXY_ROUTES_FILE are set: a configuration error")
 		}
-		ip, err := netip.ParseAddr(u.Hostname())
-		loopback := err == nil && ip.IsLoopback()
-		if sidecar && !loopback {
-			t.Errorf("sidecar: AUTHPROXY_UPSTREAM %s is not on loopback, so the app is reachable around authproxy", u)
-		}
-		if !sidecar && loopback {
-			t.Errorf("standalone: AUTHPROXY_UPSTREAM %s is on loopback, where nothing runs", u)
+		env.upstreams = upstreams(t, objs, spec, c, env)
+		for _, u := range env.upstreams {
+			ip, err := netip.ParseAddr(u.Hostname())
+			loopback := err == nil && ip.IsLoopback()
+			if sidecar && !loopback {
+				t.Errorf("sidecar: upstream %s is not on loopback, so the app is reachable around authproxy", u)
+			}
+			if !sidecar && loopback {
+				t.Errorf("standalone: upstream %s is on loopback, where nothing runs", u)
+			}
 		}
 		if hasApp := len(spec.Containers) > 1; hasApp != sidecar {
 			t.Errorf("%d containers; sidecar is %v", len(spec.Containers), sidecar)
@@ -587,22 +668,35 @@ func checkDeployment(t *testing.T, p proxy, objs objects, d *appsv1.Deployment, 
 	})
 
 	t.Run("services", func(t *testing.T) {
-		found := 0
+		// Named ports a Service may target: the public listener, and the
+		// internal one (metrics, admin API) when it is on.
+		targets := map[string]int{"http": listen}
+		if addr := env.get("AUTHPROXY_METRICS_ADDR"); addr != "" {
+			targets["metrics"] = port(t, addr)
+		}
+		public := 0
 		for _, s := range objs.services {
 			if !selects(s.Spec.Selector, d.Spec.Template.Labels) {
 				continue
 			}
-			found++
-			if len(s.Spec.Ports) == 0 || s.Spec.Ports[0].Name != "http" {
-				t.Errorf("Service %s: want one port named http", s.Name)
+			if len(s.Spec.Ports) == 0 {
+				t.Errorf("Service %s has no port", s.Name)
 			}
 			for _, sp := range s.Spec.Ports {
+				want, ok := targets[sp.Name]
+				if !ok {
+					t.Errorf("Service %s port %q: want a port named http (or metrics, for the internal listener)", s.Name, sp.Name)
+					continue
+				}
+				if sp.Name == "http" {
+					public++
+				}
 				target := sp.TargetPort
 				if target.Type == intstr.Int && target.IntVal == 0 {
 					target = intstr.FromInt32(sp.Port)
 				}
-				if n, ok := resolvePort(c, target); !ok || n != listen {
-					t.Errorf("Service %s port %s targets %s, not the proxy's port %d", s.Name, sp.Name, target.String(), listen)
+				if n, ok := resolvePort(c, target); !ok || n != want {
+					t.Errorf("Service %s port %s targets %s, not the proxy's %s port %d", s.Name, sp.Name, target.String(), sp.Name, want)
 				}
 				// A named target must not be ambiguous with the app's ports.
 				for _, other := range spec.Containers {
@@ -610,15 +704,15 @@ func checkDeployment(t *testing.T, p proxy, objs objects, d *appsv1.Deployment, 
 						continue
 					}
 					for _, cp := range other.Ports {
-						if cp.Name == target.StrVal || int(cp.ContainerPort) == listen {
+						if cp.Name == target.StrVal || int(cp.ContainerPort) == want {
 							t.Errorf("container %s also declares port %s/%d", other.Name, cp.Name, cp.ContainerPort)
 						}
 					}
 				}
 			}
 		}
-		if found == 0 {
-			t.Errorf("no Service selects Deployment %s", d.Name)
+		if public == 0 {
+			t.Errorf("no Service reaches Deployment %s's http port", d.Name)
 		}
 	})
 
@@ -767,37 +861,172 @@ func checkIngress(t *testing.T, objs objects, envs map[string]proxyEnv) {
 
 func checkNetworkPolicy(t *testing.T, objs objects, envs map[string]proxyEnv) {
 	t.Helper()
-	for _, d := range objs.deployments {
-		env := envs[d.Name]
-		u, err := url.Parse(env.get("AUTHPROXY_UPSTREAM"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		upstreamPort := u.Port()
-		if upstreamPort == "" {
-			upstreamPort = map[string]string{"http": "80", "https": "443"}[u.Scheme]
-		}
-		ok := false
-		for _, np := range objs.networkPolicies {
-			if len(np.Spec.PodSelector.MatchLabels) == 0 && len(np.Spec.PodSelector.MatchExpressions) == 0 {
-				t.Errorf("NetworkPolicy %s selects every pod in the namespace", np.Name)
-			}
-			for _, rule := range np.Spec.Ingress {
-				fromProxy := slices.ContainsFunc(rule.From, func(peer networkingv1.NetworkPolicyPeer) bool {
-					return peer.PodSelector != nil && selects(peer.PodSelector.MatchLabels, d.Spec.Template.Labels)
-				})
-				toUpstream := slices.ContainsFunc(rule.Ports, func(np networkingv1.NetworkPolicyPort) bool {
-					return np.Port != nil && np.Port.String() == upstreamPort
-				})
-				if fromProxy && toUpstream && len(rule.From) == 1 {
-					ok = true
-				}
-			}
-		}
-		if !ok {
-			t.Errorf("no NetworkPolicy admits only Deployment %s's pods to the upstream port %s", d.Name, upstreamPort)
+	for _, np := range objs.networkPolicies {
+		if len(np.Spec.PodSelector.MatchLabels) == 0 && len(np.Spec.PodSelector.MatchExpressions) == 0 {
+			t.Errorf("NetworkPolicy %s selects every pod in the namespace", np.Name)
 		}
 	}
+	for _, d := range objs.deployments {
+		for _, u := range envs[d.Name].upstreams {
+			upstreamPort := portOf(u)
+			ok := false
+			for _, np := range objs.networkPolicies {
+				for _, rule := range np.Spec.Ingress {
+					fromProxy := slices.ContainsFunc(rule.From, func(peer networkingv1.NetworkPolicyPeer) bool {
+						return peer.PodSelector != nil && selects(peer.PodSelector.MatchLabels, d.Spec.Template.Labels)
+					})
+					toUpstream := slices.ContainsFunc(rule.Ports, func(np networkingv1.NetworkPolicyPort) bool {
+						return np.Port != nil && np.Port.String() == upstreamPort
+					})
+					if fromProxy && toUpstream && len(rule.From) == 1 {
+						ok = true
+					}
+				}
+			}
+			if !ok {
+				t.Errorf("no NetworkPolicy admits only Deployment %s's pods to the upstream %s's port %s", d.Name, u, upstreamPort)
+			}
+		}
+	}
+}
+
+// portOf is u's port, or its scheme's default.
+func portOf(u *url.URL) string {
+	if p := u.Port(); p != "" {
+		return p
+	}
+	return map[string]string{"http": "80", "https": "443"}[u.Scheme]
+}
+
+// checkAppServices checks that every upstream names a Service of the
+// manifests (by its name, or name.namespace.svc...) with the URL's port,
+// and that the Service is an app's, not authproxy's own.
+func checkAppServices(t *testing.T, objs objects, envs map[string]proxyEnv) {
+	t.Helper()
+	for _, d := range objs.deployments {
+		for _, u := range envs[d.Name].upstreams {
+			name, _, _ := strings.Cut(u.Hostname(), ".")
+			i := slices.IndexFunc(objs.services, func(s *corev1.Service) bool { return s.Name == name })
+			if i < 0 {
+				t.Errorf("upstream %s: no Service %s in the manifests", u, name)
+				continue
+			}
+			s := objs.services[i]
+			if !slices.ContainsFunc(s.Spec.Ports, func(sp corev1.ServicePort) bool { return strconv.Itoa(int(sp.Port)) == portOf(u) }) {
+				t.Errorf("upstream %s: Service %s has no port %s", u, name, portOf(u))
+			}
+			if selects(s.Spec.Selector, d.Spec.Template.Labels) {
+				t.Errorf("upstream %s: Service %s selects authproxy's own pods", u, name)
+			}
+		}
+	}
+}
+
+// upstreams are the URLs authproxy forwards to: AUTHPROXY_UPSTREAM, or the
+// upstream of every line of the routes file, read from the ConfigMap that
+// is mounted where AUTHPROXY_ROUTES_FILE points.
+func upstreams(t *testing.T, objs objects, spec *corev1.PodSpec, c *corev1.Container, env proxyEnv) []*url.URL {
+	t.Helper()
+	var raw []string
+	if u := env.get("AUTHPROXY_UPSTREAM"); u != "" {
+		raw = append(raw, u)
+	}
+	if file := env.get("AUTHPROXY_ROUTES_FILE"); file != "" {
+		routes, err := parseRoutes(mountedFile(t, objs, spec, c, file))
+		if err != nil {
+			t.Fatalf("routes file %s: %v", file, err)
+		}
+		if len(routes) == 0 {
+			t.Fatalf("routes file %s has no route", file)
+		}
+		for _, r := range routes {
+			raw = append(raw, r.upstream)
+		}
+	}
+	var urls []*url.URL
+	for _, s := range raw {
+		u, err := url.Parse(s)
+		if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+			t.Fatalf("upstream %q is not an http(s) URL with a host", s)
+		}
+		urls = append(urls, u)
+	}
+	return urls
+}
+
+// route is one line of a routes file: host path upstream [options].
+type route struct {
+	line                 int
+	host, path, upstream string
+	options              []string
+}
+
+// parseRoutes reads a routes file as issue 13 specifies it: # comments,
+// one route per line. It checks the shape only; the proxy's own parser
+// (the routes branch) is the judge of the rest.
+func parseRoutes(content string) ([]route, error) {
+	var routes []route
+	var problems []string
+	for i, line := range strings.Split(content, "\n") {
+		if j := strings.Index(line, "#"); j >= 0 {
+			line = line[:j]
+		}
+		f := strings.Fields(line)
+		if len(f) == 0 {
+			continue
+		}
+		if len(f) < 3 {
+			problems = append(problems, fmt.Sprintf("line %d: want host path upstream [options], got %q", i+1, line))
+			continue
+		}
+		if !strings.HasPrefix(f[1], "/") {
+			problems = append(problems, fmt.Sprintf("line %d: path %q does not start with /", i+1, f[1]))
+		}
+		routes = append(routes, route{line: i + 1, host: f[0], path: f[1], upstream: f[2], options: f[3:]})
+	}
+	if problems != nil {
+		return nil, errors.New(strings.Join(problems, "; "))
+	}
+	return routes, nil
+}
+
+// mountedFile is the content of the file at path in container c, which
+// must come from a ConfigMap volume of the manifests, mounted as a
+// directory: the kubelet never updates a subPath mount, so a file there
+// would not be reloaded after a change.
+func mountedFile(t *testing.T, objs objects, spec *corev1.PodSpec, c *corev1.Container, path string) string {
+	t.Helper()
+	for _, m := range c.VolumeMounts {
+		rel, ok := strings.CutPrefix(path, strings.TrimSuffix(m.MountPath, "/")+"/")
+		if !ok && path != m.MountPath {
+			continue
+		}
+		if m.SubPath != "" || m.SubPathExpr != "" {
+			t.Fatalf("%s is mounted with subPath: the kubelet never updates it, so authproxy would not see a change", path)
+		}
+		i := slices.IndexFunc(spec.Volumes, func(v corev1.Volume) bool { return v.Name == m.Name })
+		if i < 0 || spec.Volumes[i].ConfigMap == nil {
+			t.Fatalf("%s: volume %s is not a ConfigMap volume", path, m.Name)
+		}
+		src := spec.Volumes[i].ConfigMap
+		key := rel
+		for _, item := range src.Items {
+			if item.Path == rel {
+				key = item.Key
+			}
+		}
+		cm, ok := objs.configMaps[src.Name]
+		if !ok {
+			t.Fatalf("%s: ConfigMap %s is not in the manifests", path, src.Name)
+		}
+		data, ok := cm.Data[key]
+		if !ok {
+			t.Fatalf("%s: ConfigMap %s has no key %s", path, src.Name, key)
+		}
+		return data
+	}
+	t.Fatalf("%s is on no volume mount of container %s", path, c.Name)
+	return ""
 }
 
 // TestPlaceholderSecrets keeps real secrets out of the repository: every
@@ -866,7 +1095,7 @@ func TestNamesInText(t *testing.T) {
 		var unknown []string
 		for _, n := range name.FindAllString(string(data), -1) {
 			seen++
-			if _, ok := p.env[n]; !ok && !slices.Contains(unknown, n) {
+			if !p.knows(t, n) && !slices.Contains(unknown, n) {
 				unknown = append(unknown, n)
 			}
 		}

@@ -32,6 +32,8 @@ type Metrics struct {
 	providerErrors  *prometheus.CounterVec
 	upstreamErrors  *prometheus.CounterVec
 	upstreamLatency prometheus.Histogram
+	reloads         *prometheus.CounterVec
+	lastReload      prometheus.Gauge
 	// outcomes caches the per-outcome counters (string → Counter):
 	// looking up the label values on every request costs a hash each time.
 	outcomes sync.Map
@@ -73,13 +75,24 @@ func New(version string) *Metrics {
 			Help:    "Time from forwarding a request to the upstream's response headers.",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
 		}),
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "authproxy_config_reloads_total", Help: "Configuration reloads (SIGHUP or a changed file), by result: ok, or error (the old configuration stays).",
+		}, []string{"result"}),
+		lastReload: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "authproxy_config_last_reload_success_timestamp_seconds", Help: "Unix time of the last configuration put in force (the start, or the last successful reload).",
+		}),
 	}
+	// Both results from the start, so that a rate or an alert on errors
+	// has a series before the first reload.
+	m.reloads.WithLabelValues("ok")
+	m.reloads.WithLabelValues("error")
+	m.lastReload.SetToCurrentTime()
 	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "authproxy_build_info", Help: "Always 1; labels carry the version.",
 	}, []string{"version", "goversion"})
 	build.WithLabelValues(version, runtime.Version()).Set(1)
 	reg.MustRegister(m.requests, m.loginsStarted, m.loginsCompleted, m.loginsFailed, m.logouts, m.refreshes,
-		m.providerErrors, m.upstreamErrors, m.upstreamLatency, build)
+		m.providerErrors, m.upstreamErrors, m.upstreamLatency, m.reloads, m.lastReload, build)
 	return m
 }
 
@@ -140,3 +153,14 @@ func (m *Metrics) TokenRefreshed() { m.refreshes.Inc() }
 // ProviderError counts a failed call to the provider by operation
 // (discovery, token, jwks).
 func (m *Metrics) ProviderError(op string) { m.providerErrors.WithLabelValues(op).Inc() }
+
+// ConfigReloaded counts a configuration reload; a successful one also
+// records its time.
+func (m *Metrics) ConfigReloaded(ok bool) {
+	if !ok {
+		m.reloads.WithLabelValues("error").Inc()
+		return
+	}
+	m.reloads.WithLabelValues("ok").Inc()
+	m.lastReload.SetToCurrentTime()
+}

@@ -124,6 +124,8 @@ type Handler struct {
 	refresh refresher
 	// jtis holds the ids of logout tokens that ended sessions here.
 	jtis *bounded.Map[string, struct{}]
+	// keepClaims is Config.KeepClaims, replaced by SetKeepClaims.
+	keepClaims atomic.Pointer[[]string]
 }
 
 // provider is everything discovery yields, swapped in atomically once ready.
@@ -193,8 +195,16 @@ func New(ctx context.Context, cfg Config, sessions session.Store, logins loginSt
 		used:    bounded.New[string, struct{}](maxUsedStates),
 		refresh: refresher{done: bounded.New[[32]byte, refreshOutcome](maxRefreshResults)},
 		jtis:    bounded.New[string, struct{}](maxLogoutTokens)}
+	h.SetKeepClaims(cfg.KeepClaims)
 	go h.discover(ctx)
 	return h, nil
+}
+
+// SetKeepClaims replaces Config.KeepClaims, for a configuration reload whose
+// access rules or headers read other claims: logins from now on keep them.
+func (h *Handler) SetKeepClaims(names []string) {
+	names = slices.Clone(names)
+	h.keepClaims.Store(&names)
 }
 
 // Ready reports whether discovery has succeeded.
@@ -329,11 +339,12 @@ func (h *Handler) VerifyAccessToken(r *http.Request, raw string) (session.Sessio
 
 // keep picks the claims the session keeps.
 func (h *Handler) keep(claims map[string]any) map[string]any {
-	if len(h.cfg.KeepClaims) == 0 {
+	names := *h.keepClaims.Load()
+	if len(names) == 0 {
 		return nil
 	}
 	kept := map[string]any{}
-	for _, name := range h.cfg.KeepClaims {
+	for _, name := range names {
 		if v, ok := claims[name]; ok {
 			kept[name] = v
 		}

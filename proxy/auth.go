@@ -48,6 +48,9 @@ type Headers struct {
 // identityHeaders lists every header the proxy sets about the user.
 func (c Config) identityHeaders() []string {
 	hs := []string{c.UserHeader, AssertionHeader}
+	if c.BasicPassword != "" {
+		hs = append(hs, "Authorization")
+	}
 	for _, h := range []string{c.Headers.Email, c.Headers.Name, c.Headers.Groups, c.Headers.AccessToken} {
 		if h != "" {
 			hs = append(hs, h)
@@ -306,11 +309,23 @@ func (p *handler) setIdentity(h http.Header, info *reqInfo) {
 	}
 }
 
-// groups renders a groups claim as a comma-separated list. Names that
-// break claim.Check (white space at either end, control characters, line
-// breaks, over-long) or hold a comma are dropped, never trimmed: they could
-// forge list entries or read as another group.
+// groups renders a groups claim as a comma-separated list; a name holding
+// a comma is dropped too, since it could forge list entries.
 func groups(v any) string {
+	list := groupList(v)
+	kept := list[:0]
+	for _, g := range list {
+		if !strings.Contains(g, ",") {
+			kept = append(kept, g)
+		}
+	}
+	return strings.Join(kept, ",")
+}
+
+// groupList reads a groups claim (a list or a string). Names that break
+// claim.Check (white space at either end, control characters, line breaks,
+// over-long) are dropped, never trimmed: they could read as another group.
+func groupList(v any) []string {
 	var list []string
 	switch v := v.(type) {
 	case string:
@@ -324,13 +339,13 @@ func groups(v any) string {
 	case []string:
 		list = v
 	}
-	kept := list[:0:0]
+	var kept []string
 	for _, g := range list {
-		if claim.CheckString(g) == nil && !strings.Contains(g, ",") {
+		if claim.CheckString(g) == nil {
 			kept = append(kept, g)
 		}
 	}
-	return strings.Join(kept, ",")
+	return kept
 }
 
 // methodsOf appends to dst method and every method an upstream may run in its

@@ -1,6 +1,9 @@
 package proxy
 
-import "net"
+import (
+	"crypto/tls"
+	"net"
+)
 
 // RefuseAmbiguousFraming wraps a listener so that a request carrying both
 // Content-Length and Transfer-Encoding is answered with 400 by the server
@@ -17,6 +20,13 @@ import "net"
 // broken chunk, the tunnel after a protocol switch) it stops watching and
 // leaves the bytes to the server, whose own parser refuses or re-frames
 // them.
+//
+// A *tls.Conn that negotiated HTTP/2 (ALPN h2) is passed through as it is:
+// HTTP/2 frames messages itself, and the server speaks it only on a
+// *tls.Conn it holds. So a TLS listener below must hand out connections
+// whose handshake is done. Any other connection is wrapped, and the
+// wrapper's NetConn returns it (for the server's ConnContext to find a TLS
+// connection's state).
 func RefuseAmbiguousFraming(ln net.Listener) net.Listener { return framingListener{ln} }
 
 type framingListener struct{ net.Listener }
@@ -25,6 +35,9 @@ func (l framingListener) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
 	if err != nil {
 		return nil, err
+	}
+	if tc, ok := c.(*tls.Conn); ok && tc.ConnectionState().NegotiatedProtocol == "h2" {
+		return c, nil
 	}
 	return &framingConn{Conn: c}, nil
 }
@@ -47,6 +60,9 @@ type framingConn struct {
 	refused []byte // what is left of badRequest to hand over
 	framing
 }
+
+// NetConn returns the connection the check reads.
+func (c *framingConn) NetConn() net.Conn { return c.Conn }
 
 func (c *framingConn) Read(p []byte) (int, error) {
 	if len(c.refused) > 0 {

@@ -55,6 +55,7 @@ type reqInfo struct {
 	// values, so that they cost no allocation of their own (a one-element
 	// slice never grows in place: an append copies).
 	userValue, hostValue [1]string
+	basicValue           [1]string // the Authorization value, with basic auth on
 	outcome              string
 	forwarded            time.Time               // when the request left for the upstream
 	bodyErr              atomic.Pointer[failure] // why reading the request body failed (size, time)

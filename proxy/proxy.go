@@ -83,12 +83,22 @@ type Config struct {
 	// pages may open WebSockets through the proxy.
 	WebSocketOrigins []string
 	// Bearer verifies "Authorization: Bearer" access tokens; nil leaves the
-	// Authorization header to the upstream and uses the session cookie only.
+	// Authorization header to the upstream (unless BasicPassword is set)
+	// and uses the session cookie only.
 	Bearer func(r *http.Request, token string) (session.Session, error)
 	// Rules decides who may pass; nil lets every logged-in user through.
 	Rules Rules
 	// Headers names the optional identity headers besides UserHeader.
 	Headers Headers
+	// UserClaim is the claim the user comes from (sub when empty):
+	// /auth/userinfo reports the user as its sub only when it is sub.
+	UserClaim string
+	// BasicPassword, when set, gives every forwarded request of a user
+	// "Authorization: Basic base64(user:BasicPassword)", for legacy apps
+	// behind HTTP basic authentication; the client's Authorization, in
+	// every spelling, never reaches the upstream then. Forward-auth answers
+	// never carry it: a client can call /auth/check itself.
+	BasicPassword string
 	// Assertion, when set, signs the X-Authproxy-Jwt-Assertion header.
 	Assertion Asserter
 	// JWKS, when set, publishes the assertion keys at /auth/jwks.json.
@@ -156,6 +166,9 @@ func newHandler(cfg Config) (*handler, error) {
 		origins[i] = strings.ToLower(strings.TrimSuffix(o, "/"))
 	}
 	cfg.WebSocketOrigins = origins
+	if cfg.BasicPassword != "" {
+		p.basicSuffix = ":" + cfg.BasicPassword
+	}
 	p.cfg = cfg
 	// HTTP2-Settings belongs to an h2c upgrade, which never passes.
 	p.identity = append(p.identity, "http2-settings")
@@ -200,6 +213,8 @@ type handler struct {
 	identity []string
 	// untrusted adds the names only a trusted proxy may send.
 	untrusted []string
+	// basicSuffix is ":" and the basic-auth password; empty when off.
+	basicSuffix string
 	// late holds idle *lateTimer.
 	late sync.Pool
 }
@@ -229,6 +244,7 @@ func (p *handler) routes(mux, auth router) {
 	auth.Handle("POST /auth/logout", http.HandlerFunc(a.Logout))
 	auth.Handle("POST /auth/backchannel-logout", http.HandlerFunc(a.BackchannelLogout))
 	auth.Handle("/auth/check", http.HandlerFunc(p.check))
+	auth.Handle("GET /auth/userinfo", http.HandlerFunc(p.userinfo))
 	if p.cfg.JWKS != nil {
 		auth.Handle("GET /auth/jwks.json", p.cfg.JWKS)
 	}
@@ -309,6 +325,10 @@ func (p *handler) serveProxied(w http.ResponseWriter, r *http.Request) {
 		}
 		info.forwarded = time.Now()
 	case OutcomeProxied:
+		if !p.basicAllowed(w, r, sess) {
+			info.outcome = OutcomeForbidden
+			return
+		}
 		info.forwarded = time.Now()
 		// Any response may outlive the session: an event stream or
 		// WebSocket, but also a long poll, NDJSON or a download, announced
@@ -448,6 +468,7 @@ func (p *handler) upstreamResponded(resp *http.Response) error {
 	if !info.forwarded.IsZero() {
 		p.cfg.Observer.UpstreamResponse(time.Since(info.forwarded))
 	}
+	p.basicRefusedUpstream(resp, info)
 	if info.req != nil {
 		// ReverseProxy clears resp.Body of a 101 once it tunnels; keep
 		// the body (the backend connection) itself.
@@ -513,6 +534,7 @@ func (p *handler) rewrite(pr *httputil.ProxyRequest) {
 	}
 	p.stripCookies(pr.Out.Header)
 	p.setIdentity(pr.Out.Header, info)
+	p.setBasic(pr.Out.Header, info)
 }
 
 // setForwardedHost names the public host, when it is configured.

@@ -80,21 +80,22 @@ func (s *Store) readCookie(r *http.Request) (ticketCookie, error) {
 		return ticketCookie{}, errNoCookie
 	}
 	now := s.now()
-	tc, cached := s.verified.Get(c.Value, now)
+	k := s.keys.Load()
+	tc, cached := k.verified.Get(c.Value, now)
 	if !cached {
-		if tc, err = s.openCookie(s.name, c.Value); err != nil {
+		if tc, err = k.open(s.name, c.Value); err != nil {
 			return ticketCookie{}, err
 		}
 	}
 	if !now.Before(tc.Expiry) {
 		if cached {
-			s.verified.Delete(c.Value)
+			k.verified.Delete(c.Value)
 		}
 		return ticketCookie{}, errExpired
 	}
 	if !cached {
 		// The value may point into the request's header memory; keep a copy.
-		s.verified.Put(strings.Clone(c.Value), tc, tc.Expiry, now)
+		k.verified.Put(strings.Clone(c.Value), tc, tc.Expiry, now)
 	}
 	return tc, nil
 }
@@ -102,9 +103,14 @@ func (s *Store) readCookie(r *http.Request) (ticketCookie, error) {
 // openCookie verifies and decrypts a ticket cookie's value, sealed under
 // name; it does not check the expiry.
 func (s *Store) openCookie(name, value string) (ticketCookie, error) {
+	return s.keys.Load().open(name, value)
+}
+
+// open is openCookie with these keys.
+func (k *keys) open(name, value string) (ticketCookie, error) {
 	var tc ticketCookie
-	if err := securecookie.DecodeMulti(name, value, &tc, s.codecs...); err != nil {
-		if tc, err = s.readLegacy(name, value); err != nil {
+	if err := securecookie.DecodeMulti(name, value, &tc, k.codecs...); err != nil {
+		if tc, err = readLegacy(name, value, k.legacy); err != nil {
 			return ticketCookie{}, err
 		}
 	}
@@ -124,7 +130,7 @@ func (s *Store) writeCookie(w http.ResponseWriter, r *http.Request, t ticket, ex
 	if maxAge <= 0 {
 		return fmt.Errorf("redisstore: session already expired")
 	}
-	value, err := securecookie.EncodeMulti(s.name, ticketCookie{Ticket: t.String(), Expiry: expiry}, s.codecs...)
+	value, err := securecookie.EncodeMulti(s.name, ticketCookie{Ticket: t.String(), Expiry: expiry}, s.keys.Load().codecs...)
 	if err != nil {
 		return fmt.Errorf("redisstore: encode ticket cookie: %w", err)
 	}

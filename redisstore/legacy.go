@@ -33,9 +33,9 @@ func legacyCodecs(secrets [][]byte, maxAge time.Duration) ([]securecookie.Codec,
 }
 
 // readLegacy opens a ticket cookie of the earlier format, sealed under name.
-func (s *Store) readLegacy(name, value string) (ticketCookie, error) {
+func readLegacy(name, value string, codecs []securecookie.Codec) (ticketCookie, error) {
 	var tc ticketCookie
-	if err := securecookie.DecodeMulti(name, value, &tc, s.legacy...); err != nil {
+	if err := securecookie.DecodeMulti(name, value, &tc, codecs...); err != nil {
 		return ticketCookie{}, fmt.Errorf("%w: %w", session.ErrNoSession, err)
 	}
 	return tc, nil

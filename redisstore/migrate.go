@@ -54,7 +54,7 @@ func (s *Store) migrate(w http.ResponseWriter, r *http.Request) *http.Request {
 	if maxAge <= 0 {
 		return r
 	}
-	value, err := securecookie.EncodeMulti(s.name, tc, s.codecs...)
+	value, err := securecookie.EncodeMulti(s.name, tc, s.keys.Load().codecs...)
 	if err != nil {
 		return r
 	}

@@ -39,7 +39,7 @@ func TestMigrateLegacyName(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The format before ticket cookies had keys of their own.
-	earlier, err := securecookie.EncodeMulti(cookieName, ticketCookie{Ticket: tk.String(), Expiry: ceilSecond(now.Add(time.Hour))}, s.legacy...)
+	earlier, err := securecookie.EncodeMulti(cookieName, ticketCookie{Ticket: tk.String(), Expiry: ceilSecond(now.Add(time.Hour))}, s.keys.Load().legacy...)
 	if err != nil {
 		t.Fatal(err)
 	}

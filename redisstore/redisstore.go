@@ -86,6 +86,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/securecookie"
@@ -151,9 +152,16 @@ type Store struct {
 	name, domain string
 	legacyName   string // "" without Config.Legacy
 	secure       func(*http.Request) bool
-	codecs       []securecookie.Codec
-	legacy       []securecookie.Codec
-	// verified holds the ticket cookies this Store has opened, by exact
+	keys         atomic.Pointer[keys] // swapped whole by SetSecrets
+}
+
+// keys is what the secrets yield for the ticket cookie. They change
+// together, so a cookie opened with a key since removed is never served
+// from the cache.
+type keys struct {
+	codecs []securecookie.Codec
+	legacy []securecookie.Codec
+	// verified holds the ticket cookies these keys have opened, by exact
 	// value, so a user's next request costs a lookup instead of an HMAC, an
 	// AES pass and a JSON decode. It saves only that: Load still reads the
 	// session from Redis every time, so a revocation is seen at once.
@@ -203,23 +211,34 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = DefaultTimeout
 	}
-	codecs, err := ticketCodecs(cfg.Secrets, cfg.Policy.Lifetime)
-	if err != nil {
-		return nil, err
-	}
-	legacy, err := legacyCodecs(cfg.Secrets, cfg.Policy.Lifetime)
-	if err != nil {
-		return nil, err
-	}
 	s := &Store{rdb: cfg.Client, policy: cfg.Policy, prefix: cfg.Prefix, now: cfg.Now, timeout: cfg.Timeout,
-		verified: bounded.New[string, ticketCookie](maxVerified),
-		name:     cfg.Name, legacyName: cfg.Legacy, domain: cfg.Domain, secure: cfg.Secure, codecs: codecs, legacy: legacy}
+		name: cfg.Name, legacyName: cfg.Legacy, domain: cfg.Domain, secure: cfg.Secure}
+	if err := s.SetSecrets(cfg.Secrets); err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithTimeout(ctx, max(cfg.Timeout, 5*time.Second))
 	defer cancel()
 	if err := s.rdb.Ping(ctx).Err(); err != nil {
 		return nil, fmt.Errorf("redisstore: redis at %s unreachable: %w", addrOf(cfg.Client), err)
 	}
 	return s, nil
+}
+
+// SetSecrets replaces the secrets that seal the ticket cookie, in place, for
+// a configuration reload: the first seals, all open. A ticket cookie sealed
+// with a removed secret no longer opens (session.ErrNoSession: the user logs
+// in again); the sessions in Redis are untouched. On error nothing changes.
+func (s *Store) SetSecrets(secrets [][]byte) error {
+	codecs, err := ticketCodecs(secrets, s.policy.Lifetime)
+	if err != nil {
+		return err
+	}
+	legacy, err := legacyCodecs(secrets, s.policy.Lifetime)
+	if err != nil {
+		return err
+	}
+	s.keys.Store(&keys{codecs: codecs, legacy: legacy, verified: bounded.New[string, ticketCookie](maxVerified)})
+	return nil
 }
 
 // addrOf names where a client connects, for error messages.

@@ -263,7 +263,7 @@ func TestRefused(t *testing.T) {
 	// withTicket seals an arbitrary ticket string with the right secret, as
 	// only a bug or a key holder could.
 	withTicket := func(tk string) *http.Request {
-		v, err := securecookie.EncodeMulti(name, ticketCookie{Ticket: tk, Expiry: clk.Now().Add(time.Hour)}, s.codecs...)
+		v, err := securecookie.EncodeMulti(name, ticketCookie{Ticket: tk, Expiry: clk.Now().Add(time.Hour)}, s.keys.Load().codecs...)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -909,11 +909,11 @@ func TestCookieStoresDoNotMix(t *testing.T) {
 	}
 	// Not merely refused: neither value decodes under the other's keys.
 	var tc ticketCookie
-	if err := securecookie.DecodeMulti(cookieName, value(sessionReq), &tc, s.codecs...); err == nil {
+	if err := securecookie.DecodeMulti(cookieName, value(sessionReq), &tc, s.keys.Load().codecs...); err == nil {
 		t.Errorf("a cookie-store session decoded as a ticket cookie: %+v", tc)
 	}
 	var legacy session.Session
-	if err := securecookie.DecodeMulti(cookieName, value(ticketReq), &legacy, s.legacy...); err == nil {
+	if err := securecookie.DecodeMulti(cookieName, value(ticketReq), &legacy, s.keys.Load().legacy...); err == nil {
 		t.Errorf("a ticket cookie decoded under the cookie store's keys: %+v", legacy)
 	}
 
@@ -922,7 +922,7 @@ func TestCookieStoresDoNotMix(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	old, err := securecookie.EncodeMulti(cookieName, ticketCookie{Ticket: tk.String(), Expiry: ceilSecond(now.Add(time.Hour))}, s.legacy...)
+	old, err := securecookie.EncodeMulti(cookieName, ticketCookie{Ticket: tk.String(), Expiry: ceilSecond(now.Add(time.Hour))}, s.keys.Load().legacy...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1245,7 +1245,7 @@ func TestVerifiedCookieCache(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := s.verified.Get(c.Value, clk.Now()); !ok {
+	if _, ok := s.keys.Load().verified.Get(c.Value, clk.Now()); !ok {
 		t.Fatal("an opened ticket cookie was not cached")
 	}
 	tampered := []byte(c.Value)
@@ -1255,7 +1255,7 @@ func TestVerifiedCookieCache(t *testing.T) {
 	if _, err := s.Load(bad); !isNoSession(err) {
 		t.Errorf("tampered cookie: %v", err)
 	}
-	if _, ok := s.verified.Get(string(tampered), clk.Now()); ok {
+	if _, ok := s.keys.Load().verified.Get(string(tampered), clk.Now()); ok {
 		t.Error("a tampered cookie was cached")
 	}
 
@@ -1263,7 +1263,7 @@ func TestVerifiedCookieCache(t *testing.T) {
 	if _, err := s.Load(req); !isNoSession(err) {
 		t.Errorf("expired cookie, cached: %v", err)
 	}
-	if _, ok := s.verified.Get(c.Value, clk.Now()); ok {
+	if _, ok := s.keys.Load().verified.Get(c.Value, clk.Now()); ok {
 		t.Error("an expired cookie stayed cached")
 	}
 	clk.Add(-time.Hour - time.Second)

@@ -11,6 +11,7 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(
 	chromium:/usr/bin/chromium
 	nginx:/usr/sbin/nginx
+	openssl:/usr/bin/openssl
 	python3:/usr/bin/python3
 	redis-server:/usr/bin/redis-server
 )

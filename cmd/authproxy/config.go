@@ -5,7 +5,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -18,7 +17,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/joho/godotenv"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/authproxy/authproxy/cookie"
@@ -88,7 +86,24 @@ type env struct {
 	LogFormat            string `envconfig:"AUTHPROXY_LOG_FORMAT" default:"json" desc:"json or text"`
 	DrainDelay           string `envconfig:"AUTHPROXY_DRAIN_DELAY" default:"5s" desc:"on SIGTERM, how long /readyz says 503 while still serving"`
 	ShutdownTimeout      string `envconfig:"AUTHPROXY_SHUTDOWN_TIMEOUT" default:"25s" desc:"on SIGTERM, bound for in-flight requests"`
-	TraceUser            string `envconfig:"AUTHPROXY_TRACE_USER" default:"false" desc:"record the user id on trace spans (tracing itself is set by the standard OTEL_* variables)"`
+	// For the app behind the proxy: legacy basic auth, and TLS to it.
+	UpstreamBasicAuth      string `envconfig:"AUTHPROXY_UPSTREAM_BASIC_AUTH" default:"false" desc:"send the upstream Authorization: Basic with the user as the name and AUTHPROXY_UPSTREAM_BASIC_PASSWORD, replacing the client's"`
+	UpstreamBasicPassword  string `envconfig:"AUTHPROXY_UPSTREAM_BASIC_PASSWORD" secret:"true" desc:"the password of AUTHPROXY_UPSTREAM_BASIC_AUTH (from a Secret)"`
+	UpstreamCAFile         string `envconfig:"AUTHPROXY_UPSTREAM_CA_FILE" desc:"PEM CA certificates the https upstream's certificate must chain to, instead of the system roots"`
+	UpstreamClientCertFile string `envconfig:"AUTHPROXY_UPSTREAM_CLIENT_CERT_FILE" desc:"PEM client certificate (chain) the proxy shows the https upstream"`
+	UpstreamClientKeyFile  string `envconfig:"AUTHPROXY_UPSTREAM_CLIENT_KEY_FILE" desc:"PEM private key of AUTHPROXY_UPSTREAM_CLIENT_CERT_FILE"`
+	CookieSecretFile       string `envconfig:"AUTHPROXY_COOKIE_SECRET_FILE" desc:"file holding AUTHPROXY_COOKIE_SECRET's value (e.g. a mounted Secret); reloaded on change"`
+	ReloadInterval         string `envconfig:"AUTHPROXY_RELOAD_INTERVAL" default:"10s" desc:"how often the files named by settings (and .env) are checked for changes to reload (0s: only on SIGHUP)"`
+	TLSCertFile            string `envconfig:"AUTHPROXY_TLS_CERT_FILE" desc:"PEM certificate chain: serve HTTPS on AUTHPROXY_ADDR; reloaded when it changes"`
+	TLSKeyFile             string `envconfig:"AUTHPROXY_TLS_KEY_FILE" desc:"PEM private key of AUTHPROXY_TLS_CERT_FILE"`
+	ACME                   string `envconfig:"AUTHPROXY_ACME" default:"false" desc:"serve HTTPS with certificates from an ACME CA (accepts its terms of service)"`
+	ACMEEmail              string `envconfig:"AUTHPROXY_ACME_EMAIL" desc:"contact address of the ACME account (required with AUTHPROXY_ACME)"`
+	ACMEDirectory          string `envconfig:"AUTHPROXY_ACME_DIRECTORY" default:"https://acme-v02.api.letsencrypt.org/directory" desc:"ACME directory URL"`
+	ACMECacheDir           string `envconfig:"AUTHPROXY_ACME_CACHE_DIR" desc:"directory keeping the ACME account and certificates across restarts (required with AUTHPROXY_ACME)"`
+	ACMECAFile             string `envconfig:"AUTHPROXY_ACME_CA_FILE" desc:"PEM roots trusted for a private ACME server's HTTPS (default: system roots)"`
+	HTTPAddr               string `envconfig:"AUTHPROXY_HTTP_ADDR" desc:"plain-HTTP listen address, e.g. :80: ACME HTTP-01 and redirects to https (off when empty)"`
+	// Tracing: only whether spans may name the user; OTEL_* configure the rest.
+	TraceUser string `envconfig:"AUTHPROXY_TRACE_USER" default:"false" desc:"record the user id on trace spans (tracing itself is set by the standard OTEL_* variables)"`
 }
 
 // setting is one field of env as its tags declare it.
@@ -172,21 +187,15 @@ func withoutPassword(v string) string {
 // returns every problem found, not just the first. .env only feeds these
 // settings: it is not copied into the process environment.
 func loadConfig(lookup func(string) (string, bool)) (config, error) {
-	dotenv, err := godotenv.Read()
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return config{}, fmt.Errorf("read .env: %w", err)
+	snap, err := readSettings(lookup)
+	if err != nil {
+		return config{}, err
 	}
-	all := func(name string) (string, bool) {
-		if v, ok := lookup(name); ok {
-			return v, true
-		}
-		v, ok := dotenv[name]
-		return v, ok
-	}
-	c, err := readEnv(all).parse()
+	c, err := snap.vars.parse()
 	// The OTEL_* variables are OpenTelemetry's, not settings of ours:
-	// tracing reads them, and their problems are listed with ours.
-	trace, traceProblems := tracing.FromEnv(all)
+	// tracing reads them from the environment, once at start, and their
+	// problems are listed with ours.
+	trace, traceProblems := tracing.FromEnv(lookup)
 	if len(traceProblems) > 0 {
 		var p problems
 		if err != nil && !errors.As(err, &p) {
@@ -216,6 +225,7 @@ type config struct {
 	// Identity is nil without AUTHPROXY_IDENTITY_JWT; with no Keys, one is
 	// generated at start.
 	Identity *assertion.Config
+	TLS      tlsConfig // zero: plain HTTP
 	// Tracing is off unless the OTEL_* variables turn it on (loadConfig).
 	Tracing tracing.Config
 	vars    env // what it was parsed from, for the startup line
@@ -228,6 +238,7 @@ type serverConfig struct {
 	AdminToken      string // "": no admin API
 	DrainDelay      time.Duration
 	ShutdownTimeout time.Duration
+	ReloadInterval  time.Duration // 0: reload on SIGHUP only
 }
 
 type logConfig struct {
@@ -268,6 +279,7 @@ func (e env) parse() (config, error) {
 	}
 	c.OIDC.SessionLifetime = c.Cookie.Policy.Lifetime // one setting, two packages
 	c.Identity = e.assertionConfig(&p, origin, c.Proxy.Upstream)
+	c.TLS = e.tlsSettings(&p, origin)
 	if len(p) > 0 {
 		return config{}, p
 	}
@@ -306,6 +318,7 @@ func (e env) server(p *problems) serverConfig {
 	s := serverConfig{Addr: e.Addr, MetricsAddr: e.MetricsAddr, AdminToken: e.AdminToken,
 		DrainDelay:      p.duration("AUTHPROXY_DRAIN_DELAY", e.DrainDelay, false),
 		ShutdownTimeout: p.duration("AUTHPROXY_SHUTDOWN_TIMEOUT", e.ShutdownTimeout, true),
+		ReloadInterval:  p.duration("AUTHPROXY_RELOAD_INTERVAL", e.ReloadInterval, false),
 	}
 	if _, _, err := net.SplitHostPort(e.Addr); err != nil {
 		p.add("AUTHPROXY_ADDR %q is not host:port", e.Addr)
@@ -340,6 +353,7 @@ func (e env) logging(p *problems) logConfig {
 // proxyConfig reads the upstream and what is sent to it.
 func (e env) proxyConfig(p *problems, origin oidc.Origin, a access) proxy.Config {
 	c := proxy.Config{UserHeader: e.UserHeader, Transport: e.upstreamTransport(p), Trusted: origin.Trusted,
+		UserClaim: e.UserClaim, BasicPassword: e.upstreamBasic(p),
 		Headers: proxy.Headers{Email: e.EmailHeader, Name: e.NameHeader, Groups: e.GroupsHeader,
 			GroupsClaim: e.GroupsClaim, AccessToken: e.AccessTokenHeader},
 		PassHost: p.boolean("AUTHPROXY_PASS_HOST_HEADER", e.PassHostHeader),
@@ -367,6 +381,9 @@ func (e env) proxyConfig(p *problems, origin oidc.Origin, a access) proxy.Config
 		p.add("AUTHPROXY_UPSTREAM %q must be an http:// or https:// URL with a host", withoutPassword(e.Upstream))
 	} else {
 		c.Upstream = u
+		if u.Scheme == "http" && e.upstreamTLSSet() {
+			p.add("AUTHPROXY_UPSTREAM_CA_FILE and AUTHPROXY_UPSTREAM_CLIENT_CERT_FILE need an https:// AUTHPROXY_UPSTREAM: %q is plain http", withoutPassword(e.Upstream))
+		}
 	}
 	if !headerNameOK(e.UserHeader) {
 		p.add("AUTHPROXY_USER_HEADER %q is not a usable header name", e.UserHeader)
@@ -398,6 +415,9 @@ func (e env) upstreamTransport(p *problems) *http.Transport {
 	t.MaxIdleConnsPerHost = t.MaxIdleConns
 	t.MaxConnsPerHost = p.count("AUTHPROXY_UPSTREAM_MAX_CONNS", e.UpstreamMaxConns)
 	t.ResponseHeaderTimeout = p.duration("AUTHPROXY_UPSTREAM_TIMEOUT", e.UpstreamTimeout, true)
+	if tc := e.upstreamTLS(p); tc != nil {
+		t.TLSClientConfig = tc
+	}
 	return t
 }
 
@@ -412,6 +432,9 @@ func (e env) oidcConfig(p *problems, origin oidc.Origin, a access) oidc.Config {
 	}
 	if e.GroupsHeader != "" {
 		c.KeepClaims = append(c.KeepClaims, e.GroupsClaim)
+	}
+	if e.UserClaim != "sub" { // for /auth/userinfo's sub
+		c.KeepClaims = append(c.KeepClaims, "sub")
 	}
 	if origin.Fixed != nil {
 		c.RedirectURL = origin.Fixed.String()
@@ -451,21 +474,12 @@ func (e env) cookieConfig(p *problems, origin oidc.Origin) cookie.Config {
 		Lifetime: p.duration("AUTHPROXY_SESSION_LIFETIME", e.SessionLifetime, true),
 		Idle:     p.duration("AUTHPROXY_SESSION_IDLE", e.SessionIdle, false),
 	}}
-	for i, s := range strings.Split(e.CookieSecret, ",") {
-		s = strings.TrimSpace(s)
-		if s == "" {
-			if e.CookieSecret != "" {
-				p.add("AUTHPROXY_COOKIE_SECRET has an empty entry at position %d", i+1)
-			}
-			continue
+	c.Secrets = p.secrets("AUTHPROXY_COOKIE_SECRET", e.CookieSecret)
+	if e.CookieSecretFile != "" {
+		if e.CookieSecret != "" {
+			p.add("set AUTHPROXY_COOKIE_SECRET or AUTHPROXY_COOKIE_SECRET_FILE, not both")
 		}
-		key, err := decodeSecret(s)
-		if err != nil {
-			// Never echo the value: it is a secret.
-			p.add("AUTHPROXY_COOKIE_SECRET entry %d: %v (generate one with: openssl rand -base64 32)", i+1, err)
-			continue
-		}
-		c.Secrets = append(c.Secrets, key)
+		c.Secrets = secretsFile(p, e.CookieSecretFile)
 	}
 	if e.CookieName == "" {
 		c.Name = cookie.DefaultName
@@ -489,6 +503,46 @@ func (e env) cookieConfig(p *problems, origin oidc.Origin) cookie.Config {
 		p.add("AUTHPROXY_COOKIE_SECURE %q must be auto, true or false", e.CookieSecure)
 	}
 	return c
+}
+
+// secrets decodes a comma-separated list of cookie secrets.
+func (p *problems) secrets(name, v string) [][]byte {
+	var keys [][]byte
+	for i, s := range strings.Split(v, ",") {
+		s = strings.TrimSpace(s)
+		if s == "" {
+			if v != "" {
+				p.add("%s has an empty entry at position %d", name, i+1)
+			}
+			continue
+		}
+		key, err := decodeSecret(s)
+		if err != nil {
+			// Never echo the value: it is a secret.
+			p.add("%s entry %d: %v (generate one with: openssl rand -base64 32)", name, i+1, err)
+			continue
+		}
+		keys = append(keys, key)
+	}
+	return keys
+}
+
+// secretsFile reads AUTHPROXY_COOKIE_SECRET_FILE: the variable's format,
+// entries separated by commas or line breaks (a mounted Kubernetes Secret
+// ends in one).
+func secretsFile(p *problems, path string) [][]byte {
+	const name = "AUTHPROXY_COOKIE_SECRET_FILE"
+	b, err := os.ReadFile(path)
+	if err != nil {
+		p.add("%s: %v", name, err)
+		return nil
+	}
+	list := strings.Join(strings.Fields(strings.ReplaceAll(string(b), ",", " ")), ",")
+	if list == "" {
+		p.add("%s %s holds no secret (generate one with: openssl rand -base64 32)", name, path)
+		return nil
+	}
+	return p.secrets(name+" "+path, list)
 }
 
 // redisOptions reads the session store: nil for the cookie store; for

@@ -9,6 +9,7 @@
 //	authproxy version    print the version
 //	authproxy explain    would these claims be allowed on METHOD PATH, by which rule?
 //	authproxy healthcheck  probe /healthz of a running proxy (exit 0 or 1)
+//	authproxy check-config  validate the settings and the files they name
 package main
 
 import (
@@ -25,6 +26,7 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"text/tabwriter"
@@ -66,7 +68,12 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	}
 	switch cmd {
 	case "":
-		cfg, err := loadConfig(lookupEnv)
+		load := func() (snapshot, error) { return readSettings(lookupEnv) }
+		snap, err := load()
+		if err != nil {
+			return err
+		}
+		cfg, err := snap.vars.parse()
 		if err != nil {
 			return err
 		}
@@ -74,7 +81,13 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 		if err != nil {
 			return fmt.Errorf("listen: %w", err)
 		}
-		return serve(ctx, cfg, ln, newLogger(cfg.Log, stdout))
+		// SIGHUP reloads; only the serving process listens for it.
+		hup := make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+		return serveWith(ctx, cfg, ln, newLogger(cfg.Log, stdout), reloads{load: load, files: snap.files, hup: hup})
+	case "check-config":
+		return checkConfig(lookupEnv, stdout, stderr)
 	case "demo":
 		return demo(ctx, getenv("AUTHPROXY_ADDR"), stdout, stderr)
 	case "version", "-version", "--version":
@@ -83,7 +96,7 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	case "explain":
 		return explain(args[1:], getenv("AUTHPROXY_RULES_FILE"), getenv("AUTHPROXY_RULES_CASE_INSENSITIVE"), stdout, stderr)
 	case "healthcheck":
-		return healthcheck(ctx, getenv("AUTHPROXY_ADDR"))
+		return healthcheck(ctx, getenv("AUTHPROXY_ADDR"), servesTLS(getenv))
 	case "help", "-h", "-help", "--help":
 		if err := usage(stdout); err != nil {
 			return err
@@ -113,42 +126,84 @@ func newLogger(cfg logConfig, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(w, opts))
 }
 
-// serve runs the proxy on ln until ctx ends, then drains and shuts down.
+// serve runs the proxy on ln until ctx ends, then drains and shuts down. It
+// does not reload (see serveWith).
 func serve(ctx context.Context, cfg config, ln net.Listener, log *slog.Logger) error {
+	return serveWith(ctx, cfg, ln, log, reloads{})
+}
+
+// serveWith is serve, reloading the configuration as r says.
+func serveWith(ctx context.Context, cfg config, ln net.Listener, log *slog.Logger, r reloads) error {
 	log.Info("authproxy starting", "version", buildVersion(), "listen", ln.Addr().String(), "config", cfg)
 	s, err := newServer(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
 	defer s.close()
+	if r.load != nil {
+		if r.files != nil {
+			s.running.files, s.seen = r.files, r.files
+		}
+		watchCtx, stopWatch := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); s.watch(watchCtx, r) }()
+		// Before close: no reload outlives the server, however serve ends.
+		defer func() { stopWatch(); <-done }()
+	}
 	return s.serve(ctx, cfg.Server, ln, log)
 }
 
 // server is the proxy built from a config, not yet listening.
 type server struct {
-	handler  http.Handler
+	handler  http.Handler // serves with current
 	internal http.Handler // /metrics and the admin API; nil without AUTHPROXY_METRICS_ADDR
 	stopping atomic.Bool  // set when shutdown starts: /readyz turns 503
+	tls      *tlsServer   // nil: plain HTTP
 	closers  []func()     // run by close, last first
+
+	// current is the part a reload replaces; each request reads it once.
+	current atomic.Pointer[live]
+	// What a reload keeps and rebuilds the handler around.
+	log           *slog.Logger
+	metrics       *metrics.Metrics
+	auth          *oidc.Handler
+	cookies       *cookie.Store
+	redisSessions *redisstore.Store // nil with the cookie store
+	store         session.Store
+	locker        session.Locker
+	tracer        *tracing.Tracing // nil: tracing off
+	// reloaders run at each reload after the new handler is built; an error
+	// refuses the reload (e.g. a TLS certificate holder's Reload).
+	reloaders []func() error
+
+	// reloadMu serializes reloads with each other and with shutdown; it
+	// guards the fields below.
+	reloadMu sync.Mutex
+	closed   bool     // shutdown has begun: no more reloads
+	running  snapshot // the settings in force
+	seen     fileHashes
+	// generated is the cookie key used while none is configured, kept
+	// across reloads.
+	generated   [][]byte
+	identityKey *ecdsa.PrivateKey // generated while no key file is set
 }
 
 // newServer builds the handlers, stores and provider client from cfg. It
 // never listens; the caller closes the server after serving.
 func newServer(ctx context.Context, cfg config, log *slog.Logger) (_ *server, err error) {
-	s := &server{}
+	s := &server{log: log, running: snapshot{vars: cfg.vars, files: hashFiles(cfg.vars)}}
+	s.seen = s.running.files
+	s.handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.current.Load().handler.ServeHTTP(w, r)
+	})
 	defer func() {
 		if err != nil {
 			s.close()
 		}
 	}()
-	if len(cfg.Cookie.Secrets) == 0 {
-		key := make([]byte, 32)
-		_, _ = rand.Read(key)
-		cfg.Cookie.Secrets = [][]byte{key}
-		log.Warn("AUTHPROXY_COOKIE_SECRET is not set: using a random key. Sessions will NOT survive a restart " +
-			"and will NOT work across replicas. Set it to the output of: openssl rand -base64 32")
-	}
+	cfg.Cookie.Secrets = s.cookieSecrets(cfg.Cookie.Secrets)
 	m := metrics.New(buildVersion())
+	s.metrics = m
 	var tr *tracing.Tracing // nil: tracing off, nothing wrapped
 	if cfg.Tracing.Enabled {
 		if tr, err = tracing.Setup(ctx, cfg.Tracing, buildVersion(), log); err != nil {
@@ -166,6 +221,7 @@ func newServer(ctx context.Context, cfg config, log *slog.Logger) (_ *server, er
 		log.Info("tracing on", "protocol", cfg.Tracing.Protocol, "endpoint", cfg.Tracing.Endpoint.Redacted(),
 			"service", cfg.Tracing.ServiceName, "sampler", cfg.Tracing.Sampler.Description())
 	}
+	s.tracer = tr
 	// The cookie store writes the login cookies whichever store keeps the
 	// sessions, and its names cover the Redis store's ticket cookie.
 	cookies, err := cookie.NewStore(cfg.Cookie)
@@ -215,18 +271,47 @@ func newServer(ctx context.Context, cfg config, log *slog.Logger) (_ *server, er
 	if err != nil {
 		return nil, err
 	}
+	s.auth, s.cookies, s.redisSessions, s.store, s.locker = auth, cookies, redisSessions, store, locker
 
-	signer, err := identitySigner(cfg.Identity, log)
+	l, err := s.build(cfg)
 	if err != nil {
 		return nil, err
 	}
+	s.current.Store(l)
+
+	if cfg.Server.MetricsAddr != "" {
+		s.internal = internalHandler(m, redisSessions, cfg.Server.AdminToken)
+	}
+	if cfg.TLS.enabled() {
+		// The host names that get certificates and https redirects, as
+		// the configuration in force says (a reload may change them).
+		allowHost := func(host string) bool { return s.current.Load().allowHost(host) }
+		if s.tls, err = newTLS(cfg.TLS, allowHost, log); err != nil {
+			return nil, err
+		}
+		// A reload loads the certificate files again (their paths need a
+		// restart); a pair that does not load refuses the reload.
+		s.reloaders = append(s.reloaders, s.tls.Reload)
+	}
+	return s, nil
+}
+
+// build makes the part of the server that a reload replaces: the proxy
+// handler, with its rules, headers, identity signer and upstream transports,
+// around the long-lived provider and stores.
+func (s *server) build(cfg config) (*live, error) {
+	signer, err := s.identitySigner(cfg.Identity)
+	if err != nil {
+		return nil, err
+	}
+	auth, cookies := s.auth, s.cookies
 	pcfg := cfg.Proxy
-	pcfg.Auth, pcfg.Sessions, pcfg.IsOwnCookie, pcfg.Refresher, pcfg.Locker = auth, store, cookies.IsOwn, auth, locker
+	pcfg.Auth, pcfg.Sessions, pcfg.IsOwnCookie, pcfg.Refresher, pcfg.Locker = auth, s.store, cookies.IsOwn, auth, s.locker
 	pcfg.Ready = func() bool { return !s.stopping.Load() && auth.Ready() }
-	pcfg.Observer, pcfg.Logger = m, log
-	if tr != nil {
-		pcfg.Tracer = tr
-		pcfg.Transport = tr.Transport(pcfg.Transport, func(*http.Request) string { return "upstream" })
+	pcfg.Observer, pcfg.Logger = s.metrics, s.log
+	if s.tracer != nil {
+		pcfg.Tracer = s.tracer
+		pcfg.Transport = s.tracer.Transport(pcfg.Transport, func(*http.Request) string { return "upstream" })
 	}
 	if cfg.OIDC.Audience != "" {
 		pcfg.Bearer = auth.VerifyAccessToken
@@ -234,21 +319,35 @@ func newServer(ctx context.Context, cfg config, log *slog.Logger) (_ *server, er
 	if signer != nil {
 		pcfg.Assertion, pcfg.JWKS = signer, signer.JWKS()
 	}
-	if s.handler, err = proxy.New(pcfg); err != nil {
+	h, err := proxy.New(pcfg)
+	if err != nil {
 		return nil, err
 	}
 	// A session under the earlier default cookie name moves to the current
 	// one; each store opens only its own cookie.
-	if redisSessions != nil {
-		s.handler = redisSessions.Migrate(s.handler)
+	if s.redisSessions != nil {
+		h = s.redisSessions.Migrate(h)
 	} else {
-		s.handler = cookies.Migrate(s.handler)
+		h = cookies.Migrate(h)
 	}
+	return &live{handler: h, transports: transports(cfg), allowHost: hostSet(cfg.TLS.Hosts)}, nil
+}
 
-	if cfg.Server.MetricsAddr != "" {
-		s.internal = internalHandler(m, redisSessions, cfg.Server.AdminToken)
+// cookieSecrets returns the configured secrets or, when there are none, a
+// random key (the same one for the life of the process, with a warning the
+// first time).
+func (s *server) cookieSecrets(configured [][]byte) [][]byte {
+	if len(configured) > 0 {
+		return configured
 	}
-	return s, nil
+	if s.generated == nil {
+		key := make([]byte, 32)
+		_, _ = rand.Read(key)
+		s.generated = [][]byte{key}
+		s.log.Warn("AUTHPROXY_COOKIE_SECRET is not set: using a random key. Sessions will NOT survive a restart " +
+			"and will NOT work across replicas. Set it to the output of: openssl rand -base64 32")
+	}
+	return s.generated
 }
 
 // traceFlushTimeout bounds the export of the last spans at shutdown.
@@ -286,7 +385,8 @@ func (s *server) close() {
 // drains and shuts down within cfg's bounds.
 func (s *server) serve(ctx context.Context, cfg serverConfig, ln net.Listener, log *slog.Logger) error {
 	srv := &http.Server{
-		Handler:           s.handler,
+		Handler:           withTLSState(s.handler),
+		ConnContext:       connTLSState,
 		ReadHeaderTimeout: 10 * time.Second,
 		// Idle keep-alive connections are closed after this; request
 		// bodies are bounded where nobody is logged in (proxy.BodyTimeout).
@@ -295,7 +395,12 @@ func (s *server) serve(ctx context.Context, cfg serverConfig, ln net.Listener, l
 		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 		// WriteTimeout stays 0: it would cut server-sent events and downloads.
 	}
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
+	if s.tls != nil {
+		// Handshakes first, so that the framing check reads decrypted
+		// HTTP/1.1 and lets HTTP/2 (ALPN h2) through to the server.
+		ln = newTLSListener(ln, s.tls.config, srv.ReadHeaderTimeout, log)
+	}
 	go func() { errc <- srv.Serve(proxy.RefuseAmbiguousFraming(ln)) }()
 	if s.internal != nil {
 		msrv, err := serveMetrics(cfg.MetricsAddr, s.internal, log, errc)
@@ -305,12 +410,25 @@ func (s *server) serve(ctx context.Context, cfg serverConfig, ln net.Listener, l
 		}
 		defer msrv.Close()
 	}
+	if s.tls != nil {
+		hsrv, err := s.tls.serveHTTP(log, errc)
+		if err != nil {
+			_ = srv.Close()
+			return err
+		}
+		if hsrv != nil {
+			defer hsrv.Close()
+		}
+	}
 
 	select {
 	case err := <-errc:
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
+	s.reloadMu.Lock() // waits for a reload under way; none starts after
+	s.closed = true
+	s.reloadMu.Unlock()
 	s.stopping.Store(true)
 	log.Info("shutting down: /readyz now reports 503, still serving", "drain_delay", cfg.DrainDelay.String())
 	time.Sleep(cfg.DrainDelay)
@@ -328,21 +446,25 @@ func (s *server) serve(ctx context.Context, cfg serverConfig, ln net.Listener, l
 }
 
 // identitySigner builds the assertion signer when AUTHPROXY_IDENTITY_JWT is
-// on (cfg not nil), with the configured keys or, loudly, a generated one.
-func identitySigner(cfg *assertion.Config, log *slog.Logger) (*assertion.Signer, error) {
+// on (cfg not nil), with the configured keys or, loudly, a generated one,
+// kept for the life of the process.
+func (s *server) identitySigner(cfg *assertion.Config) (*assertion.Signer, error) {
 	if cfg == nil {
 		return nil, nil
 	}
 	c := *cfg
-	if len(c.Keys) == 0 {
+	if len(c.Keys) == 0 && s.identityKey == nil {
 		key, err := assertion.GenerateKey()
 		if err != nil {
 			return nil, err
 		}
-		c.Keys = []*ecdsa.PrivateKey{key}
-		log.Warn("AUTHPROXY_IDENTITY_KEY_FILE is not set: signing identity assertions with a generated key. " +
+		s.identityKey = key
+		s.log.Warn("AUTHPROXY_IDENTITY_KEY_FILE is not set: signing identity assertions with a generated key. " +
 			"Upstreams must refetch /auth/jwks.json after every restart, and replicas publish different keys. " +
 			"Create one with: openssl ecparam -name prime256v1 -genkey -noout")
+	}
+	if len(c.Keys) == 0 {
+		c.Keys = []*ecdsa.PrivateKey{s.identityKey}
 	}
 	return assertion.New(c)
 }
@@ -364,8 +486,9 @@ func serveMetrics(addr string, h http.Handler, log *slog.Logger, errc chan<- err
 	return srv, nil
 }
 
-// healthcheck probes a running proxy's /healthz, for images without curl.
-func healthcheck(ctx context.Context, addr string) error {
+// healthcheck probes a running proxy's /healthz, for images without curl;
+// over HTTPS when the proxy serves TLS.
+func healthcheck(ctx context.Context, addr string, useTLS bool) error {
 	if addr == "" {
 		addr = ":9001"
 	}
@@ -378,11 +501,15 @@ func healthcheck(ctx context.Context, addr string) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+net.JoinHostPort(host, port)+"/healthz", nil)
+	scheme, client := "http", http.DefaultClient
+	if useTLS {
+		scheme, client = "https", healthcheckTLSClient()
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, scheme+"://"+net.JoinHostPort(host, port)+"/healthz", nil)
 	if err != nil {
 		return err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		return fmt.Errorf("healthcheck: %w", err)
 	}
@@ -401,6 +528,8 @@ Usage:
   authproxy demo          run with an embedded development provider and sample app on 127.0.0.1
   authproxy explain [-rules FILE] [-case-insensitive] [-claims JSON|@FILE] METHOD PATH
                           which access rule decides the request, without starting the proxy
+  authproxy check-config  check the settings and every file they name, without starting; exit 0 if usable
+                          (for CI and pre-deploy hooks). A running proxy reloads on SIGHUP and on file changes
   authproxy version       print the version
   authproxy healthcheck   exit 0 if /healthz of the proxy at AUTHPROXY_ADDR answers 200
 `)

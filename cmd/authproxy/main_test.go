@@ -305,7 +305,7 @@ func TestHealthcheck(t *testing.T) {
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
 	go ok.Serve(ln)
 	defer ok.Close()
-	if err := healthcheck(context.Background(), ln.Addr().String()); err != nil {
+	if err := healthcheck(context.Background(), ln.Addr().String(), false); err != nil {
 		t.Errorf("healthy proxy: %v", err)
 	}
 	sick := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -314,13 +314,13 @@ func TestHealthcheck(t *testing.T) {
 	ln2, _ := net.Listen("tcp", "127.0.0.1:0")
 	go sick.Serve(ln2)
 	defer sick.Close()
-	if err := healthcheck(context.Background(), ln2.Addr().String()); err == nil {
+	if err := healthcheck(context.Background(), ln2.Addr().String(), false); err == nil {
 		t.Error("a 503 passed the health check")
 	}
 	dead, _ := net.Listen("tcp", "127.0.0.1:0")
 	addr := dead.Addr().String()
 	dead.Close()
-	if err := healthcheck(context.Background(), addr); err == nil {
+	if err := healthcheck(context.Background(), addr, false); err == nil {
 		t.Error("nothing listening passed the health check")
 	}
 }

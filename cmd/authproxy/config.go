@@ -192,9 +192,15 @@ func loadConfig(lookup func(string) (string, bool)) (config, error) {
 		return config{}, err
 	}
 	c, err := snap.vars.parse()
-	// The OTEL_* variables are OpenTelemetry's, not settings of ours:
-	// tracing reads them from the environment, once at start, and their
-	// problems are listed with ours.
+	return withTracing(c, err, lookup)
+}
+
+// withTracing adds to c (parsed from our settings, with err) what the
+// OTEL_* variables say about tracing, and lists their problems with ours.
+// They are OpenTelemetry's variables, not settings of ours: tracing reads
+// them through lookup, from the environment, once at start (a reload does
+// not change tracing).
+func withTracing(c config, err error, lookup func(string) (string, bool)) (config, error) {
 	trace, traceProblems := tracing.FromEnv(lookup)
 	if len(traceProblems) > 0 {
 		var p problems

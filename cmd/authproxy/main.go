@@ -74,7 +74,7 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 			return err
 		}
 		cfg, err := snap.vars.parse()
-		if err != nil {
+		if cfg, err = withTracing(cfg, err, lookupEnv); err != nil {
 			return err
 		}
 		ln, err := net.Listen("tcp", cfg.Server.Addr)

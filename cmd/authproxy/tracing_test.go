@@ -57,3 +57,26 @@ func TestLoadConfigTracingProblems(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckConfigTracing: run reads the OTEL_* variables through its
+// lookup, as the server start does: check-config reports tracing, and a
+// bad OTEL_* value fails it.
+func TestCheckConfigTracing(t *testing.T) {
+	var out, errOut strings.Builder
+	lookup := envFrom(t, minimalEnv(map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}))
+	if err := run(t.Context(), []string{"check-config"}, lookup, &out, &errOut); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "OTLP http/protobuf to http://127.0.0.1:4318/v1/traces as authproxy") {
+		t.Errorf("check-config does not report tracing:\n%s", out.String())
+	}
+	out.Reset()
+	if err := run(t.Context(), []string{"check-config"}, envFrom(t, minimalEnv(nil)), &out, &errOut); err != nil ||
+		!strings.Contains(out.String(), "tracing") || !strings.Contains(out.String(), "off") {
+		t.Errorf("check-config without OTEL_*: %v\n%s", err, out.String())
+	}
+	err := run(t.Context(), []string{"check-config"}, envFrom(t, minimalEnv(map[string]string{"OTEL_TRACES_SAMPLER": "often"})), &out, &errOut)
+	if err == nil || !strings.Contains(err.Error(), "OTEL_TRACES_SAMPLER") {
+		t.Errorf("check-config with a bad sampler: %v", err)
+	}
+}

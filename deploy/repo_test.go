@@ -158,35 +158,11 @@ func isStringVar(s *ast.ValueSpec, name string) bool {
 	return false
 }
 
-// pendingNames are settings that other branches add to cmd/authproxy
-// (issue 13's routes), named here by manifests written for them before the
-// merge. Each is accepted only while cmd/authproxy lacks it:
-// TestPendingNames fails once it exists, so that the entry is deleted on
-// merge and the name is checked like every other.
-var pendingNames = map[string]string{
-	"AUTHPROXY_ROUTES_FILE": "routes branch (issue 13)",
-}
-
-// knows reports whether authproxy reads name, logging a pending one.
+// knows reports whether authproxy reads name.
 func (p proxy) knows(t *testing.T, name string) bool {
 	t.Helper()
-	if _, ok := p.env[name]; ok {
-		return true
-	}
-	if branch, ok := pendingNames[name]; ok {
-		t.Logf("%s is not in cmd/authproxy yet: accepted as pending from the %s", name, branch)
-		return true
-	}
-	return false
-}
-
-func TestPendingNames(t *testing.T) {
-	p := readProxy(t)
-	for name, branch := range pendingNames {
-		if _, ok := p.env[name]; ok {
-			t.Errorf("%s is in cmd/authproxy now (%s merged): delete it from pendingNames in repo_test.go", name, branch)
-		}
-	}
+	_, ok := p.env[name]
+	return ok
 }
 
 // port is the port of a host:port listen address such as ":9001".

@@ -121,6 +121,7 @@ func TestAdminAPI(t *testing.T) {
 	}
 	revoked := time.Now()
 	for _, replica := range []string{"b", "a"} {
+		awaitRevoked(t, rs, c, replica, cookies[0])
 		checkLoggedOut(t, rs, c, replica, "/work?browser=1&step=revoked&on="+replica, cookies[0])
 	}
 	checkServed(t, rs, c, "b", "/work?browser=2&step=other-revoked", cookies[1], user)
@@ -157,6 +158,7 @@ func TestAdminAPI(t *testing.T) {
 	}
 	revokedAll := time.Now()
 	for _, replica := range []string{"b", "a"} {
+		awaitRevoked(t, rs, c, replica, cookies[1])
 		checkLoggedOut(t, rs, c, replica, "/work?browser=2&step=revoked-all&on="+replica, cookies[1])
 	}
 	if n := admin.activeSessions(); n != 0 {

@@ -90,6 +90,7 @@ func TestBackchannelLogout(t *testing.T) {
 				if alive[what] {
 					checkServed(t, rs, c, replica, pq, ck, user)
 				} else {
+					awaitRevoked(t, rs, c, replica, ck)
 					checkLoggedOut(t, rs, c, replica, pq, ck)
 				}
 			}

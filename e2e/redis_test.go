@@ -632,6 +632,7 @@ func TestRedisReplicas(t *testing.T) {
 	}
 
 	for _, name := range []string{"a", "b"} {
+		awaitRevoked(t, rs, c, name, ticket)
 		checkLoggedOut(t, rs, c, name, "/after-logout-"+name+"?step=replay", ticket)
 	}
 	after := rc.Dump(t)

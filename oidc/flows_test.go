@@ -468,3 +468,63 @@ func checkPageHeaders(t *testing.T, h http.Header, body, formAction string) {
 		t.Errorf("page has a script:\n%s", body)
 	}
 }
+
+// TestLoginAcrossRoutedHosts: with one callback host for several routed
+// hosts, a login started on a routed host returns to that host (its rd
+// made absolute there), an absolute rd of a routed host survives the round
+// trip, and anything else lands on a path of the callback host.
+func TestLoginAcrossRoutedHosts(t *testing.T) {
+	fixed, _ := url.Parse(callbackURL)
+	returns := Returns{Scheme: "http", Hosts: []string{"app.test", "wiki.test"}, Suffixes: []string{".apps.test"}}
+	f := newFixture(t, func(c *Config) { c.Origin.Fixed, c.Returns = fixed, returns })
+	for _, tt := range []struct {
+		name, start, want string
+	}{
+		{"path on a routed host", "http://wiki.test/auth/login?rd=%2Fpage%3Fx%3D1", "http://wiki.test/page?x=1"},
+		{"routed host in another case", "http://WIKI.test/auth/login?rd=%2Fpage", "http://WIKI.test/page"},
+		{"under a wildcard", "http://a.apps.test/auth/login?rd=%2Fp", "http://a.apps.test/p"},
+		{"path on the callback host", "http://proxy.test/auth/login?rd=%2Fpage", "/page"},
+		{"absolute rd of another routed host", "http://proxy.test/auth/login?rd=" + url.QueryEscape("http://app.test/x"), "http://app.test/x"},
+		{"absolute rd from a routed host", "http://wiki.test/auth/login?rd=" + url.QueryEscape("http://app.test/x"), "http://app.test/x"},
+		{"absolute rd of an unrouted host", "http://wiki.test/auth/login?rd=" + url.QueryEscape("http://evil.test/x"), "http://wiki.test/"},
+		{"absolute rd with https", "http://proxy.test/auth/login?rd=" + url.QueryEscape("https://app.test/x"), "/"},
+		{"unrouted Host header", "http://evil.test/auth/login?rd=%2Fpage", "/page"},
+		{"Host of the callback host with a trailing dot", "http://proxy.test./auth/login?rd=%2Fpage", "/page"},
+		{"hostile path on a routed host", "http://wiki.test/auth/login?rd=" + url.QueryEscape("//evil.test"), "http://wiki.test/"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			b := &browser{}
+			resp := b.do(f.h, tt.start)
+			if resp.StatusCode != http.StatusFound {
+				t.Fatalf("login: %d", resp.StatusCode)
+			}
+			authz, _ := url.Parse(resp.Header.Get("Location"))
+			if got := authz.Query().Get("redirect_uri"); got != callbackURL {
+				t.Errorf("redirect_uri %q, want the one callback %q", got, callbackURL)
+			}
+			resp = b.do(f.h, callbackPath(f.authorize(t, authz, "alice")))
+			if got := resp.Header.Get("Location"); resp.StatusCode != http.StatusFound || got != tt.want {
+				t.Errorf("landed %d on %q, want %q", resp.StatusCode, got, tt.want)
+			}
+		})
+	}
+}
+
+// TestLogoutFromRoutedHostPage: a sign-out posted from a page of a routed
+// host is the proxy's own; one from an unrouted site gets the confirmation.
+func TestLogoutFromRoutedHostPage(t *testing.T) {
+	fixed, _ := url.Parse(callbackURL)
+	f := newFixture(t, func(c *Config) {
+		c.Origin.Fixed, c.Returns = fixed, Returns{Scheme: "http", Hosts: []string{"wiki.test"}}
+	})
+	for origin, signsOut := range map[string]bool{
+		"http://wiki.test": true, "http://proxy.test": true, "http://evil.test": false, "https://wiki.test": false,
+		"http://wiki.test.evil.test": false, "null": false,
+	} {
+		b := f.login(t)
+		resp, _ := b.send(f.h, "POST", "http://wiki.test/auth/logout", map[string]string{"Origin": origin})
+		if got := resp.StatusCode == http.StatusSeeOther; got != signsOut {
+			t.Errorf("POST from %s: %d, want signed out = %v", origin, resp.StatusCode, signsOut)
+		}
+	}
+}

@@ -32,7 +32,7 @@ func (h *Handler) Login(w http.ResponseWriter, r *http.Request) {
 		State:       randomString(16),
 		Nonce:       randomString(16),
 		Verifier:    oauth2.GenerateVerifier(),
-		ReturnTo:    ReturnPath(returnTarget(r)),
+		ReturnTo:    h.returnTo(r),
 		RedirectURL: h.redirectURL(r),
 	}
 	if h.cfg.RedirectURL != "" {
@@ -66,6 +66,26 @@ func (h *Handler) Login(w http.ResponseWriter, r *http.Request) {
 	h.cfg.Observer.LoginStarted()
 	w.Header().Set("Cache-Control", "no-store")
 	http.Redirect(w, r, target, http.StatusFound)
+}
+
+// returnTo is where the login started on r returns to: the checked
+// returnTarget. A path is made absolute on the request's own host when the
+// login started on a routed host other than the callback's (the browser
+// must come back to the host it left, not land on the callback host).
+func (h *Handler) returnTo(r *http.Request) string {
+	returns := h.returns.Load()
+	t := returns.Target(returnTarget(r))
+	if t == "" || t[0] != '/' || h.cfg.Origin.Fixed == nil || returns.Scheme == "" {
+		return t
+	}
+	host := h.cfg.Origin.requestHost(r)
+	if strings.EqualFold(host, h.cfg.Origin.Fixed.Host) {
+		return t
+	}
+	if abs := returns.Scheme + "://" + host + t; returns.Target(abs) == abs {
+		return abs
+	}
+	return t
 }
 
 // returnTarget is where to land after the login: the rd parameter, or, for
@@ -156,7 +176,7 @@ func (h *Handler) Callback(w http.ResponseWriter, r *http.Request) {
 	h.log.Info("login", "user", sess.User)
 	h.cfg.Observer.LoginCompleted()
 	w.Header().Set("Cache-Control", "no-store")
-	http.Redirect(w, r, ReturnPath(l.ReturnTo), http.StatusFound)
+	http.Redirect(w, r, h.returns.Load().Target(l.ReturnTo), http.StatusFound)
 }
 
 func (h *Handler) complete(r *http.Request, l cookie.Login, loginErr error) (session.Session, error) {
@@ -313,16 +333,18 @@ func (h *Handler) fromOwnOrigin(r *http.Request) bool {
 		return false
 	}
 	own := h.cfg.Origin.Of(r).String()
+	// A page of a routed host sharing the login is one of ours too.
+	isOwn := func(o string) bool { return strings.EqualFold(o, own) || h.returns.Load().IsOrigin(o) }
 	origin := r.Header.Get("Origin")
 	if r.Method == http.MethodPost {
-		return origin != "" && strings.EqualFold(origin, own)
+		return origin != "" && isOwn(origin)
 	}
 	if origin != "" {
-		return strings.EqualFold(origin, own)
+		return isOwn(origin)
 	}
 	if ref := r.Header.Get("Referer"); ref != "" {
 		u, err := url.Parse(ref)
-		return err == nil && strings.EqualFold(u.Scheme+"://"+u.Host, own)
+		return err == nil && isOwn(u.Scheme+"://"+u.Host)
 	}
 	return true
 }

@@ -54,6 +54,10 @@ type Config struct {
 	SessionLifetime time.Duration
 	// Origin tells the public scheme and host of a request.
 	Origin Origin
+	// Returns lists the other hosts (the routes' hosts) that a login may
+	// return to and whose pages may sign out; the zero value allows only
+	// paths on the proxy's own origin.
+	Returns Returns
 	// HTTPClient makes every call to the provider; it must have a Timeout.
 	HTTPClient *http.Client
 	Logger     *slog.Logger
@@ -126,6 +130,8 @@ type Handler struct {
 	jtis *bounded.Map[string, struct{}]
 	// keepClaims is Config.KeepClaims, replaced by SetKeepClaims.
 	keepClaims atomic.Pointer[[]string]
+	// returns is Config.Returns, replaced by SetReturns.
+	returns atomic.Pointer[Returns]
 }
 
 // provider is everything discovery yields, swapped in atomically once ready.
@@ -196,6 +202,7 @@ func New(ctx context.Context, cfg Config, sessions session.Store, logins loginSt
 		refresh: refresher{done: bounded.New[[32]byte, refreshOutcome](maxRefreshResults)},
 		jtis:    bounded.New[string, struct{}](maxLogoutTokens)}
 	h.SetKeepClaims(cfg.KeepClaims)
+	h.SetReturns(cfg.Returns)
 	go h.discover(ctx)
 	return h, nil
 }
@@ -205,6 +212,13 @@ func New(ctx context.Context, cfg Config, sessions session.Store, logins loginSt
 func (h *Handler) SetKeepClaims(names []string) {
 	names = slices.Clone(names)
 	h.keepClaims.Store(&names)
+}
+
+// SetReturns replaces Config.Returns, for a configuration reload whose
+// routes name other hosts: redirects from now on are checked against them.
+func (h *Handler) SetReturns(r Returns) {
+	r.Hosts, r.Suffixes = slices.Clone(r.Hosts), slices.Clone(r.Suffixes)
+	h.returns.Store(&r)
 }
 
 // Ready reports whether discovery has succeeded.

@@ -62,6 +62,17 @@ func (o Origin) Of(r *http.Request) *url.URL {
 	return &url.URL{Scheme: scheme, Host: host}
 }
 
+// requestHost is the host[:port] the client asked for: a trusted proxy's
+// X-Forwarded-Host, else the request's Host. Unlike Of, it ignores Fixed.
+func (o Origin) requestHost(r *http.Request) string {
+	if o.Trusted(r) {
+		if h := firstValue(r.Header.Get("X-Forwarded-Host")); h != "" {
+			return h
+		}
+	}
+	return r.Host
+}
+
 // IsHTTPS reports whether r reached the proxy over https, end to end.
 func (o Origin) IsHTTPS(r *http.Request) bool { return o.Of(r).Scheme == "https" }
 
@@ -104,14 +115,31 @@ func removeDots(p string) string {
 // maxReturnPath bounds the return path kept in the login cookie.
 const maxReturnPath = 2048
 
+// Returns says where, besides a path on the proxy's own origin, a redirect
+// may lead: absolute URLs of the hosts the proxy routes, which share its
+// login (one cookie domain, one callback). The zero value allows paths only.
+type Returns struct {
+	// Scheme is the public URL's scheme (https in production): an absolute
+	// target must have it. Empty allows no absolute target.
+	Scheme string
+	// Port is the public URL's port ("" for the scheme's default): an
+	// absolute target must name the same, spelled the same.
+	Port string
+	// Hosts are the routes' exact host names, in lower case.
+	Hosts []string
+	// Suffixes are the suffixes of the *.suffix routes that lie inside the
+	// cookie domain, each with its leading dot (".example.com"): a name
+	// with one more label or more in front matches.
+	Suffixes []string
+}
+
 // ReturnPath returns raw if it is a path on the proxy's own origin and "/"
-// otherwise. It is the one check for every redirect target taken from a
-// request (the rd parameter, the path saved across a login). Anything a
-// browser could resolve to another origin is refused: scheme-relative
-// "//host", backslashes (browsers read "/\host" as "//host"), control
-// characters and whitespace (stripped by browsers, so "/\t/host" is
-// "//host"), schemes, userinfo, and encoded slashes or backslashes at the
-// start of the path, which some servers decode before redirecting.
+// otherwise: Returns{}.Target. Anything a browser could resolve to another
+// origin is refused: scheme-relative "//host", backslashes (browsers read
+// "/\host" as "//host"), control characters and whitespace (stripped by
+// browsers, so "/\t/host" is "//host"), schemes, userinfo, and encoded
+// slashes or backslashes at the start of the path, which some servers decode
+// before redirecting.
 func ReturnPath(raw string) string {
 	if raw == "" || len(raw) > maxReturnPath || raw[0] != '/' {
 		return "/"
@@ -150,4 +178,82 @@ func ReturnPath(raw string) string {
 		p = dec
 	}
 	return "/" // still encoded after four rounds: nobody legitimate does that
+}
+
+// Target returns raw if it is a path ReturnPath keeps, or an absolute URL
+// of one of rs's hosts, and "/" otherwise. It is the one check for every
+// redirect target taken from a request (the rd parameter, the target saved
+// across a login, a page's origin at sign-out). An absolute target must be
+// exactly SCHEME://HOST[:PORT] followed by nothing or by a path that
+// ReturnPath keeps: the public URL's scheme and port, a host of Hosts or
+// under one of Suffixes written as a plain DNS name (any ASCII case; no
+// trailing dot, %-escape, userinfo, brackets or other character), and no
+// query or fragment straight after the host.
+func (rs Returns) Target(raw string) string {
+	if raw == "" || raw[0] == '/' || rs.Scheme == "" {
+		return ReturnPath(raw)
+	}
+	if len(raw) > maxReturnPath {
+		return "/"
+	}
+	prefix := rs.Scheme + "://"
+	if len(raw) <= len(prefix) || !strings.EqualFold(raw[:len(prefix)], prefix) {
+		return "/"
+	}
+	authority, path := raw[len(prefix):], ""
+	if i := strings.IndexAny(authority, "/?#"); i >= 0 {
+		authority, path = authority[:i], authority[i:]
+	}
+	host, port, _ := strings.Cut(authority, ":")
+	if port != rs.Port || strings.Contains(authority, ":") != (rs.Port != "") || !rs.allowedHost(host) {
+		return "/"
+	}
+	if path != "" && ReturnPath(path) != path {
+		return "/" // also a query or fragment straight after the host
+	}
+	return raw
+}
+
+// IsOrigin reports whether origin (scheme://host[:port], as an Origin
+// header or a Referer's start) is that of a host a login may return to.
+func (rs Returns) IsOrigin(origin string) bool {
+	_, authority, ok := strings.Cut(origin, "://")
+	return ok && authority != "" && !strings.ContainsAny(authority, "/?#\\") && rs.Target(origin+"/") == origin+"/"
+}
+
+// allowedHost reports whether host, a plain DNS name in any ASCII case, is
+// one of Hosts or under one of Suffixes.
+func (rs Returns) allowedHost(host string) bool {
+	if host == "" || len(host) > 253 {
+		return false
+	}
+	label := 0
+	for i := 0; i < len(host); i++ {
+		switch c := host[i]; {
+		case c == '.':
+			if label == 0 {
+				return false
+			}
+			label = 0
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '-':
+			label++
+		default:
+			return false
+		}
+	}
+	if label == 0 {
+		return false // empty, or a trailing dot
+	}
+	host = strings.ToLower(host)
+	for _, h := range rs.Hosts {
+		if host == h {
+			return true
+		}
+	}
+	for _, s := range rs.Suffixes {
+		if len(host) > len(s) && strings.HasSuffix(host, s) {
+			return true
+		}
+	}
+	return false
 }

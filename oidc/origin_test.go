@@ -5,6 +5,7 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -132,6 +133,198 @@ func FuzzReturnPath(f *testing.F) {
 	f.Add("/ok?x=1")
 	f.Fuzz(func(t *testing.T, in string) {
 		assertSameOrigin(t, in, ReturnPath(in))
+	})
+}
+
+// testReturns is a proxy at https://auth.example.com routing
+// wiki.example.com, app.example.com and *.apps.example.com (inside the
+// cookie domain .example.com); * routes are never listed.
+var testReturns = Returns{Scheme: "https", Hosts: []string{"app.example.com", "wiki.example.com"}, Suffixes: []string{".apps.example.com"}}
+
+// hostileReturnURLs are absolute redirect targets that testReturns must
+// refuse: other hosts, schemes and ports, and every way of dressing up
+// another host as a routed one.
+var hostileReturnURLs = []string{
+	"https://evil.example/",
+	"https://evil.example",
+	"https://auth.example.com/", // the callback host is not routed here
+	"https://example.com/",      // the cookie domain itself
+	"https://apps.example.com/", // a wildcard's suffix itself
+	"https://.apps.example.com/",
+	"https://x..apps.example.com/",
+	"https://wiki.example.com.evil.example/",
+	"https://wiki.example.com.apps.example.com.evil.example/",
+	"https://evil.example/wiki.example.com",
+	"https://evil.example/https://wiki.example.com/",
+	"https://evil.example?https://wiki.example.com/",
+	"https://evil.example#https://wiki.example.com/",
+	"https://wiki.example.com@evil.example/",
+	"https://wiki.example.com:@evil.example/",
+	"https://wiki.example.com:443@evil.example/",
+	"https://user@wiki.example.com/",
+	"https://user:pw@wiki.example.com/",
+	"https://:@wiki.example.com/",
+	"https://@wiki.example.com/",
+	"https://wiki.example.com\\@evil.example/",
+	"https://wiki.example.com\\evil.example",
+	"https:\\\\wiki.example.com/",
+	"https:/\\wiki.example.com/",
+	"https://wiki.example.com%2f@evil.example/",
+	"https://wiki.example.com%2eevil.example/",
+	"https://wiki%2eexample.com/",
+	"https://%77iki.example.com/",
+	"https://wiki.example.com%00.evil.example/",
+	"https://wiki.example.com\x00.evil.example/",
+	"https://wiki.example.com./",
+	"https://WIKI.EXAMPLE.COM./",
+	"https://wiki.example.com.:443/",
+	"https://wiki.example.com:443/",
+	"https://wiki.example.com:444/",
+	"https://wiki.example.com:/",
+	"https://wiki.example.com:8443/",
+	"https://wiki.example.com:0x1bb/",
+	"https://wiki.example.com:443:443/",
+	"https://[::1]/",
+	"https://127.0.0.1/",
+	"https://2130706433/",
+	"https://wiki.example.com?next=/",
+	"https://wiki.example.com#/",
+	"https://wіki.example.com/", // Cyrillic і
+	"https://wiki.exаmple.com/", // Cyrillic а
+	"https://wiki\u3002example.com/",
+	"https://wiki\uff0eexample.com/",
+	"https://xn--wiki-x.example.com/",
+	"https://wiki.example.com\t/",
+	"https://wi\tki.example.com/",
+	"https://wiki.example.com /",
+	" https://wiki.example.com/",
+	"https://wiki.example.com\r\n/",
+	"https://wiki.example.com//evil.example",
+	"https://wiki.example.com///evil.example",
+	"https://wiki.example.com/\\evil.example",
+	"https://wiki.example.com/..//evil.example",
+	"https://wiki.example.com/%2F%2Fevil.example",
+	"https://wiki.example.com/%252F%252Fevil.example",
+	"https://wiki.example.com/\t/evil.example",
+	"http://wiki.example.com/",
+	"HTTP://wiki.example.com/",
+	"ftp://wiki.example.com/",
+	"ws://wiki.example.com/",
+	"wss://wiki.example.com/",
+	"javascript://wiki.example.com/%0aalert(1)",
+	"javascript:alert(1)//https://wiki.example.com/",
+	"data:text/html,https://wiki.example.com/",
+	"//wiki.example.com/",
+	"///wiki.example.com/",
+	"https:/wiki.example.com/",
+	"https:wiki.example.com/",
+	"https:///wiki.example.com/",
+	"https:////wiki.example.com/",
+	"https://",
+	"https:// ",
+	"https://wiki.example.com/" + strings.Repeat("a", maxReturnPath),
+}
+
+func TestReturnTargetRefusesHostile(t *testing.T) {
+	if len(hostileReturnURLs) < 60 {
+		t.Fatalf("only %d hostile inputs", len(hostileReturnURLs))
+	}
+	for _, in := range append(slices.Clone(hostileReturnURLs), hostileReturnPaths...) {
+		got := testReturns.Target(in)
+		if in != "/@evil.example" && in != "/%E3%80%82/%2F%2Fevil.example" && got != "/" {
+			t.Errorf("Target(%q) = %q, want /", in, got)
+		}
+		assertAllowed(t, testReturns, in, got)
+	}
+	// Without routed hosts, or without a scheme, no absolute URL passes.
+	for _, rs := range []Returns{{}, {Hosts: testReturns.Hosts, Suffixes: testReturns.Suffixes}, {Scheme: "https"}} {
+		for _, in := range []string{"https://wiki.example.com/", "https://a.apps.example.com/", "https://evil.example/"} {
+			if got := rs.Target(in); got != "/" {
+				t.Errorf("%+v: Target(%q) = %q, want /", rs, in, got)
+			}
+		}
+	}
+}
+
+func TestReturnTargetKeepsRoutedHosts(t *testing.T) {
+	for _, in := range []string{
+		"https://wiki.example.com", "https://wiki.example.com/", "https://wiki.example.com/page?x=1&y=%2F#top",
+		"https://Wiki.Example.COM/a", "HTTPS://app.example.com/", "https://a.apps.example.com/x", "https://a.b.apps.example.com/",
+		"https://wiki.example.com/a//b", "https://wiki.example.com/caf%C3%A9", "/local/path?x=1",
+	} {
+		if got := testReturns.Target(in); got != in {
+			t.Errorf("Target(%q) = %q, want it unchanged", in, got)
+		}
+	}
+	// The public URL's port, and only it.
+	withPort := Returns{Scheme: "http", Port: "8443", Hosts: []string{"wiki.example.com"}}
+	for in, want := range map[string]string{
+		"http://wiki.example.com:8443/x": "http://wiki.example.com:8443/x",
+		"http://wiki.example.com/x":      "/",
+		"http://wiki.example.com:80/x":   "/",
+		"http://wiki.example.com:08443/": "/",
+		"https://wiki.example.com:8443/": "/",
+	} {
+		if got := withPort.Target(in); got != want {
+			t.Errorf("port 8443: Target(%q) = %q, want %q", in, got, want)
+		}
+	}
+	for origin, want := range map[string]bool{
+		"https://wiki.example.com": true, "https://a.apps.example.com": true, "https://evil.example": false,
+		"http://wiki.example.com": false, "https://wiki.example.com/": false, "https://wiki.example.com/x": false, "null": false, "": false,
+	} {
+		if got := testReturns.IsOrigin(origin); got != want {
+			t.Errorf("IsOrigin(%q) = %v", origin, got)
+		}
+	}
+}
+
+// assertAllowed checks the property every target must have: a path that
+// stays on our origin, or an absolute URL that a browser resolves to one of
+// the allowed hosts, with the scheme and port, no userinfo, and a path that
+// stays on that host.
+func assertAllowed(t *testing.T, rs Returns, in, got string) {
+	t.Helper()
+	if got != "" && got[0] == '/' {
+		assertSameOrigin(t, in, got)
+		return
+	}
+	if strings.ContainsFunc(got, func(r rune) bool { return r <= ' ' || r >= 0x7f || r == '\\' }) {
+		t.Fatalf("Target(%q) = %q: control, space, non-ASCII or backslash", in, got)
+	}
+	u, err := url.Parse(got)
+	if err != nil || !strings.EqualFold(u.Scheme, rs.Scheme) || u.User != nil || u.Opaque != "" || u.Port() != rs.Port {
+		t.Fatalf("Target(%q) = %q: scheme, userinfo or port (%v)", in, got, err)
+	}
+	host := strings.ToLower(u.Hostname())
+	ok := slices.Contains(rs.Hosts, host)
+	for _, s := range rs.Suffixes {
+		ok = ok || strings.HasSuffix(host, s) && len(host) > len(s) && !strings.HasPrefix(host, ".") && !strings.Contains(host, "..")
+	}
+	if !ok {
+		t.Fatalf("Target(%q) = %q: host %q is not allowed", in, got, host)
+	}
+	base, _ := url.Parse("https://proxy.example/start")
+	if res := base.ResolveReference(u); !strings.EqualFold(res.Host, u.Host) {
+		t.Fatalf("Target(%q) = %q resolves to %s", in, got, res)
+	}
+	if p := u.EscapedPath(); p != "" {
+		assertSameOrigin(t, in, p)
+	}
+}
+
+// FuzzReturnTarget: whatever the input, the result is a path on our
+// origin or a URL of a routed host.
+func FuzzReturnTarget(f *testing.F) {
+	for _, s := range append(slices.Clone(hostileReturnURLs), hostileReturnPaths...) {
+		f.Add(s)
+	}
+	f.Add("https://wiki.example.com/ok?x=1")
+	f.Add("https://a.apps.example.com/")
+	f.Fuzz(func(t *testing.T, in string) {
+		assertAllowed(t, testReturns, in, testReturns.Target(in))
+		assertAllowed(t, Returns{Scheme: "http", Port: "9001", Hosts: testReturns.Hosts}, in,
+			Returns{Scheme: "http", Port: "9001", Hosts: testReturns.Hosts}.Target(in))
 	})
 }
 

@@ -14,14 +14,18 @@ import (
 	"github.com/authproxy/authproxy/session"
 )
 
-// Rules decides who may pass. Paths are the request's escaped path; the
-// query is never consulted.
+// Rules decides who may pass. Hosts are the request's host name as
+// route.HostName reads it ("" when the request named none); paths are the
+// request's escaped path; the query is never consulted. A Rules that
+// scopes rules to hosts may say which with a method Hosts() []string
+// (*rules.Rules does): then forward auth believes an X-Forwarded-Host only
+// from a trusted proxy.
 type Rules interface {
 	// Public reports whether the path needs no login.
-	Public(method, escapedPath string) bool
+	Public(method, host, escapedPath string) bool
 	// Allowed reports whether a logged-in user with these claims may pass,
 	// and which rule decided (for the log and the 403 page).
-	Allowed(method, escapedPath string, claims map[string]any) (ok bool, reason string)
+	Allowed(method, host, escapedPath string, claims map[string]any) (ok bool, reason string)
 }
 
 // Asserter signs the identity assertion for the upstream (an
@@ -63,6 +67,9 @@ func (c Config) identityHeaders() []string {
 // forward auth, the original request an ingress asks about.
 type target struct {
 	method string
+	// host is the request's host name (route.HostName), which the rules
+	// decide on with the path.
+	host string
 	// url's path is what the rules see; its path and query are where the
 	// login page returns to.
 	url *url.URL
@@ -80,14 +87,14 @@ func (p *handler) admit(w http.ResponseWriter, r *http.Request, t target) (sessi
 	path := ruleTarget(t.url)
 	var buf [4]string // on the stack: no allocation unless a request names more methods
 	methods := methodsOf(buf[:0], t.method, r.Header, t.url.RawQuery)
-	if p.cfg.Rules != nil && allPublic(p.cfg.Rules, methods, path) {
+	if p.cfg.Rules != nil && allPublic(p.cfg.Rules, methods, t.host, path) {
 		return session.Session{}, OutcomePublic
 	}
 	sess, refused := p.authenticate(w, r, t)
 	if refused != "" {
 		return session.Session{}, refused
 	}
-	if refused := p.authorize(w, r, sess, methods, path); refused != "" {
+	if refused := p.authorize(w, r, sess, methods, t.host, path); refused != "" {
 		return sess, refused
 	}
 	return sess, OutcomeProxied
@@ -222,21 +229,21 @@ func bearerToken(r *http.Request) (string, bool) {
 // authorize applies the rules to sess, the authenticated user. On refusal
 // it has written a 403 that says who the user is and offers logout, never a
 // redirect (which would loop), and returns OutcomeForbidden; else "".
-func (p *handler) authorize(w http.ResponseWriter, r *http.Request, sess session.Session, methods []string, escapedPath string) (refused string) {
+func (p *handler) authorize(w http.ResponseWriter, r *http.Request, sess session.Session, methods []string, host, escapedPath string) (refused string) {
 	if p.cfg.Rules == nil {
 		return ""
 	}
 	ok, reason, method := true, "", ""
 	claims := claimsOf(sess)
 	for _, method = range methods {
-		if ok, reason = p.cfg.Rules.Allowed(method, escapedPath, claims); !ok {
+		if ok, reason = p.cfg.Rules.Allowed(method, host, escapedPath, claims); !ok {
 			break
 		}
 	}
 	if ok {
 		return ""
 	}
-	p.cfg.Logger.Info("access denied", "user", sess.User, "method", method, "path", pathOnly(escapedPath), "rule", reason)
+	p.cfg.Logger.Info("access denied", "user", sess.User, "method", method, "host", host, "path", pathOnly(escapedPath), "rule", reason)
 	who := sess.User
 	if sess.Email != "" {
 		who = sess.Email
@@ -395,10 +402,11 @@ func methodsOf(dst []string, method string, h http.Header, rawQuery string) []st
 	return methods
 }
 
-// allPublic reports whether path is public for every one of methods.
-func allPublic(rs Rules, methods []string, path string) bool {
+// allPublic reports whether path on host is public for every one of
+// methods.
+func allPublic(rs Rules, methods []string, host, path string) bool {
 	for _, m := range methods {
-		if !rs.Public(m, path) {
+		if !rs.Public(m, host, path) {
 			return false
 		}
 	}

@@ -22,9 +22,9 @@ import (
 // is open to every logged-in user.
 type fakeRules struct{}
 
-func (fakeRules) Public(method, p string) bool { return strings.HasPrefix(p, "/public/") }
+func (fakeRules) Public(method, _, p string) bool { return strings.HasPrefix(p, "/public/") }
 
-func (fakeRules) Allowed(method, p string, claims map[string]any) (bool, string) {
+func (fakeRules) Allowed(method, _, p string, claims map[string]any) (bool, string) {
 	if !strings.HasPrefix(p, "/admin/") {
 		return true, "rules.txt:2: allow * / any"
 	}

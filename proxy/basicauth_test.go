@@ -266,14 +266,14 @@ func TestBasicAuthOff(t *testing.T) {
 // auth on: what the Authorization header costs per request.
 func BenchmarkRewriteBasic(b *testing.B) {
 	store, sessionCookies := benchSession(b)
-	ph, err := newHandler(Config{Upstream: benchUpstreamURL, UserHeader: "X-User", Sessions: store, IsOwnCookie: store.IsOwn,
+	ph, err := newHandler(Config{Routes: routesTo(benchUpstreamURL), UserHeader: "X-User", Sessions: store, IsOwnCookie: store.IsOwn,
 		Auth: authFunc(http.NotFound), Ready: func() bool { return true }, BasicPassword: basicPassword})
 	if err != nil {
 		b.Fatal(err)
 	}
 	in := benchRequest(sessionCookies, true)
 	in.Header.Set("Authorization", basicOf("mallory")) // a forged one, to be replaced
-	in = in.WithContext(context.WithValue(in.Context(), infoKey{}, &reqInfo{sess: session.Session{User: benchUser}}))
+	in = in.WithContext(context.WithValue(in.Context(), infoKey{}, &reqInfo{sess: session.Session{User: benchUser}, route: ph.cfg.Routes.Routes()[0]}))
 	out := in.Clone(in.Context())
 	pr := &httputil.ProxyRequest{In: in, Out: out}
 	b.ReportAllocs()

@@ -19,6 +19,7 @@ import (
 
 	"github.com/authproxy/authproxy/cookie"
 	"github.com/authproxy/authproxy/internal/tracing"
+	"github.com/authproxy/authproxy/proxy/route"
 	"github.com/authproxy/authproxy/session"
 )
 
@@ -132,7 +133,7 @@ func benchIDToken() string {
 }
 
 // benchSession returns a real store and the cookies it saves for a login.
-func benchSession(b *testing.B) (*cookie.Store, []*http.Cookie) {
+func benchSession(b testing.TB) (*cookie.Store, []*http.Cookie) {
 	b.Helper()
 	store, err := cookie.NewStore(cookie.Config{Policy: session.Policy{Lifetime: 12 * time.Hour}, Secrets: [][]byte{make([]byte, 32)}})
 	if err != nil {
@@ -159,7 +160,7 @@ var benchUpstreamURL = &url.URL{Scheme: "http", Host: "upstream.internal:8080"}
 func newBenchAuthproxy(b *testing.B, store *cookie.Store, upstream *url.URL, rt http.RoundTripper, mutate ...func(*Config)) http.Handler {
 	b.Helper()
 	cfg := Config{
-		Upstream: upstream, UserHeader: "X-User", Transport: rt, Sessions: store, IsOwnCookie: store.IsOwn,
+		Routes: routesTo(upstream), UserHeader: "X-User", Transport: transport(rt), Sessions: store, IsOwnCookie: store.IsOwn,
 		Auth: authFunc(func(w http.ResponseWriter, r *http.Request) {
 			b.Errorf("auth handler called for %s", r.URL)
 		}),
@@ -277,6 +278,27 @@ func BenchmarkAuthproxy(b *testing.B) {
 		runHandler(b, h, req, 200)
 		checkWrong(b, &up.wrong)
 	})
+	// The same request to a host route of a table of several hosts, the
+	// app's /api/ stripped of its prefix.
+	b.Run("inmem-routes", func(b *testing.B) {
+		up := &cannedUpstream{want: []string{benchUser}}
+		tab, err := route.Parse("routes.txt", strings.NewReader(`wiki.example  /      http://wiki.internal
+*.apps.example /      http://apps.internal
+app.example   /      http://upstream.internal:8080
+app.example   /app/  http://upstream.internal:8080  strip-prefix
+*             /      http://default.internal
+`))
+		if err != nil {
+			b.Fatal(err)
+		}
+		h, err := New(Config{Routes: tab, UserHeader: "X-User", Transport: transport(up), Sessions: store, IsOwnCookie: store.IsOwn,
+			Auth: authFunc(func(http.ResponseWriter, *http.Request) { b.Error("auth handler called") }), Ready: func() bool { return true }})
+		if err != nil {
+			b.Fatal(err)
+		}
+		runHandler(b, h, req, 200)
+		checkWrong(b, &up.wrong)
+	})
 	b.Run("loopback", func(b *testing.B) {
 		u, rt, wrong := loopbackUpstream(b, []string{benchUser})
 		runHandler(b, newBenchAuthproxy(b, store, u, rt), req, 200)
@@ -334,7 +356,7 @@ func BenchmarkRewrite(b *testing.B) {
 	ph := benchHandler(b, store)
 	in := benchRequest(sessionCookies, true)
 	in.Header.Set("X_User", "mallory") // a forged identity, to be stripped
-	in = in.WithContext(context.WithValue(in.Context(), infoKey{}, &reqInfo{sess: session.Session{User: benchUser}}))
+	in = in.WithContext(context.WithValue(in.Context(), infoKey{}, &reqInfo{sess: session.Session{User: benchUser}, route: ph.cfg.Routes.Routes()[0]}))
 	out := in.Clone(in.Context())
 	pr := &httputil.ProxyRequest{In: in, Out: out}
 	reset := func() {
@@ -375,7 +397,7 @@ func BenchmarkRewrite(b *testing.B) {
 // *handler, and call that here).
 func benchHandler(b *testing.B, store *cookie.Store) *handler {
 	b.Helper()
-	p, err := newHandler(Config{Upstream: benchUpstreamURL, UserHeader: "X-User", Sessions: store, IsOwnCookie: store.IsOwn,
+	p, err := newHandler(Config{Routes: routesTo(benchUpstreamURL), UserHeader: "X-User", Sessions: store, IsOwnCookie: store.IsOwn,
 		Auth: authFunc(http.NotFound), Ready: func() bool { return true }})
 	if err != nil {
 		b.Fatal(err)

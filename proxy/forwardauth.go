@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/authproxy/authproxy/page"
+	"github.com/authproxy/authproxy/proxy/route"
 )
 
 // check answers an ingress's authorization sub-request (nginx auth_request,
@@ -23,6 +24,10 @@ func (p *handler) check(w http.ResponseWriter, r *http.Request) {
 	info := infoOf(r)
 	w.Header().Set("Cache-Control", "no-store")
 	orig, method, err := originalRequest(r)
+	var host string
+	if err == nil {
+		host, err = p.originalHost(r)
+	}
 	if err != nil {
 		// Fail closed: deciding on a guess could let the real request pass.
 		info.outcome = OutcomeError
@@ -30,8 +35,17 @@ func (p *handler) check(w http.ResponseWriter, r *http.Request) {
 		page.WriteJSON(w, page.Page{Status: http.StatusBadRequest, Code: "bad_forward_auth_request", Detail: err.Error()})
 		return
 	}
+	if _, err := p.cfg.Routes.Match(host, ruleTarget(orig)); err != nil {
+		// The ingress asks about a host (or path) the proxy does not
+		// route: no rules were written for it.
+		info.outcome = OutcomeForbidden
+		p.cfg.Logger.Warn("forward-auth request for an unrouted host refused", "host", host, "path", orig.Path)
+		page.WriteJSON(w, page.Page{Status: http.StatusForbidden, Code: "no_route",
+			Detail: "authproxy serves no route for this host and path."})
+		return
+	}
 	redirect := r.URL.Query().Get("redirect") == "1" && page.IsNavigation(r)
-	info.sess, info.outcome = p.admit(w, r, target{method: method, url: orig, redirect: redirect})
+	info.sess, info.outcome = p.admit(w, r, target{method: method, host: host, url: orig, redirect: redirect})
 	switch info.outcome {
 	case OutcomeProxied:
 		p.setIdentity(w.Header(), info)
@@ -82,6 +96,29 @@ func originalRequest(r *http.Request) (*url.URL, string, error) {
 		method = http.MethodGet
 	}
 	return orig, method, nil
+}
+
+// originalHost is the host name (route.HostName) of the request the
+// ingress asks about: ownHost's, or "" where hosts decide nothing. Where hosts matter (host routes or rules
+// scoped to hosts), an X-Forwarded-Host is believed only from a trusted
+// proxy: an ingress that passes its client's headers on would otherwise let
+// the client name the host whose rules apply.
+func (p *handler) originalHost(r *http.Request) (string, error) {
+	if !p.multiHost {
+		return "", nil // only * routes, no rule for a host: the host decides nothing
+	}
+	if len(r.Header.Values("X-Forwarded-Host")) > 0 && !p.cfg.Trusted(r) {
+		return "", errors.New("X-Forwarded-Host from a peer that is not a trusted proxy (AUTHPROXY_TRUSTED_PROXIES)")
+	}
+	host := ownHost(r)
+	if host == "" {
+		return "", nil
+	}
+	name, _, ok := route.HostName(host)
+	if !ok {
+		return "", fmt.Errorf("host %q is not a host name", host)
+	}
+	return name, nil
 }
 
 // requestTarget reads an original-URL header the way Go's server reads the

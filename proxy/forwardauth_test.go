@@ -46,12 +46,12 @@ func newFAFixtureWith(t testing.TB, rulesText string) *faFixture {
 	}
 	store := mustStore(t)
 	h, err := New(Config{
-		Upstream: &url.URL{Scheme: "http", Host: "app.internal"}, UserHeader: "X-User", Sessions: store, IsOwnCookie: store.IsOwn,
+		Routes: routesTo(&url.URL{Scheme: "http", Host: "app.internal"}), UserHeader: "X-User", Sessions: store, IsOwnCookie: store.IsOwn,
 		Auth:  authFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusTeapot) }),
 		Ready: func() bool { return true }, Rules: rs, PublicHost: "app.example",
-		Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		Transport: transport(roundTripFunc(func(r *http.Request) (*http.Response, error) {
 			return &http.Response{StatusCode: 200, Header: http.Header{}, Body: io.NopCloser(strings.NewReader("upstream:" + r.URL.EscapedPath())), Request: r}, nil
-		}),
+		})),
 	})
 	if err != nil {
 		t.Fatal(err)

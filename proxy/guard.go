@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/authproxy/authproxy/page"
+	"github.com/authproxy/authproxy/proxy/route"
 )
 
 // Bounds on a request body where nobody has logged in yet: the proxy's own
@@ -35,7 +36,7 @@ func (p *handler) admissible(w http.ResponseWriter, r *http.Request) bool {
 			Detail: r.Method + " is not served."})
 		return false
 	}
-	if (r.URL.Scheme != "" || r.URL.Host != "") && (p.cfg.PublicHost == "" || !strings.EqualFold(r.URL.Host, p.cfg.PublicHost) ||
+	if (r.URL.Scheme != "" || r.URL.Host != "") && (!p.ownAuthority(r.URL.Host) ||
 		!strings.EqualFold(r.URL.Scheme, "http") && !strings.EqualFold(r.URL.Scheme, "https")) {
 		w.Header().Set("Connection", "close")
 		page.WriteJSON(w, page.Page{Status: http.StatusBadRequest, Code: "bad_request_target",
@@ -43,6 +44,18 @@ func (p *handler) admissible(w http.ResponseWriter, r *http.Request) bool {
 		return false
 	}
 	return true
+}
+
+// ownAuthority reports whether an absolute-form request target may name
+// host: the public host, or a host that a host route (not *) serves. (Go's
+// server then takes it as the request's Host, which the route is matched
+// on.)
+func (p *handler) ownAuthority(host string) bool {
+	if p.cfg.PublicHost != "" && strings.EqualFold(host, p.cfg.PublicHost) {
+		return true
+	}
+	name, _, ok := route.HostName(host)
+	return ok && p.cfg.Routes.HasHost(name)
 }
 
 // upgradeAllowed lets WebSocket upgrades through and refuses every other
@@ -76,7 +89,8 @@ func (p *handler) upgradeAllowed(w http.ResponseWriter, r *http.Request) bool {
 }
 
 // originAllowed reports whether a page of origin may open a WebSocket: one
-// on the proxy's public host, or one listed in WebSocketOrigins.
+// on the proxy's public host, one on the request's own host when a host
+// route serves it, or one listed in WebSocketOrigins.
 func (p *handler) originAllowed(r *http.Request, origin string) bool {
 	o := strings.ToLower(strings.TrimSuffix(origin, "/"))
 	if slices.Contains(p.cfg.WebSocketOrigins, o) {
@@ -85,6 +99,13 @@ func (p *handler) originAllowed(r *http.Request, origin string) bool {
 	u, err := url.Parse(o)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil || (u.Path != "" && u.Path != "/") {
 		return false // "null" (sandboxed pages, file:) and anything malformed
+	}
+	if info := infoOf(r); info.route != nil && info.route.Host != route.Any {
+		// A page of the routed host itself: same origin.
+		name, port, ok := route.HostName(u.Host)
+		if ok && name == info.host && port == info.port {
+			return true
+		}
 	}
 	return strings.EqualFold(u.Host, p.publicHost(r))
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/authproxy/authproxy/internal/ascii"
+	"github.com/authproxy/authproxy/proxy/route"
 	"github.com/authproxy/authproxy/session"
 )
 
@@ -57,8 +58,15 @@ type reqInfo struct {
 	userValue, hostValue [1]string
 	basicValue           [1]string // the Authorization value, with basic auth on
 	outcome              string
-	forwarded            time.Time               // when the request left for the upstream
-	bodyErr              atomic.Pointer[failure] // why reading the request body failed (size, time)
+	// route is the request's route; host and port its Host header as
+	// route.HostName read it (set by matchRoute, for proxied requests).
+	route      *route.Route
+	host, port string
+	// rawHost is the Host header, to reuse as X-Forwarded-Host when it is
+	// already in host[:port] form.
+	rawHost   string
+	forwarded time.Time               // when the request left for the upstream
+	bodyErr   atomic.Pointer[failure] // why reading the request body failed (size, time)
 
 	// For a logged-in user's forwarded request (see lateTimer): the
 	// request; under mu, the upstream's response body once it arrives (the
@@ -76,6 +84,23 @@ type reqState struct {
 	reqInfo
 	statusWriter
 	idValue [1]string // backs the X-Request-Id values, like userValue
+}
+
+// hostPort is the request's host as X-Forwarded-Host names it: name, and
+// :port when the client gave one. It reuses the Host header when that is
+// spelled so already.
+func (i *reqInfo) hostPort() string {
+	want := len(i.host)
+	if i.port != "" {
+		want += 1 + len(i.port)
+	}
+	if len(i.rawHost) == want && i.rawHost[:len(i.host)] == i.host {
+		return i.rawHost
+	}
+	if i.port == "" {
+		return i.host
+	}
+	return i.host + ":" + i.port
 }
 
 func infoOf(r *http.Request) *reqInfo {

@@ -20,6 +20,8 @@ import (
 
 	"github.com/authproxy/authproxy/cookie"
 	"github.com/authproxy/authproxy/page"
+	"github.com/authproxy/authproxy/proxy/route"
+	"github.com/authproxy/authproxy/proxy/rules"
 	"github.com/authproxy/authproxy/session"
 )
 
@@ -43,13 +45,16 @@ type Refresher interface {
 
 // Config configures the handler returned by New.
 type Config struct {
-	Upstream *url.URL
+	// Routes chooses each request's upstream by its Host and path (see
+	// package route); route.Single is the one-upstream table. A request no
+	// route matches gets a 404 from the proxy and is not forwarded.
+	Routes *route.Table
+	// Transport returns the RoundTripper that reaches a route's upstream,
+	// with its timeouts and pool size; New calls it once per route. Nil
+	// uses http.DefaultTransport.
+	Transport func(*route.Route) http.RoundTripper
 	// UserHeader carries the user's id to the upstream (X-User).
 	UserHeader string
-	// PassHost forwards the client's Host header instead of the upstream's.
-	PassHost bool
-	// Transport reaches the upstream; set its timeouts and pool size.
-	Transport http.RoundTripper
 	// Auth serves the sign-in flow: login, callback, logout, back-channel
 	// logout.
 	Auth     Auth
@@ -74,10 +79,11 @@ type Config struct {
 	// X-Forwarded-* headers are passed on. Nil trusts nobody.
 	Trusted func(*http.Request) bool
 	// PublicHost is the proxy's public host[:port] (from
-	// AUTHPROXY_REDIRECT_URL). When set, the upstream's X-Forwarded-Host is
-	// always this, never a client's Host; absolute-form request targets must
-	// name it; and WebSocket handshakes must come from a page on it. Empty:
-	// the request's own Host.
+	// AUTHPROXY_REDIRECT_URL). When set, the upstream of a * route gets
+	// X-Forwarded-Host this, never a client's Host; absolute-form request
+	// targets must name it (or a host of a host route); and WebSocket
+	// handshakes must come from a page on it (or, for a host route, on the
+	// request's own host). Empty: the request's own Host.
 	PublicHost string
 	// WebSocketOrigins lists further origins (scheme://host[:port]) whose
 	// pages may open WebSockets through the proxy.
@@ -128,8 +134,8 @@ func New(cfg Config) (http.Handler, error) {
 // newHandler checks cfg and builds the handler's parts.
 func newHandler(cfg Config) (*handler, error) {
 	var problems []string
-	if cfg.Upstream == nil || cfg.Upstream.Scheme == "" || cfg.Upstream.Host == "" {
-		problems = append(problems, "upstream URL is required")
+	if cfg.Routes == nil || len(cfg.Routes.Routes()) == 0 {
+		problems = append(problems, "routes are required")
 	}
 	if cfg.UserHeader == "" {
 		problems = append(problems, "user header is required")
@@ -191,13 +197,24 @@ func newHandler(cfg Config) (*handler, error) {
 		"x-original-method", "x-real-ip", "forwarded", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto",
 	}, p.identity...)
 	p.late.New = func() any { return newLateTimer(p) }
-	p.upstream = &httputil.ReverseProxy{
-		Rewrite:        p.rewrite,
-		Transport:      cfg.Transport,
-		ModifyResponse: p.upstreamResponded,
-		ErrorHandler:   p.upstreamError,
-		ErrorLog:       slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
-		BufferPool:     bufferPool{},
+	errorLog := slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn)
+	for _, rt := range cfg.Routes.Routes() {
+		var t http.RoundTripper
+		if cfg.Transport != nil {
+			t = cfg.Transport(rt)
+		}
+		p.upstreams = append(p.upstreams, &httputil.ReverseProxy{
+			Rewrite:        p.rewrite,
+			Transport:      t,
+			ModifyResponse: p.upstreamResponded,
+			ErrorHandler:   p.upstreamError,
+			ErrorLog:       errorLog,
+			BufferPool:     bufferPool{},
+		})
+	}
+	p.multiHost = len(cfg.Routes.Hosts()) > 0 || len(cfg.Routes.Wildcards()) > 0
+	if h, ok := cfg.Rules.(interface{ Hosts() []string }); ok && len(h.Hosts()) > 0 {
+		p.multiHost = true
 	}
 	p.mux = http.NewServeMux()
 	p.routes(p.mux, http.NewServeMux())
@@ -205,9 +222,13 @@ func newHandler(cfg Config) (*handler, error) {
 }
 
 type handler struct {
-	cfg      Config
-	mux      *http.ServeMux
-	upstream *httputil.ReverseProxy
+	cfg Config
+	mux *http.ServeMux
+	// upstreams holds one ReverseProxy per route, by route.Index.
+	upstreams []*httputil.ReverseProxy
+	// multiHost: the routes or rules tell hosts apart, so which host a
+	// request is for decides where it goes and who may pass.
+	multiHost bool
 	// identity holds the normalized names stripped from every request: each
 	// header the proxy sets, and HTTP2-Settings.
 	identity []string
@@ -312,10 +333,13 @@ func (p *handler) readyz(w http.ResponseWriter, r *http.Request) {
 // everything else, and forwards what passes.
 func (p *handler) serveProxied(w http.ResponseWriter, r *http.Request) {
 	info := infoOf(r)
+	if !p.matchRoute(w, r, info) {
+		return
+	}
 	if !p.upgradeAllowed(w, r) {
 		return
 	}
-	sess, outcome := p.admit(w, r, target{method: r.Method, url: r.URL, redirect: page.IsNavigation(r)})
+	sess, outcome := p.admit(w, r, target{method: r.Method, host: info.host, url: r.URL, redirect: page.IsNavigation(r)})
 	// Rewrite reads the session from info to set the identity headers.
 	info.sess, info.outcome = sess, outcome
 	switch outcome {
@@ -341,7 +365,46 @@ func (p *handler) serveProxied(w http.ResponseWriter, r *http.Request) {
 	default:
 		return // refused; admit has answered
 	}
-	p.upstream.ServeHTTP(w, r)
+	p.upstreams[info.route.Index].ServeHTTP(w, r)
+}
+
+// matchRoute finds r's route and keeps it, with the request's host name
+// and port, in info. Where hosts matter (multiHost), a Host that is no
+// host name gets a 400; a request no
+// route matches a 404; a strip-prefix route takes only canonical paths
+// (see rules.Canonical), since its upstream sees the path without the
+// prefix: /api/..%2fadmin would be /..%2fadmin there, which an upstream
+// that decodes %2F reads as /admin, a path the rules judged as /admin and
+// not as /api/admin. Nothing is forwarded when it refuses.
+func (p *handler) matchRoute(w http.ResponseWriter, r *http.Request, info *reqInfo) bool {
+	// Where no route or rule tells hosts apart, the Host is not read at
+	// all, as before routes: only the * routes can match.
+	name, port, ok := "", "", r.Host == "" || !p.multiHost
+	if !ok {
+		name, port, ok = route.HostName(r.Host)
+	}
+	if !ok {
+		info.outcome = OutcomeError
+		page.WriteJSON(w, page.Page{Status: http.StatusBadRequest, Code: "bad_host",
+			Detail: "The Host header does not name a host."})
+		return false
+	}
+	path := r.URL.EscapedPath()
+	rt, err := p.cfg.Routes.Match(name, path)
+	if err != nil {
+		p.cfg.Logger.Info("no route", "host", name, "path", r.URL.Path)
+		page.Write(w, r, page.Page{Status: http.StatusNotFound, Code: "no_route", Title: "Not found",
+			Detail: "Nothing is served at this address."})
+		return false
+	}
+	if rt.StripPrefix && !rules.Canonical(path) {
+		info.outcome = OutcomeError
+		page.WriteJSON(w, page.Page{Status: http.StatusBadRequest, Code: "bad_path",
+			Detail: "This path must be written plainly: without dot segments, empty segments, backslashes, path parameters or needless %-escapes."})
+		return false
+	}
+	info.route, info.host, info.port, info.rawHost = rt, name, port, r.Host
+	return true
 }
 
 // ruleTarget is what the rules judge of a request: its escaped path, as
@@ -401,50 +464,94 @@ func (p *handler) disarm(lt *lateTimer) {
 	}
 }
 
-// watch runs (in the timer's goroutine) while a long response for a
-// logged-in user lasts: it ends the response when the session expires or,
-// checked every Revalidate, when the store no longer knows it. Only an
+// watch starts watching a long response for a logged-in user (it runs in
+// the late timer's goroutine): the response ends when the session expires
+// or, checked every Revalidate, when the store no longer knows it. Only an
 // authoritative "no session" ends it: a store that cannot be reached leaves
 // the connection alone. Bearer tokens are bound by their own expiry.
+//
+// The watch is timers, not a goroutine: an open WebSocket or stream holds
+// no goroutine (and stack) of its own between checks, which matters with
+// thousands open.
 func (p *handler) watch(info *reqInfo) {
-	r := info.req
-	ctx := r.Context()
-	var expired <-chan time.Time
+	w := &watcher{p: p, info: info}
+	// Timers first, then the stop hook: a response that ends meanwhile
+	// stops them at once.
+	w.mu.Lock()
 	if !info.sess.Expiry.IsZero() {
-		t := time.NewTimer(time.Until(info.sess.Expiry))
-		defer t.Stop()
-		expired = t.C
+		w.expiry = time.AfterFunc(time.Until(info.sess.Expiry), func() { w.end("its session expired") })
 	}
-	var recheck <-chan time.Time
 	if !info.bearer && (info.sess.ID != "" || p.cfg.Revalidate > 0) {
-		every := p.cfg.Revalidate
-		if every <= 0 {
-			every = DefaultRevalidate
+		w.every = p.cfg.Revalidate
+		if w.every <= 0 {
+			w.every = DefaultRevalidate
 		}
-		t := time.NewTicker(every)
-		defer t.Stop()
-		recheck = t.C
+		w.recheck = time.AfterFunc(w.every, w.check)
+	}
+	w.mu.Unlock()
+	context.AfterFunc(info.req.Context(), func() { w.stop() })
+	if w.recheck != nil {
 		// Checked at once too: a revocation during the first WatchAfter
 		// is noticed now, not a Revalidate later.
-		if _, err := p.cfg.Sessions.Load(r); errors.Is(err, session.ErrNoSession) {
-			p.endResponse(info, "its session ended")
-			return
-		}
+		w.check()
 	}
-	for {
-		select {
-		case <-ctx.Done(): // the response is over
-			return
-		case <-expired:
-			p.endResponse(info, "its session expired")
-			return
-		case <-recheck:
-			if _, err := p.cfg.Sessions.Load(r); errors.Is(err, session.ErrNoSession) {
-				p.endResponse(info, "its session ended")
-				return
-			}
-		}
+}
+
+// watcher is the state of one watched response.
+type watcher struct {
+	p     *handler
+	info  *reqInfo
+	every time.Duration
+
+	mu      sync.Mutex
+	done    bool        // the response is over or has been ended
+	expiry  *time.Timer // nil without an expiry
+	recheck *time.Timer // nil when the session is not rechecked
+}
+
+// check loads the session again (in a timer's goroutine), ends the
+// response if the store says it is gone, and otherwise re-arms itself.
+func (w *watcher) check() {
+	w.mu.Lock()
+	done := w.done
+	w.mu.Unlock()
+	if done {
+		return
 	}
+	if _, err := w.p.cfg.Sessions.Load(w.info.req); errors.Is(err, session.ErrNoSession) {
+		w.end("its session ended")
+		return
+	}
+	w.mu.Lock()
+	if !w.done {
+		w.recheck.Reset(w.every)
+	}
+	w.mu.Unlock()
+}
+
+// end cuts the response, once.
+func (w *watcher) end(why string) {
+	if w.stop() {
+		w.p.endResponse(w.info, why)
+	}
+}
+
+// stop ends the watch (the response is over, or end cuts it) and reports
+// whether this call did.
+func (w *watcher) stop() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.done {
+		return false
+	}
+	w.done = true
+	if w.expiry != nil {
+		w.expiry.Stop()
+	}
+	if w.recheck != nil {
+		w.recheck.Stop()
+	}
+	return true
 }
 
 // endResponse cuts a running response: closing the upstream's body ends a
@@ -506,11 +613,27 @@ func (p *handler) unauthenticated(w http.ResponseWriter, r *http.Request, t targ
 // identity header set here cannot be stripped by a client's Connection
 // header.
 func (p *handler) rewrite(pr *httputil.ProxyRequest) {
-	pr.SetURL(p.cfg.Upstream)
-	if p.cfg.PassHost {
-		pr.Out.Host = pr.In.Host
-	}
 	info := infoOf(pr.In)
+	rt := info.route
+	if rt.StripPrefix {
+		// matchRoute let only canonical paths through: the prefix is
+		// spelled alike in Path and RawPath.
+		u := pr.Out.URL
+		u.Path = rt.Strip(u.Path)
+		if u.RawPath != "" {
+			u.RawPath = rt.Strip(u.RawPath)
+		}
+	}
+	pr.SetURL(rt.Upstream)
+	if rt.PassHost {
+		// The name the route and the rules went by, not another spelling
+		// of it (WIKI.example.com.) that a name-based upstream might send
+		// to another of its sites.
+		pr.Out.Host = pr.In.Host
+		if info.host != "" {
+			pr.Out.Host = info.hostPort()
+		}
+	}
 	if p.cfg.Trusted(pr.In) {
 		stripHeaders(pr.Out.Header, p.identity)
 		// A trusted proxy's chain is extended, its view of proto and host kept.
@@ -537,12 +660,19 @@ func (p *handler) rewrite(pr *httputil.ProxyRequest) {
 	p.setBasic(pr.Out.Header, info)
 }
 
-// setForwardedHost names the public host, when it is configured.
+// setForwardedHost names the host the client reached: for a host route,
+// the request's host as route.HostName read it (name and port); for a *
+// route the public host, when it is configured.
 func (p *handler) setForwardedHost(h http.Header, info *reqInfo) {
-	if p.cfg.PublicHost != "" {
+	switch {
+	case info.route != nil && info.route.Host != route.Any:
+		info.hostValue[0] = info.hostPort()
+	case p.cfg.PublicHost != "":
 		info.hostValue[0] = p.cfg.PublicHost
-		h["X-Forwarded-Host"] = info.hostValue[:]
+	default:
+		return
 	}
+	h["X-Forwarded-Host"] = info.hostValue[:]
 }
 
 // stripHeaders deletes every header that an upstream might read as one of

@@ -20,8 +20,23 @@ import (
 	"time"
 
 	"github.com/authproxy/authproxy/cookie"
+	"github.com/authproxy/authproxy/proxy/route"
 	"github.com/authproxy/authproxy/session"
 )
+
+// routesTo is the one-upstream route table.
+func routesTo(u *url.URL) *route.Table {
+	t, err := route.Single(u, false)
+	if err != nil {
+		panic(err)
+	}
+	return t
+}
+
+// transport gives every route rt.
+func transport(rt http.RoundTripper) func(*route.Route) http.RoundTripper {
+	return func(*route.Route) http.RoundTripper { return rt }
+}
 
 // recorder is an upstream that remembers what it received.
 type recorder struct {
@@ -70,12 +85,12 @@ func newFixture(t *testing.T, upstream http.Handler, mutate ...func(*Config)) *f
 	}
 	u, _ := url.Parse(back.URL)
 	cfg := Config{
-		Upstream: u, UserHeader: "X-User", Sessions: store, IsOwnCookie: store.IsOwn,
+		Routes: routesTo(u), UserHeader: "X-User", Sessions: store, IsOwnCookie: store.IsOwn,
 		Auth: authFunc(func(w http.ResponseWriter, r *http.Request) {
 			w.WriteHeader(http.StatusTeapot) // marks "handled by the auth handler"
 		}),
 		Ready:     func() bool { return true },
-		Transport: back.Client().Transport,
+		Transport: transport(back.Client().Transport),
 	}
 	for _, m := range mutate {
 		m(&cfg)
@@ -369,7 +384,7 @@ func TestRoutes(t *testing.T) {
 // TestRouteTable: README's route table lists exactly the patterns that
 // routes registers.
 func TestRouteTable(t *testing.T) {
-	p, err := newHandler(Config{Upstream: &url.URL{Scheme: "http", Host: "x"}, UserHeader: "X-User", Sessions: mustStore(t), IsOwnCookie: mustStore(t).IsOwn,
+	p, err := newHandler(Config{Routes: routesTo(&url.URL{Scheme: "http", Host: "x"}), UserHeader: "X-User", Sessions: mustStore(t), IsOwnCookie: mustStore(t).IsOwn,
 		Auth: authFunc(http.NotFound), Ready: func() bool { return true }, JWKS: http.NotFoundHandler()})
 	if err != nil {
 		t.Fatal(err)
@@ -449,8 +464,8 @@ func TestUpstreamDown(t *testing.T) {
 	addr := ln.Addr().String()
 	ln.Close() // nothing listens there now
 	f := newFixture(t, &recorder{}, func(c *Config) {
-		c.Upstream, _ = url.Parse("http://" + addr)
-		c.Transport = nil
+		u, _ := url.Parse("http://" + addr)
+		c.Routes, c.Transport = routesTo(u), nil
 	})
 	resp := f.get(t, "/", f.session, http.Header{"Accept": {"text/html"}})
 	body, _ := io.ReadAll(resp.Body)
@@ -469,7 +484,7 @@ func TestUpstreamTimeout(t *testing.T) {
 		}
 	})
 	f := newFixture(t, slow, func(c *Config) {
-		c.Transport = &http.Transport{ResponseHeaderTimeout: 50 * time.Millisecond}
+		c.Transport = transport(&http.Transport{ResponseHeaderTimeout: 50 * time.Millisecond})
 	})
 	if resp := f.get(t, "/", f.session, nil); resp.StatusCode != http.StatusGatewayTimeout {
 		t.Errorf("slow upstream: %d, want 504", resp.StatusCode)
@@ -611,7 +626,7 @@ func FuzzSameHeader(f *testing.F) {
 	for _, s := range []string{"X_User", "x-user", "X.User", "x.authproxy_jwt.assertion", "X-Email", "x_groups"} {
 		f.Add(s)
 	}
-	p, err := newHandler(Config{Upstream: &url.URL{Scheme: "http", Host: "app"}, UserHeader: "X-User",
+	p, err := newHandler(Config{Routes: routesTo(&url.URL{Scheme: "http", Host: "app"}), UserHeader: "X-User",
 		Sessions: mustStore(f), IsOwnCookie: mustStore(f).IsOwn, Auth: authFunc(http.NotFound), Ready: func() bool { return true },
 		Headers: Headers{Email: "X-Email", Name: "X-Name", Groups: "X-Groups", AccessToken: "X-Access-Token"}})
 	if err != nil {
@@ -772,7 +787,7 @@ func checkDirect(t *testing.T, method, path string) {
 	if !direct(r) {
 		return
 	}
-	p, err := newHandler(Config{Upstream: &url.URL{Scheme: "http", Host: "x"}, UserHeader: "X-User", Sessions: mustStore(t), IsOwnCookie: mustStore(t).IsOwn,
+	p, err := newHandler(Config{Routes: routesTo(&url.URL{Scheme: "http", Host: "x"}), UserHeader: "X-User", Sessions: mustStore(t), IsOwnCookie: mustStore(t).IsOwn,
 		Auth:  authFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusTeapot) }),
 		Ready: func() bool { return true }})
 	if err != nil {

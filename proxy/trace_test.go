@@ -54,10 +54,10 @@ func newTracedProxy(t *testing.T, user bool) *tracedProxy {
 	}
 	u, _ := url.Parse(back.URL)
 	tp.h, err = New(Config{
-		Upstream: u, UserHeader: "X-User", Sessions: store, IsOwnCookie: store.IsOwn,
+		Routes: routesTo(u), UserHeader: "X-User", Sessions: store, IsOwnCookie: store.IsOwn,
 		Auth:      authFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusTeapot) }),
 		Ready:     func() bool { return true },
-		Transport: tr.Transport(back.Client().Transport, func(*http.Request) string { return "upstream" }),
+		Transport: transport(tr.Transport(back.Client().Transport, func(*http.Request) string { return "upstream" })),
 		Trusted:   func(*http.Request) bool { return tp.trusted },
 		Tracer:    tr,
 		Logger:    slog.New(slog.NewJSONHandler(tp.log, nil)),

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"runtime"
 	"testing"
 	"time"
 
@@ -28,6 +29,51 @@ func BenchmarkLoad(b *testing.B) {
 		{"4 kB ID token, 300 groups", save(b, s.Store, nil, bigSession(now))},
 	}
 	for _, sess := range sessions {
+		b.Run(sess.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := s.Load(sess.req); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run(sess.name+", parallel", func(b *testing.B) {
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				req := sess.req.Clone(sess.req.Context())
+				for pb.Next() {
+					if _, err := s.Load(req); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+	}
+}
+
+// BenchmarkLoadCached is BenchmarkLoad with the cache on, once the session
+// is cached: the hit path, no round trip. (The 4 kB session is over
+// maxCachedEntry, so it pays the GET as without the cache.)
+func BenchmarkLoadCached(b *testing.B) {
+	r := startRedis(b)
+	s := newReplica(b, r, replicaOpts{cache: 10000})
+	waitTrusted(b, s)
+	now := time.Now()
+	login := bigSession(now)
+	login.IDToken, login.AccessToken, login.Claims = idToken(900), "", nil
+	sessions := []struct {
+		name string
+		req  *http.Request
+	}{
+		{"user only", save(b, s.Store, nil, smallSession("auth0|64f1c2a9e4b0d7c3a1b2c3d4", now))},
+		{"login (900 B ID token)", save(b, s.Store, nil, login)},
+		{"4 kB ID token, 300 groups", save(b, s.Store, nil, bigSession(now))},
+	}
+	for _, sess := range sessions {
+		if _, err := s.Load(sess.req); err != nil { // fills the cache
+			b.Fatal(err)
+		}
 		b.Run(sess.name, func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
@@ -111,6 +157,49 @@ func BenchmarkDecode(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
+		})
+	}
+}
+
+// BenchmarkCacheMemory reports the heap a cached session takes (B/session):
+// what AUTHPROXY_REDIS_CACHE_SIZE costs when full. Each op loads one more
+// session into the cache.
+func BenchmarkCacheMemory(b *testing.B) {
+	r := startRedis(b)
+	now := time.Now()
+	login := bigSession(now)
+	login.IDToken, login.AccessToken, login.Claims = idToken(900), "", map[string]any{"groups": groups(5), "email_verified": true}
+	for _, tc := range []struct {
+		name string
+		sess session.Session
+	}{
+		{"user only", smallSession("auth0|64f1c2a9e4b0d7c3a1b2c3d4", now)},
+		{"login (900 B ID token, 5 groups)", login},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			const n = 2000
+			s := newReplica(b, r, replicaOpts{cache: n})
+			reqs := make([]*http.Request, n)
+			for i := range reqs {
+				reqs[i] = save(b, s.Store, nil, tc.sess)
+			}
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			for _, req := range reqs {
+				if _, err := s.Load(req); err != nil {
+					b.Fatal(err)
+				}
+			}
+			runtime.GC()
+			runtime.ReadMemStats(&after)
+			if got := s.cache.m.Load().Len(); got != n {
+				b.Fatalf("%d sessions cached, want %d", got, n)
+			}
+			runtime.KeepAlive(reqs)
+			for b.Loop() {
+			}
+			b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/n, "B/session")
 		})
 	}
 }

@@ -42,6 +42,12 @@ func (s *Store) LockRefresh(ctx context.Context, sess session.Session) (unlock f
 			return nil, unavailable("lock", err)
 		}
 		if ok {
+			if s.cache != nil {
+				// The caller reads the session again to see whether the
+				// replica that held the lock renewed it: read Redis, not a
+				// copy older than that renewal.
+				s.cache.invalidate(sess.ID)
+			}
 			return func() {
 				cctx, cancel := s.callCtx(context.WithoutCancel(ctx))
 				defer cancel()

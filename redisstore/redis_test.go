@@ -23,6 +23,8 @@ type testRedis struct {
 	dir  string
 	port int
 	cmd  *exec.Cmd
+	// args are added to the command line (startRedisWith).
+	args []string
 	// exited receives cmd.Wait's result.
 	exited chan error
 }
@@ -33,6 +35,12 @@ const missingRedis = "redis-server not found on PATH: apt-get install redis-serv
 // AUTHPROXY_E2E=1 (as under make test) and skips otherwise.
 func startRedis(tb testing.TB) *testRedis {
 	tb.Helper()
+	return startRedisWith(tb)
+}
+
+// startRedisWith is startRedis with more arguments for redis-server.
+func startRedisWith(tb testing.TB, args ...string) *testRedis {
+	tb.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		if os.Getenv("AUTHPROXY_E2E") == "1" {
@@ -40,7 +48,7 @@ func startRedis(tb testing.TB) *testRedis {
 		}
 		tb.Skip(missingRedis)
 	}
-	r := &testRedis{tb: tb, bin: bin, dir: tb.TempDir()}
+	r := &testRedis{tb: tb, bin: bin, dir: tb.TempDir(), args: args}
 	tb.Cleanup(r.Stop)
 	// A free port may be taken between our check and redis's bind: retry.
 	for attempt := 1; ; attempt++ {
@@ -79,6 +87,7 @@ func (r *testRedis) start() error {
 		"--save", "", "--appendonly", "no",
 		"--dir", r.dir, "--logfile", filepath.Join(r.dir, "redis.log"),
 		"--daemonize", "no")
+	cmd.Args = append(cmd.Args, r.args...)
 	setDeathSignal(cmd)
 	if err := cmd.Start(); err != nil {
 		return err

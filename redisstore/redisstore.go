@@ -44,10 +44,13 @@
 // bounded by the live sessions. Members whose entry was deleted (logout,
 // Revoke) are dropped lazily, by Sessions or when they expire.
 //
-// Load costs one GET: no cache of sessions in the process, so a revocation
-// is seen by every replica on its next request. (The ticket cookie's
-// verification is cached, by exact value, as the cookie store caches its
-// sessions.)
+// Without the cache (Config.CacheSize 0), Load costs one GET, so a
+// revocation is seen by every replica on its next request. With it, Load
+// usually costs no round trip: every write announces the sessions it
+// changed on a pub/sub channel and each replica drops them from its cache;
+// a replica that cannot be sure it has heard every announcement stops
+// using its cache (cache.go). (The ticket cookie's verification is cached
+// too, by exact value, as the cookie store caches its sessions.)
 //
 // Save tells a refresh from a login by the session it is given. Load sets
 // Session.ID to the session id, so a session that was loaded, then
@@ -65,7 +68,8 @@
 // Config.Timeout. A Redis that fails or does not answer yields an error
 // wrapping session.ErrUnavailable: the proxy answers 503 rather than sending
 // the user to log in again, and recovers when Redis returns (go-redis
-// reconnects by itself). No goroutine is started.
+// reconnects by itself). The cache's subscription is the only goroutine
+// started; Close ends it.
 //
 // # Operating
 //
@@ -138,6 +142,12 @@ type Config struct {
 	Now func() time.Time
 	// Timeout bounds each Redis call (DefaultTimeout when zero).
 	Timeout time.Duration
+	// CacheSize is how many verified sessions each replica keeps in memory
+	// (see cache.go); 0 turns the cache off, and every Load reads Redis.
+	CacheSize int
+	// CacheTTL bounds how long a session stays cached (DefaultCacheTTL
+	// when zero).
+	CacheTTL time.Duration
 }
 
 // Store keeps sessions in Redis and their tickets in cookies. It is safe for
@@ -153,6 +163,8 @@ type Store struct {
 	legacyName   string // "" without Config.Legacy
 	secure       func(*http.Request) bool
 	keys         atomic.Pointer[keys] // swapped whole by SetSecrets
+	// cache holds verified sessions; nil when Config.CacheSize is 0.
+	cache *cache
 }
 
 // keys is what the secrets yield for the ticket cookie. They change
@@ -163,8 +175,7 @@ type keys struct {
 	legacy []securecookie.Codec
 	// verified holds the ticket cookies these keys have opened, by exact
 	// value, so a user's next request costs a lookup instead of an HMAC, an
-	// AES pass and a JSON decode. It saves only that: Load still reads the
-	// session from Redis every time, so a revocation is seen at once.
+	// AES pass and a JSON decode. (The sessions themselves are in cache.)
 	verified *bounded.Map[string, ticketCookie]
 }
 
@@ -211,6 +222,12 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = DefaultTimeout
 	}
+	if cfg.CacheSize < 0 {
+		return nil, errors.New("redisstore: Config.CacheSize must not be negative")
+	}
+	if cfg.CacheTTL <= 0 {
+		cfg.CacheTTL = DefaultCacheTTL
+	}
 	s := &Store{rdb: cfg.Client, policy: cfg.Policy, prefix: cfg.Prefix, now: cfg.Now, timeout: cfg.Timeout,
 		name: cfg.Name, legacyName: cfg.Legacy, domain: cfg.Domain, secure: cfg.Secure}
 	if err := s.SetSecrets(cfg.Secrets); err != nil {
@@ -220,6 +237,10 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 	defer cancel()
 	if err := s.rdb.Ping(ctx).Err(); err != nil {
 		return nil, fmt.Errorf("redisstore: redis at %s unreachable: %w", addrOf(cfg.Client), err)
+	}
+	if cfg.CacheSize > 0 {
+		s.cache = newCache(cfg.CacheSize, cfg.CacheTTL)
+		s.startCache()
 	}
 	return s, nil
 }
@@ -271,16 +292,33 @@ func (s *Store) Load(r *http.Request) (session.Session, error) {
 	if err != nil {
 		return session.Session{}, err
 	}
+	c := s.cache
+	var gen0 uint64
+	if c != nil {
+		// A session that looks ended is read again: Redis decides.
+		now := s.now()
+		if sess, ok := c.get(t, now); ok && !s.policy.Ended(&sess, now) {
+			return sess, nil
+		}
+		gen0 = c.gen.Load() // before the GET: see "The race" in cache.go
+	}
 	ctx, cancel := s.callCtx(r.Context())
 	defer cancel()
 	e, err := s.get(ctx, t)
 	if err != nil {
+		if c != nil && errors.Is(err, session.ErrUnavailable) && r.Context().Err() == nil {
+			c.distrust() // Redis is in trouble: so may be the subscription
+		}
 		return session.Session{}, err
 	}
-	if s.policy.Ended(&e.sess, s.now()) {
+	now := s.now()
+	if s.policy.Ended(&e.sess, now) {
 		return session.Session{}, errExpired
 	}
 	e.sess.ID = t.id
+	if c != nil && e.size <= maxCachedEntry {
+		c.fill(gen0, t, e.sess, s.policy.End(&e.sess), now)
+	}
 	return e.sess, nil
 }
 
@@ -304,6 +342,7 @@ func (s *Store) ticketCookie(r *http.Request) (ticket, time.Time, error) {
 type entry struct {
 	sess    session.Session
 	created time.Time
+	size    int // bytes in Redis
 }
 
 // get fetches and opens t's entry. A missing entry, or one t's key does not
@@ -324,7 +363,7 @@ func (s *Store) get(ctx context.Context, t ticket) (entry, error) {
 	if err := json.Unmarshal(plain, &sess); err != nil {
 		return entry{}, fmt.Errorf("%w: stored session: %w", session.ErrNoSession, err)
 	}
-	return entry{sess: sess, created: h.created}, nil
+	return entry{sess: sess, created: h.created, size: len(raw)}, nil
 }
 
 // Save stores sess and writes its ticket cookie.
@@ -408,13 +447,29 @@ func (s *Store) Save(w http.ResponseWriter, r *http.Request, sess session.Sessio
 	if err != nil {
 		return unavailable("save session", err)
 	}
+	// Every replica's cache drops the session rewritten, or the one this
+	// login replaced. A failed announcement leaves other replicas' copies
+	// until the cache TTL. A refresh reports it (the session is saved); a
+	// login does not fail for it: the replaced session is gone from Redis,
+	// and its ticket from this browser.
+	var announceErr error
+	if mode == "XX" {
+		if err := s.announce(ctx, t.id); err != nil {
+			announceErr = unavailable("announce saved session", err)
+		}
+	} else if curErr == nil {
+		_ = s.announce(ctx, current.id)
+	}
 
 	// A refresh that keeps the expiry leaves the cookie as it is.
 	exp := ceilSecond(sess.Expiry)
 	if mode == "XX" && cookieExpiry.Equal(exp) {
-		return nil
+		return announceErr
 	}
-	return s.writeCookie(w, r, t, exp)
+	if err := s.writeCookie(w, r, t, exp); err != nil {
+		return err
+	}
+	return announceErr
 }
 
 // Touch records a use of sess for the idle timeout and reports whether it

@@ -90,7 +90,16 @@ func (s *Store) deleteCount(ctx context.Context, ids []string, indexes []string)
 			pipe.ZRem(ctx, k, members...)
 		}
 	}
-	if _, err := pipe.Exec(ctx); err != nil {
+	_, err := pipe.Exec(ctx)
+	if s.cache != nil {
+		s.cache.invalidate(ids...) // whatever Redis did
+	}
+	if err != nil {
+		return 0, err
+	}
+	// Only now that they are gone, so that a replica that drops them cannot
+	// read them again (cache.go, "The race").
+	if err := s.announce(ctx, ids...); err != nil {
 		return 0, err
 	}
 	n := 0

@@ -61,6 +61,9 @@ type replicaOpts struct {
 	clock   func() time.Time
 	timeout time.Duration
 	client  redis.UniversalClient
+	// cache is Config.CacheSize (0: no cache), cacheTTL Config.CacheTTL.
+	cache    int
+	cacheTTL time.Duration
 }
 
 // cookieName is the ticket cookie's name in these tests, the cookie
@@ -73,7 +76,8 @@ func (o replicaOpts) config() Config {
 		o.secret = secret(1)
 	}
 	return Config{Client: o.client, Policy: session.Policy{Lifetime: 12 * time.Hour, Idle: o.idle},
-		Name: cookieName, Secrets: [][]byte{o.secret}, Now: o.clock, Timeout: o.timeout}
+		Name: cookieName, Secrets: [][]byte{o.secret}, Now: o.clock, Timeout: o.timeout,
+		CacheSize: o.cache, CacheTTL: o.cacheTTL}
 }
 
 func newReplica(tb testing.TB, r *testRedis, o replicaOpts) replica {
@@ -85,6 +89,7 @@ func newReplica(tb testing.TB, r *testRedis, o replicaOpts) replica {
 	if err != nil {
 		tb.Fatal(err)
 	}
+	tb.Cleanup(s.Close)
 	return replica{Store: s}
 }
 
@@ -1144,10 +1149,16 @@ func TestRedisDown(t *testing.T) {
 
 // TestConcurrent runs logins, refreshes, loads, logouts and revocations of
 // several users on two replicas at once (run with -race), and checks that
-// no one ever loads someone else's session.
+// no one ever loads someone else's session, without and with the cache.
 func TestConcurrent(t *testing.T) {
+	for _, size := range []int{0, 100} {
+		t.Run(fmt.Sprintf("cache %d", size), func(t *testing.T) { testConcurrent(t, size) })
+	}
+}
+
+func testConcurrent(t *testing.T, cache int) {
 	r := startRedis(t)
-	reps := []replica{newReplica(t, r, replicaOpts{}), newReplica(t, r, replicaOpts{})}
+	reps := []replica{newReplica(t, r, replicaOpts{cache: cache}), newReplica(t, r, replicaOpts{cache: cache})}
 	ctx := context.Background()
 	const workers, rounds = 8, 60
 	var wg sync.WaitGroup

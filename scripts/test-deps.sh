@@ -14,6 +14,7 @@ APT_PACKAGES=(
 	openssl:/usr/bin/openssl
 	python3:/usr/bin/python3
 	redis-server:/usr/bin/redis-server
+	redis-sentinel:/usr/bin/redis-sentinel
 )
 
 # Node.js (>= 20.19, for oidc-provider 9) and npm.

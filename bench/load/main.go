@@ -3,6 +3,15 @@
 // httputil.ReverseProxy in front of the same upstream, in the same run:
 //
 //	go run ./bench/load [-duration 5s] [-rounds 4] [-conns 64] [-clients 1000]
+//	go run ./bench/load -store redis -variant nocache:AUTHPROXY_REDIS_CACHE_SIZE=0
+//	go run ./bench/load -mode idle [-idle-conns 10000]
+//	go run ./bench/load -mode websockets -store redis [-websockets 1000]
+//
+// Issue 14 added the Redis store as a target (-store redis runs a
+// redis-server of its own), further authproxy configurations in the same
+// rounds (-variant), the unauthenticated redirect as a paired target, CPU
+// time per request, and two memory modes: idle keep-alive connections, and
+// open WebSockets that must all close once their sessions are revoked.
 //
 // Everything listens on 127.0.0.1. The tool starts two identical upstreams
 // (one per proxy, so each proxy's upstream connections are counted apart),
@@ -31,7 +40,6 @@ import (
 	"crypto/rand"
 	"debug/buildinfo"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -71,6 +79,52 @@ type options struct {
 	env                               envList
 	strict                            bool
 	barePool                          bool
+	// store is authproxy's session store: cookie, or redis (a
+	// redis-server of its own on a free port).
+	store, redisBin string
+	// redirect adds the unauthenticated page load (302 to /auth/login) as
+	// a third target of the interleaved rounds.
+	redirect bool
+	// mode: rounds (throughput), idle (memory per idle connection) or
+	// websockets (memory per socket, and closing on revocation).
+	mode                  string
+	variants              variantList
+	idleConns, idleRounds int
+	wsCount, wsSessions   int
+}
+
+// variant is a further authproxy target of the rounds: the same binary and
+// environment, plus env.
+type variant struct {
+	name string
+	env  []string
+}
+
+// variantList collects repeated -variant NAME:KEY=VALUE[,KEY=VALUE] flags.
+type variantList []variant
+
+func (v *variantList) String() string {
+	var s []string
+	for _, x := range *v {
+		s = append(s, x.name+":"+strings.Join(x.env, ","))
+	}
+	return strings.Join(s, " ")
+}
+
+func (v *variantList) Set(s string) error {
+	name, kvs, ok := strings.Cut(s, ":")
+	if !ok || name == "" || name == "bare" || name == "authproxy" || name == "redirect" {
+		return fmt.Errorf("want NAME:KEY=VALUE[,KEY=VALUE...] with a new NAME, got %q", s)
+	}
+	x := variant{name: name}
+	for kv := range strings.SplitSeq(kvs, ",") {
+		if !strings.Contains(kv, "=") {
+			return fmt.Errorf("want KEY=VALUE, got %q", kv)
+		}
+		x.env = append(x.env, kv)
+	}
+	*v = append(*v, x)
+	return nil
 }
 
 // envList collects repeated -env KEY=VALUE flags.
@@ -106,9 +160,27 @@ func main() {
 	flag.Var(&o.env, "env", "extra KEY=VALUE for authproxy's environment, e.g. AUTHPROXY_LOG_LEVEL=warn (repeatable)")
 	flag.BoolVar(&o.barePool, "bare-buffer-pool", true, "give the bare proxy a pooled copy buffer like authproxy's (a stricter baseline than ReverseProxy's default)")
 	flag.BoolVar(&o.strict, "strict", false, "also exit 1 when a target of issue 7 is missed")
+	flag.StringVar(&o.store, "store", "cookie", "authproxy's session store: cookie, or redis (starts a redis-server on a free 127.0.0.1 port)")
+	flag.StringVar(&o.redisBin, "redis-server", "redis-server", "redis-server binary for -store redis")
+	flag.BoolVar(&o.redirect, "redirect", true, "also measure unauthenticated page loads (302 to /auth/login) as a target of the rounds")
+	flag.StringVar(&o.mode, "mode", "rounds", "rounds (throughput, CPU, RSS), idle (RSS per idle keep-alive connection) or websockets (RSS and goroutines per WebSocket; all closed on revocation; needs -store redis)")
+	flag.Var(&o.variants, "variant", "another authproxy in the same interleaved rounds, with extra env: NAME:KEY=VALUE[,KEY=VALUE...], e.g. nocache:AUTHPROXY_REDIS_CACHE_SIZE=0 (repeatable)")
+	flag.IntVar(&o.idleConns, "idle-conns", 10000, "-mode idle: idle keep-alive connections held on each proxy")
+	flag.IntVar(&o.idleRounds, "idle-rounds", 2, "-mode idle: rounds, each with fresh proxy processes, alternating which goes first")
+	flag.IntVar(&o.wsCount, "websockets", 1000, "-mode websockets: WebSockets opened through each proxy")
+	flag.IntVar(&o.wsSessions, "ws-sessions", 10, "-mode websockets: sessions (logins) the WebSockets are spread over")
 	flag.Parse()
 	if o.rounds < 1 || o.conns < 1 || o.duration <= 0 {
 		fmt.Fprintln(os.Stderr, "load: -rounds, -conns and -duration must be positive")
+		os.Exit(2)
+	}
+	if (o.store != "cookie" && o.store != "redis") || (o.mode != "rounds" && o.mode != "idle" && o.mode != "websockets") {
+		fmt.Fprintln(os.Stderr, "load: -store is cookie or redis; -mode is rounds, idle or websockets")
+		os.Exit(2)
+	}
+	if o.mode == "websockets" && o.store != "redis" {
+		// The cookie store cannot be revoked server-side.
+		fmt.Fprintln(os.Stderr, "load: -mode websockets revokes sessions through the admin API: use -store redis")
 		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -171,10 +243,38 @@ func run(ctx context.Context, o options) error {
 	}
 	defer idp.Close()
 
+	var redisSrv *redisServer
+	var storeEnv []string
+	if o.store == "redis" {
+		if redisSrv, err = startRedis(ctx, o.redisBin, tmp); err != nil {
+			return err
+		}
+		defer redisSrv.stop()
+		storeEnv = []string{"AUTHPROXY_SESSION_STORE=redis", "AUTHPROXY_REDIS_URL=redis://" + redisSrv.addr + "/0"}
+		fmt.Printf("redis-server %s on %s (pid %d)\n", redisSrv.version, redisSrv.addr, redisSrv.proc.cmd.Process.Pid)
+	}
+	if o.mode != "rounds" {
+		// The internal listener: go_goroutines, and the admin API (Redis).
+		metricsAddr, err := freeAddr()
+		if err != nil {
+			return err
+		}
+		storeEnv = append(storeEnv, "AUTHPROXY_METRICS_ADDR="+metricsAddr)
+		if o.store == "redis" {
+			storeEnv = append(storeEnv, "AUTHPROXY_ADMIN_TOKEN="+adminToken)
+		}
+	}
+
 	secret := make([]byte, 32)
 	_, _ = rand.Read(secret)
-	auth, err := startProc(ctx, "authproxy", exec.Command(bin), tmp, append([]string{
-		"AUTHPROXY_ADDR=127.0.0.1:0",
+	// A fixed address, not one found in the log: the log may be off
+	// (-env AUTHPROXY_LOG_LEVEL=warn), and -mode idle restarts it.
+	authAddr, err := freeAddr()
+	if err != nil {
+		return err
+	}
+	authEnv := append([]string{
+		"AUTHPROXY_ADDR=" + authAddr,
 		"AUTHPROXY_UPSTREAM=" + upAuth.url,
 		"AUTHPROXY_ISSUER=" + idp.Issuer(),
 		"AUTHPROXY_CLIENT_ID=authproxy-demo",
@@ -185,35 +285,106 @@ func run(ctx context.Context, o options) error {
 		"AUTHPROXY_LOG_LEVEL=info",
 		"AUTHPROXY_DRAIN_DELAY=0s",
 		"AUTHPROXY_SHUTDOWN_TIMEOUT=5s",
-	}, o.env...), authproxyAddr)
+	}, append(storeEnv, o.env...)...)
+	// Both proxies can be started again (-mode idle measures fresh ones).
+	startAuth := func() (*proc, error) {
+		p, err := startProc(ctx, "authproxy", exec.Command(bin), tmp, authEnv, nil)
+		if err != nil {
+			return nil, err
+		}
+		p.addr = authAddr
+		if err := waitReady(ctx, "http://"+p.addr+"/readyz"); err != nil {
+			p.stop()
+			return nil, fmt.Errorf("authproxy: %w\n%s", err, p.logs)
+		}
+		for _, kv := range authEnv {
+			if a, ok := strings.CutPrefix(kv, "AUTHPROXY_METRICS_ADDR="); ok {
+				p.metrics = a
+			}
+		}
+		return p, nil
+	}
+	startBare := func() (*proc, error) {
+		p, err := startProc(ctx, "bare", exec.Command(self, bareMode, "-upstream", upBare.url, "-max-idle", strconv.Itoa(o.maxIdle), "-buffer-pool="+strconv.FormatBool(o.barePool)),
+			tmp, nil, bareAddr)
+		if err != nil {
+			return nil, err
+		}
+		// bareAddr found "ADDR stats STATS".
+		p.addr, p.metrics, _ = strings.Cut(p.addr, " stats ")
+		return p, nil
+	}
+	auth, err := startAuth()
 	if err != nil {
 		return err
 	}
-	defer auth.stop()
-	bare, err := startProc(ctx, "bare", exec.Command(self, bareMode, "-upstream", upBare.url, "-max-idle", strconv.Itoa(o.maxIdle), "-buffer-pool="+strconv.FormatBool(o.barePool)),
-		tmp, nil, bareAddr)
+	defer func() { auth.stop() }()
+	bare, err := startBare()
 	if err != nil {
 		return err
 	}
-	defer bare.stop()
-	if err := waitReady(ctx, "http://"+auth.addr+"/readyz"); err != nil {
-		return fmt.Errorf("authproxy: %w\n%s", err, auth.logs)
-	}
+	defer func() { bare.stop() }()
 
 	cookieHeader, err := login(ctx, "http://"+auth.addr, benchUser)
 	if err != nil {
 		return fmt.Errorf("scripted login: %w\n%s", err, auth.logs)
 	}
-	fmt.Printf("logged in as %q: session cookie %d bytes\n", benchUser, len(cookieHeader))
+	fmt.Printf("logged in as %q (%s store): session cookie %d bytes\n", benchUser, o.store, len(cookieHeader))
 	upAuth.resetCounts()
 	upBare.resetCounts()
+	switch o.mode {
+	case "idle":
+		printMachine()
+		auth.stop()
+		bare.stop()
+		return idleMode(ctx, o, startAuth, startBare, upAuth, upBare, cookieHeader, func(a, b *proc) {
+			if a != nil {
+				auth = a
+			}
+			if b != nil {
+				bare = b
+			}
+		})
+	case "websockets":
+		printMachine()
+		return wsMode(ctx, o, auth, bare, upAuth, upBare, redisSrv)
+	}
 
 	targets := []*target{
 		{name: "bare", proc: bare, up: upBare, expect: 200},
 		{name: "authproxy", proc: auth, up: upAuth, expect: 200},
 	}
+	for _, v := range o.variants {
+		up, err := startUpstream(v.name, benchUser, body)
+		if err != nil {
+			return err
+		}
+		defer up.close()
+		addr, err := freeAddr()
+		if err != nil {
+			return err
+		}
+		// Later entries win: the variant's own address and upstream, then its env.
+		p, err := startProc(ctx, v.name, exec.Command(bin), tmp, append(append(slices.Clone(authEnv), "AUTHPROXY_ADDR="+addr, "AUTHPROXY_UPSTREAM="+up.url), v.env...), nil)
+		if err != nil {
+			return err
+		}
+		p.addr = addr
+		defer p.stop()
+		if err := waitReady(ctx, "http://"+p.addr+"/readyz"); err != nil {
+			return fmt.Errorf("%s: %w\n%s", v.name, err, p.logs)
+		}
+		fmt.Printf("target %s: authproxy with %s\n", v.name, strings.Join(v.env, " "))
+		targets = append(targets, &target{name: v.name, proc: p, up: up, expect: 200})
+	}
 	for _, t := range targets {
 		t.req = buildRequest(t.proc.addr, "/app/items?page=2", cookieHeader)
+	}
+	if o.redirect {
+		// A browser without a session: 302 to the login page, with no
+		// provider or upstream request.
+		targets = append(targets, &target{name: "redirect", proc: auth, up: upAuth, expect: http.StatusFound,
+			location: "/auth/login?rd=", req: buildRequest(auth.addr, "/app/items?page=2", "")})
 	}
 
 	printMachine()
@@ -222,36 +393,66 @@ func run(ctx context.Context, o options) error {
 	// Warm-up: fill each proxy's upstream pool and grow its heap, unmeasured.
 	for _, t := range targets {
 		t.up.newConns.Store(0)
-		r, err := drive(ctx, t.proc.addr, t.req, o.conns, o.warmup, t.expect, "")
+		r, err := drive(ctx, t.proc.addr, t.req, o.conns, o.warmup, t.expect, t.location)
 		if err != nil {
 			return fmt.Errorf("%s warm-up: %w", t.name, err)
 		}
-		t.clientOK += r.ok
+		if t.location == "" {
+			t.clientOK += r.ok
+		}
 		failures = append(failures, r.failures(t.name+" warm-up")...)
-		t.warmupConns = t.up.newConns.Load()
+		if t.location == "" {
+			t.warmupConns = t.up.newConns.Load()
+		}
 	}
 
 	fmt.Printf("\n== %d rounds x %s per target, %d keep-alive connections, interleaved ==\n", o.rounds, o.duration, o.conns)
-	fmt.Printf("%-10s %5s %10s %9s %9s %10s %8s %9s\n", "target", "round", "req/s", "p50", "p99", "peak RSS", "up new", "up open")
+	fmt.Printf("%-10s %5s %10s %9s %9s %10s %9s %9s %8s %9s\n", "target", "round", "req/s", "p50", "p99", "peak RSS", "CPU/req", "redis/req", "up new", "up open")
 	for round := 1; round <= o.rounds && ctx.Err() == nil; round++ {
-		order := targets
+		// Each round runs every target; the order rotates, and reverses
+		// every other round, so that no target always follows another.
+		order := slices.Clone(targets)
+		for range (round - 1) / 2 % len(order) {
+			order = append(order[1:], order[0])
+		}
 		if round%2 == 0 {
-			order = []*target{targets[1], targets[0]}
+			slices.Reverse(order)
 		}
 		for _, t := range order {
 			t.proc.resetPeak()
 			before := t.up.newConns.Load()
-			r, err := drive(ctx, t.proc.addr, t.req, o.conns, o.duration, t.expect, "")
+			upBefore, idpBefore := t.up.ok.Load()+t.up.bad.Load(), idpRequests(idp)
+			cpuBefore := t.proc.status().cpu
+			var redisBefore time.Duration
+			if redisSrv != nil {
+				redisBefore = cpuTime(redisSrv.proc.cmd.Process.Pid)
+			}
+			r, err := drive(ctx, t.proc.addr, t.req, o.conns, o.duration, t.expect, t.location)
 			if err != nil {
 				return fmt.Errorf("%s round %d: %w", t.name, round, err)
 			}
 			st := t.proc.status()
 			r.peakRSS = st.hwm
 			r.upNew = t.up.newConns.Load() - before
-			t.clientOK += r.ok
+			if n := r.ok + r.wrongStatus; n > 0 {
+				r.cpuPerReq = (st.cpu - cpuBefore) / time.Duration(n)
+				if redisSrv != nil && t.proc != bare {
+					r.redisPerReq = (cpuTime(redisSrv.proc.cmd.Process.Pid) - redisBefore) / time.Duration(n)
+				}
+			}
+			if t.location != "" {
+				// Unauthenticated: nothing may reach the upstream or the provider.
+				if up, calls := t.up.ok.Load()+t.up.bad.Load()-upBefore, idpRequests(idp)-idpBefore; up != 0 || calls != 0 {
+					failures = append(failures, fmt.Sprintf("%s round %d: unauthenticated requests caused %d provider and %d upstream requests", t.name, round, calls, up))
+				}
+				r.upNew = 0
+			} else {
+				t.clientOK += r.ok
+			}
 			t.rounds = append(t.rounds, r)
 			failures = append(failures, r.failures(fmt.Sprintf("%s round %d", t.name, round))...)
-			fmt.Printf("%-10s %5d %10.0f %9s %9s %10s %8d %9d\n", t.name, round, r.rps, ms(r.p50), ms(r.p99), mib(r.peakRSS), r.upNew, t.up.openConns.Load())
+			fmt.Printf("%-10s %5d %10.0f %9s %9s %10s %9s %9s %8d %9d\n", t.name, round, r.rps, ms(r.p50), ms(r.p99), mib(r.peakRSS),
+				us(r.cpuPerReq), us(r.redisPerReq), r.upNew, t.up.openConns.Load())
 		}
 	}
 	if ctx.Err() != nil {
@@ -259,22 +460,27 @@ func run(ctx context.Context, o options) error {
 	}
 
 	bm, am := summarize(targets[0].rounds), summarize(targets[1].rounds)
-	fmt.Printf("\n== medians over %d rounds ==\n", o.rounds)
-	fmt.Printf("%-10s %10s %9s %9s %22s %22s\n", "target", "req/s", "p50", "p99", "peak RSS (median/max)", "upstream conns opened")
-	for _, row := range []struct {
-		t *target
-		m summary
-	}{{targets[0], bm}, {targets[1], am}} {
-		fmt.Printf("%-10s %10.0f %9s %9s %22s %10d (+%d warm-up)\n", row.t.name, row.m.rps, ms(row.m.p50), ms(row.m.p99),
-			mib(row.m.peakRSS)+" / "+mib(row.m.maxPeakRSS), row.m.upNew, row.t.warmupConns)
+	fmt.Printf("\n== medians over %d rounds (authproxy: %s store) ==\n", o.rounds, o.store)
+	fmt.Printf("%-10s %10s %9s %9s %9s %9s %22s %22s\n", "target", "req/s", "p50", "p99", "CPU/req", "redis/req", "peak RSS (median/max)", "upstream conns opened")
+	for _, t := range targets {
+		m := summarize(t.rounds)
+		fmt.Printf("%-10s %10.0f %9s %9s %9s %9s %22s %10d (+%d warm-up)\n", t.name, m.rps, ms(m.p50), ms(m.p99), us(m.cpuPerReq), us(m.redisPerReq),
+			mib(m.peakRSS)+" / "+mib(m.maxPeakRSS), m.upNew, t.warmupConns)
 	}
 	ratio := am.rps / bm.rps
 	p99diff := am.p99 - bm.p99
-	var paired []string
-	for i := range targets[0].rounds {
-		paired = append(paired, fmt.Sprintf("%.3f", targets[1].rounds[i].rps/targets[0].rounds[i].rps))
+	fmt.Println()
+	for _, t := range targets[1:] {
+		var paired []float64
+		var list []string
+		for i := range targets[0].rounds {
+			r := t.rounds[i].rps / targets[0].rounds[i].rps
+			paired = append(paired, r)
+			list = append(list, fmt.Sprintf("%.3f", r))
+		}
+		fmt.Printf("throughput %s/bare = %.3f (ratio of medians); paired per round: median %.3f, rounds %s\n",
+			t.name, summarize(t.rounds).rps/bm.rps, median(paired), strings.Join(list, " "))
 	}
-	fmt.Printf("\nthroughput authproxy/bare = %.3f (per round: %s)\n", ratio, strings.Join(paired, " "))
 	fmt.Printf("p99 authproxy - bare     = %+.3f ms\n", float64(p99diff)/1e6)
 	fmt.Printf("p50 authproxy - bare     = %+.3f ms\n", float64(am.p50-bm.p50)/1e6)
 
@@ -299,12 +505,14 @@ func run(ctx context.Context, o options) error {
 	check(authOpened <= int64(o.maxIdle), fmt.Sprintf("upstream pool bounded (%d opened <= %d)", authOpened, o.maxIdle),
 		fmt.Sprintf("%d connections", authOpened-int64(o.maxIdle)))
 
-	if err := checkRedirects(ctx, auth, upAuth, idp, o, &failures); err != nil {
-		return err
+	if !o.redirect {
+		if err := checkRedirects(ctx, auth, upAuth, idp, o, &failures); err != nil {
+			return err
+		}
 	}
 	if o.clients > 0 {
 		fmt.Printf("\n== %d concurrent keep-alive clients, %s per target ==\n", o.clients, o.clientsDuration)
-		for _, t := range targets {
+		for _, t := range targets[:2] {
 			if err := manyClients(ctx, t, o, &failures); err != nil {
 				return err
 			}
@@ -314,6 +522,9 @@ func run(ctx context.Context, o options) error {
 	// Every counted authproxy request must have reached the upstream with
 	// the right X-User, and nothing else may have.
 	for _, t := range targets {
+		if t.location != "" {
+			continue // the redirect target's upstream is authproxy's, checked there
+		}
 		ok, bad := t.up.ok.Load(), t.up.bad.Load()
 		if bad > 0 {
 			failures = append(failures, fmt.Sprintf("%s: %d requests reached the upstream with a wrong X-User (e.g. %q)", t.name, bad, t.up.badSample()))
@@ -341,7 +552,8 @@ type target struct {
 	up          *upstream
 	req         []byte
 	expect      int
-	clientOK    int64 // answers counted as correct, warm-up included
+	location    string // an expected redirect's Location prefix
+	clientOK    int64  // answers counted as correct, warm-up included
 	warmupConns int64
 	rounds      []result
 }
@@ -394,6 +606,7 @@ type upstream struct {
 	ok, bad   atomic.Int64
 	newConns  atomic.Int64 // TCP connections accepted
 	openConns atomic.Int64 // TCP connections open now
+	wsOpen    atomic.Int64 // WebSockets open now (hijacked, not in openConns)
 	mu        sync.Mutex
 	firstBad  string
 }
@@ -423,20 +636,31 @@ func startUpstream(name, wantUser string, body []byte) (*upstream, error) {
 }
 
 func (u *upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	got := r.Header["X-User"]
-	if (u.wantUser == "" && len(got) == 0) || (u.wantUser != "" && len(got) == 1 && got[0] == u.wantUser) {
-		u.ok.Add(1)
-	} else {
-		if u.bad.Add(1) == 1 {
-			u.mu.Lock()
-			u.firstBad = fmt.Sprint(got)
-			u.mu.Unlock()
-		}
+	if r.Header.Get("Upgrade") != "" {
+		u.serveWebSocket(w, r)
+		return
 	}
+	u.checkUser(r)
 	h := w.Header()
 	h["Content-Type"] = []string{"text/plain; charset=utf-8"}
 	h["Content-Length"] = []string{strconv.Itoa(len(u.body))}
 	_, _ = w.Write(u.body)
+}
+
+// checkUser counts r as correct (X-User exactly wantUser, or absent when
+// wantUser is "") or not.
+func (u *upstream) checkUser(r *http.Request) bool {
+	got := r.Header["X-User"]
+	if (u.wantUser == "" && len(got) == 0) || (u.wantUser != "" && len(got) == 1 && got[0] == u.wantUser) {
+		u.ok.Add(1)
+		return true
+	}
+	if u.bad.Add(1) == 1 {
+		u.mu.Lock()
+		u.firstBad = fmt.Sprint(got)
+		u.mu.Unlock()
+	}
+	return false
 }
 
 func (u *upstream) badSample() string {
@@ -460,11 +684,15 @@ type proc struct {
 	logs  *tail
 	done  chan struct{}
 	stdin io.WriteCloser // held open for the child's lifetime
+	// metrics is where the process reports its goroutines: authproxy's
+	// internal listener (/metrics), the bare proxy's stats listener.
+	metrics string
 }
 
 // startProc runs cmd in dir (so that no stray .env is read) with the
 // environment less any AUTHPROXY_/AUTH0_ variable, plus env, and finds its
-// listen address in its standard output with findAddr.
+// listen address in its standard output with findAddr (nil: the caller
+// knows it).
 func startProc(ctx context.Context, name string, cmd *exec.Cmd, dir string, env []string, findAddr func(line string) string) (*proc, error) {
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "AUTHPROXY_") && !strings.HasPrefix(kv, "AUTH0_") {
@@ -491,7 +719,7 @@ func startProc(ctx context.Context, name string, cmd *exec.Cmd, dir string, env 
 	addrc := make(chan string, 1)
 	go func() {
 		br := bufio.NewReaderSize(stdout, 64<<10)
-		for {
+		for findAddr != nil {
 			line, err := br.ReadString('\n')
 			_, _ = p.logs.Write([]byte(line))
 			if a := findAddr(strings.TrimSpace(line)); a != "" {
@@ -506,6 +734,9 @@ func startProc(ctx context.Context, name string, cmd *exec.Cmd, dir string, env 
 		// per request).
 		_, _ = io.Copy(p.logs, br)
 	}()
+	if findAddr == nil {
+		return p, nil
+	}
 	select {
 	case p.addr = <-addrc:
 		return p, nil
@@ -518,18 +749,6 @@ func startProc(ctx context.Context, name string, cmd *exec.Cmd, dir string, env 
 		p.stop()
 		return nil, ctx.Err()
 	}
-}
-
-// authproxyAddr finds the address in authproxy's JSON start-up line.
-func authproxyAddr(line string) string {
-	var l struct {
-		Msg    string `json:"msg"`
-		Listen string `json:"listen"`
-	}
-	if json.Unmarshal([]byte(line), &l) == nil && l.Msg == "authproxy starting" {
-		return l.Listen
-	}
-	return ""
 }
 
 func bareAddr(line string) string {
@@ -555,6 +774,7 @@ type procStatus struct {
 	rss, hwm int64 // bytes
 	threads  int
 	fds      int
+	cpu      time.Duration // user + system, since start
 }
 
 // status reads the process's memory, threads and open file descriptors.
@@ -582,7 +802,31 @@ func (p *proc) status() procStatus {
 	if ents, err := os.ReadDir("/proc/" + pid + "/fd"); err == nil {
 		st.fds = len(ents)
 	}
+	st.cpu = cpuTime(p.cmd.Process.Pid)
 	return st
+}
+
+// cpuTime is a process's user plus system CPU time so far, from
+// /proc/PID/stat (utime and stime, in USER_HZ ticks: 100 per second on
+// Linux, whatever the kernel's HZ).
+func cpuTime(pid int) time.Duration {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	// The command name, in parentheses, may hold spaces: count fields
+	// after its closing parenthesis (state is field 3, utime 14, stime 15).
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(utime+stime) * (time.Second / 100)
 }
 
 // resetPeak resets VmHWM to the current RSS (Linux: clear_refs 5), so that
@@ -658,7 +902,17 @@ func serveBare(args []string) error {
 		return err
 	}
 	srv := &http.Server{Handler: rp, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second, MaxHeaderBytes: 64 << 10}
-	fmt.Printf("listening %s\n", ln.Addr())
+	// Its goroutine count, on a listener of its own (authproxy's is in
+	// its /metrics), so that the proxied handler stays bare.
+	sln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	stats := &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintf(w, "go_goroutines %d\n", runtime.NumGoroutine())
+	})}
+	go func() { _ = stats.Serve(sln) }()
+	fmt.Printf("listening %s stats %s\n", ln.Addr(), sln.Addr())
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	go func() { _, _ = io.Copy(io.Discard, os.Stdin); stop() }()
@@ -768,6 +1022,7 @@ type result struct {
 	p50, p99                          time.Duration
 	peakRSS                           int64
 	upNew                             int64
+	cpuPerReq, redisPerReq            time.Duration // the proxy's (and redis-server's) user+system CPU per answer
 }
 
 func (r result) failures(phase string) []string {
@@ -983,14 +1238,20 @@ type summary struct {
 	peakRSS    int64 // median of the rounds' peaks
 	maxPeakRSS int64
 	upNew      int64
+	cpuPerReq  time.Duration
+	// redisPerReq is redis-server's CPU per answer (Redis store only).
+	redisPerReq time.Duration
 }
 
 func summarize(rs []result) summary {
 	var rps []float64
 	var p50, p99 []time.Duration
 	var rss []int64
+	var cpu, redisCPU []time.Duration
 	var s summary
 	for _, r := range rs {
+		cpu = append(cpu, r.cpuPerReq)
+		redisCPU = append(redisCPU, r.redisPerReq)
 		rps = append(rps, r.rps)
 		p50 = append(p50, r.p50)
 		p99 = append(p99, r.p99)
@@ -999,6 +1260,7 @@ func summarize(rs []result) summary {
 		s.maxPeakRSS = max(s.maxPeakRSS, r.peakRSS)
 	}
 	s.rps, s.p50, s.p99, s.peakRSS = median(rps), median(p50), median(p99), median(rss)
+	s.cpuPerReq, s.redisPerReq = median(cpu), median(redisCPU)
 	return s
 }
 
@@ -1023,6 +1285,13 @@ func median[T int64 | float64 | time.Duration](v []T) T {
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.2fms", float64(d)/1e6) }
+
+func us(d time.Duration) string {
+	if d == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.1fµs", float64(d)/1e3)
+}
 
 func mib(b int64) string {
 	if b == 0 {

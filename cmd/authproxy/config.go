@@ -25,6 +25,8 @@ import (
 	"github.com/authproxy/authproxy/oidc"
 	"github.com/authproxy/authproxy/proxy"
 	"github.com/authproxy/authproxy/proxy/assertion"
+	"github.com/authproxy/authproxy/proxy/route"
+	"github.com/authproxy/authproxy/redisstore"
 	"github.com/authproxy/authproxy/session"
 )
 
@@ -39,7 +41,8 @@ import (
 // Values stay strings so that parse can report every bad one at once.
 type env struct {
 	Addr                 string `envconfig:"AUTHPROXY_ADDR" default:":9001" desc:"listen address"`
-	Upstream             string `envconfig:"AUTHPROXY_UPSTREAM" desc:"upstream URL, e.g. http://127.0.0.1:8080 (required)"`
+	Upstream             string `envconfig:"AUTHPROXY_UPSTREAM" desc:"upstream URL, e.g. http://127.0.0.1:8080 (this or AUTHPROXY_ROUTES_FILE is required)"`
+	RoutesFile           string `envconfig:"AUTHPROXY_ROUTES_FILE" desc:"routes file: upstreams by host and path (see README); instead of AUTHPROXY_UPSTREAM"`
 	Issuer               string `envconfig:"AUTHPROXY_ISSUER" desc:"OIDC issuer URL (default https://$AUTH0_DOMAIN/)"`
 	Auth0Domain          string `envconfig:"AUTH0_DOMAIN" desc:"Auth0 tenant domain; sets the issuer and Auth0 logout"`
 	ClientID             string `envconfig:"AUTHPROXY_CLIENT_ID" desc:"OAuth client id (required; alias AUTH0_CLIENT_ID)"`
@@ -80,6 +83,8 @@ type env struct {
 	RedisAddrs           string `envconfig:"AUTHPROXY_REDIS_ADDRS" desc:"comma-separated host:port of a Redis Cluster or of Sentinels"`
 	RedisMaster          string `envconfig:"AUTHPROXY_REDIS_MASTER" desc:"Sentinel master name (with AUTHPROXY_REDIS_ADDRS)"`
 	RedisPassword        string `envconfig:"AUTHPROXY_REDIS_PASSWORD" secret:"true" desc:"password for AUTHPROXY_REDIS_ADDRS (a URL carries its own)"`
+	RedisCacheSize       string `envconfig:"AUTHPROXY_REDIS_CACHE_SIZE" default:"10000" desc:"sessions each replica keeps in memory, dropped when Redis announces a change (0: off, one Redis GET per request)"`
+	RedisCacheTTL        string `envconfig:"AUTHPROXY_REDIS_CACHE_TTL" default:"10s" desc:"longest a session stays in that cache without being read from Redis again"`
 	AdminToken           string `envconfig:"AUTHPROXY_ADMIN_TOKEN" secret:"true" desc:"bearer token of the session admin API on the metrics listener (off when empty)"`
 	MetricsAddr          string `envconfig:"AUTHPROXY_METRICS_ADDR" desc:"listen address of the internal /metrics endpoint (off when empty)"`
 	LogLevel             string `envconfig:"AUTHPROXY_LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
@@ -227,7 +232,10 @@ type config struct {
 	Cookie cookie.Config // Secrets empty: generated at start
 	// Redis is nil for the cookie store.
 	Redis *redis.UniversalOptions
-	Proxy proxy.Config
+	// RedisStore holds the Redis store's cache settings; newServer adds the
+	// rest.
+	RedisStore redisstore.Config
+	Proxy      proxy.Config
 	// Identity is nil without AUTHPROXY_IDENTITY_JWT; with no Keys, one is
 	// generated at start.
 	Identity *assertion.Config
@@ -258,7 +266,13 @@ func (c config) LogValue() slog.Value { return c.vars.LogValue() }
 // problems lists every problem of a configuration.
 type problems []string
 
-func (p *problems) add(format string, a ...any) { *p = append(*p, fmt.Sprintf(format, a...)) }
+// add records a problem once: a setting read for several routes is
+// reported once.
+func (p *problems) add(format string, a ...any) {
+	if s := fmt.Sprintf(format, a...); !slices.Contains(*p, s) {
+		*p = append(*p, s)
+	}
+}
 
 func (p problems) Error() string {
 	return "invalid configuration:\n  - " + strings.Join(p, "\n  - ")
@@ -272,20 +286,27 @@ func (e env) parse() (config, error) {
 		p.add("%v", err)
 	}
 	origin := e.origin(&p)
+	routes := e.routes(&p)
 	c := config{
 		Server: e.server(&p),
 		Log:    e.logging(&p),
-		Proxy:  e.proxyConfig(&p, origin, access),
+		Proxy:  e.proxyConfig(&p, origin, access, routes),
 		OIDC:   e.oidcConfig(&p, origin, access),
 		Cookie: e.cookieConfig(&p, origin),
 		Redis:  e.redisOptions(&p),
-		// Only whether spans may name the user: loadConfig adds the rest.
+		RedisStore: redisstore.Config{
+			CacheSize: p.count("AUTHPROXY_REDIS_CACHE_SIZE", e.RedisCacheSize),
+			CacheTTL:  e.redisCacheTTL(&p),
+		},
+		// Only whether spans may name the user: withTracing adds the rest.
 		Tracing: tracing.Config{User: p.boolean("AUTHPROXY_TRACE_USER", e.TraceUser)},
 		vars:    e,
 	}
 	c.OIDC.SessionLifetime = c.Cookie.Policy.Lifetime // one setting, two packages
-	c.Identity = e.assertionConfig(&p, origin, c.Proxy.Upstream)
+	c.OIDC.Returns = e.returns(&p, origin, routes, access)
+	c.Identity = e.assertionConfig(&p, origin, routes)
 	c.TLS = e.tlsSettings(&p, origin)
+	c.TLS.Hosts = withRouteHosts(c.TLS.Hosts, routes)
 	if len(p) > 0 {
 		return config{}, p
 	}
@@ -356,13 +377,22 @@ func (e env) logging(p *problems) logConfig {
 	return l
 }
 
-// proxyConfig reads the upstream and what is sent to it.
-func (e env) proxyConfig(p *problems, origin oidc.Origin, a access) proxy.Config {
-	c := proxy.Config{UserHeader: e.UserHeader, Transport: e.upstreamTransport(p), Trusted: origin.Trusted,
+// proxyConfig reads what is sent to the upstreams, and gives each route
+// its transport.
+func (e env) proxyConfig(p *problems, origin oidc.Origin, a access, routes *route.Table) proxy.Config {
+	c := proxy.Config{UserHeader: e.UserHeader, Trusted: origin.Trusted, Routes: routes,
 		UserClaim: e.UserClaim, BasicPassword: e.upstreamBasic(p),
 		Headers: proxy.Headers{Email: e.EmailHeader, Name: e.NameHeader, Groups: e.GroupsHeader,
 			GroupsClaim: e.GroupsClaim, AccessToken: e.AccessTokenHeader},
-		PassHost: p.boolean("AUTHPROXY_PASS_HOST_HEADER", e.PassHostHeader),
+	}
+	// Read once whatever the routes, so that every bad setting is reported.
+	e.upstreamTransport(p, route.Options{MaxConns: -1})
+	if routes != nil {
+		transports := make([]http.RoundTripper, len(routes.Routes()))
+		for _, rt := range routes.Routes() {
+			transports[rt.Index] = e.upstreamTransport(p, rt.Options)
+		}
+		c.Transport = func(rt *route.Route) http.RoundTripper { return transports[rt.Index] }
 	}
 	if a.rules != nil { // a nil *rules.Rules must not become a non-nil interface
 		c.Rules = a.rules
@@ -379,16 +409,6 @@ func (e env) proxyConfig(p *problems, origin oidc.Origin, a access) proxy.Config
 			p.add("AUTHPROXY_WEBSOCKET_ALLOWED_ORIGINS entry %q is not an origin like https://app.example.com", withoutPassword(s))
 		} else {
 			c.WebSocketOrigins = append(c.WebSocketOrigins, u.Scheme+"://"+u.Host)
-		}
-	}
-	if e.Upstream == "" {
-		p.add("AUTHPROXY_UPSTREAM is required (the app to protect, e.g. http://127.0.0.1:8080)")
-	} else if u, err := url.Parse(e.Upstream); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		p.add("AUTHPROXY_UPSTREAM %q must be an http:// or https:// URL with a host", withoutPassword(e.Upstream))
-	} else {
-		c.Upstream = u
-		if u.Scheme == "http" && e.upstreamTLSSet() {
-			p.add("AUTHPROXY_UPSTREAM_CA_FILE and AUTHPROXY_UPSTREAM_CLIENT_CERT_FILE need an https:// AUTHPROXY_UPSTREAM: %q is plain http", withoutPassword(e.Upstream))
 		}
 	}
 	if !headerNameOK(e.UserHeader) {
@@ -412,15 +432,24 @@ func (e env) proxyConfig(p *problems, origin oidc.Origin, a access) proxy.Config
 	return c
 }
 
-// upstreamTransport keeps enough idle connections for the proxy's own
-// concurrency: the default of 2 per host would open a new connection to the
-// upstream for most requests under load.
-func (e env) upstreamTransport(p *problems) *http.Transport {
+// upstreamTransport builds the transport of one route's upstream from the
+// settings and the route's options (o overrides the timeout and the
+// connection cap); it is the one place that does. It keeps enough idle
+// connections for the proxy's own concurrency: the default of 2 per host
+// would open a new connection to the upstream for most requests under
+// load. Called once per route, it reports a bad setting once (problems.add).
+func (e env) upstreamTransport(p *problems, o route.Options) *http.Transport {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.MaxIdleConns = p.count("AUTHPROXY_UPSTREAM_MAX_IDLE_CONNS", e.UpstreamMaxIdleConns)
 	t.MaxIdleConnsPerHost = t.MaxIdleConns
 	t.MaxConnsPerHost = p.count("AUTHPROXY_UPSTREAM_MAX_CONNS", e.UpstreamMaxConns)
 	t.ResponseHeaderTimeout = p.duration("AUTHPROXY_UPSTREAM_TIMEOUT", e.UpstreamTimeout, true)
+	if o.MaxConns >= 0 {
+		t.MaxConnsPerHost = o.MaxConns
+	}
+	if o.Timeout > 0 {
+		t.ResponseHeaderTimeout = o.Timeout
+	}
 	if tc := e.upstreamTLS(p); tc != nil {
 		t.TLSClientConfig = tc
 	}
@@ -600,10 +629,20 @@ func (e env) redisOptions(p *problems) *redis.UniversalOptions {
 	return nil
 }
 
+// redisCacheTTL reads how long the Redis store may keep a session in memory:
+// what an announcement lost despite the subscription's checks could cost.
+func (e env) redisCacheTTL(p *problems) time.Duration {
+	d := p.duration("AUTHPROXY_REDIS_CACHE_TTL", e.RedisCacheTTL, true)
+	if d > time.Hour {
+		p.add("AUTHPROXY_REDIS_CACHE_TTL %q must be at most 1h: it bounds how long a revoked session could be served if an invalidation were lost", e.RedisCacheTTL)
+	}
+	return d
+}
+
 // assertionConfig reads the signed identity header: nil when off. Its
 // issuer is the fixed public origin, its audience by default the
-// upstream's origin.
-func (e env) assertionConfig(p *problems, origin oidc.Origin, upstream *url.URL) *assertion.Config {
+// upstream's origin when there is one upstream.
+func (e env) assertionConfig(p *problems, origin oidc.Origin, routes *route.Table) *assertion.Config {
 	var keys []*ecdsa.PrivateKey
 	if e.IdentityKeyFile != "" {
 		if pemData, err := os.ReadFile(e.IdentityKeyFile); err != nil {
@@ -619,8 +658,13 @@ func (e env) assertionConfig(p *problems, origin oidc.Origin, upstream *url.URL)
 	if origin.Fixed != nil {
 		c.Issuer = origin.Fixed.Scheme + "://" + origin.Fixed.Host
 	}
-	if c.Audience == "" && upstream != nil {
-		c.Audience = upstream.Scheme + "://" + upstream.Host
+	if c.Audience == "" && routes != nil {
+		if rs := routes.Routes(); len(rs) == 1 {
+			c.Audience = rs[0].Upstream.Scheme + "://" + rs[0].Upstream.Host
+		} else {
+			p.add("AUTHPROXY_IDENTITY_JWT with several routes needs AUTHPROXY_IDENTITY_AUDIENCE: " +
+				"one audience for every upstream, which each of them checks")
+		}
 	}
 	return c
 }

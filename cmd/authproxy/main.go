@@ -7,7 +7,7 @@
 //	authproxy            serve, configured by AUTHPROXY_* environment variables
 //	authproxy demo       run against an embedded development provider and app
 //	authproxy version    print the version
-//	authproxy explain    would these claims be allowed on METHOD PATH, by which rule?
+//	authproxy explain    would these claims be allowed on METHOD PATH or URL, by which rule?
 //	authproxy healthcheck  probe /healthz of a running proxy (exit 0 or 1)
 //	authproxy check-config  validate the settings and the files they name
 package main
@@ -42,6 +42,7 @@ import (
 	"github.com/authproxy/authproxy/oidc"
 	"github.com/authproxy/authproxy/proxy"
 	"github.com/authproxy/authproxy/proxy/assertion"
+	"github.com/authproxy/authproxy/proxy/route"
 	"github.com/authproxy/authproxy/redisstore"
 	"github.com/authproxy/authproxy/session"
 )
@@ -247,11 +248,14 @@ func newServer(ctx context.Context, cfg config, log *slog.Logger) (_ *server, er
 				return nil, err
 			}
 		}
-		redisSessions, err = redisstore.New(ctx, redisstore.Config{Client: rdb, Policy: cfg.Cookie.Policy,
-			Name: cfg.Cookie.Name, Legacy: cfg.Cookie.Legacy, Domain: cfg.Cookie.Domain, Secure: cfg.Cookie.Secure, Secrets: cfg.Cookie.Secrets})
+		rcfg := cfg.RedisStore
+		rcfg.Client, rcfg.Policy, rcfg.Secrets = rdb, cfg.Cookie.Policy, cfg.Cookie.Secrets
+		rcfg.Name, rcfg.Legacy, rcfg.Domain, rcfg.Secure = cfg.Cookie.Name, cfg.Cookie.Legacy, cfg.Cookie.Domain, cfg.Cookie.Secure
+		redisSessions, err = redisstore.New(ctx, rcfg)
 		if err != nil {
 			return nil, err
 		}
+		s.closers = append(s.closers, redisSessions.Close) // before the client: closers run backwards
 		store, revoker, locker, once = redisSessions, redisSessions, redisSessions, redisSessions
 		m.ActiveSessions(redisSessions.Count)
 	}
@@ -310,8 +314,16 @@ func (s *server) build(cfg config) (*live, error) {
 	pcfg.Ready = func() bool { return !s.stopping.Load() && auth.Ready() }
 	pcfg.Observer, pcfg.Logger = s.metrics, s.log
 	if s.tracer != nil {
+		// Each route's upstream transport gets a client span around it.
 		pcfg.Tracer = s.tracer
-		pcfg.Transport = s.tracer.Transport(pcfg.Transport, func(*http.Request) string { return "upstream" })
+		base := pcfg.Transport
+		pcfg.Transport = func(rt *route.Route) http.RoundTripper {
+			t := http.DefaultTransport // as proxy does without a Transport
+			if base != nil {
+				t = base(rt)
+			}
+			return s.tracer.Transport(t, func(*http.Request) string { return "upstream" })
+		}
 	}
 	if cfg.OIDC.Audience != "" {
 		pcfg.Bearer = auth.VerifyAccessToken
@@ -526,8 +538,9 @@ func usage(w io.Writer) error {
 Usage:
   authproxy               serve; configured by AUTHPROXY_* environment variables (see README)
   authproxy demo          run with an embedded development provider and sample app on 127.0.0.1
-  authproxy explain [-rules FILE] [-case-insensitive] [-claims JSON|@FILE] METHOD PATH
-                          which access rule decides the request, without starting the proxy
+  authproxy explain [-rules FILE] [-case-insensitive] [-claims JSON|@FILE] METHOD PATH|URL
+                          which access rule decides the request, without starting the proxy;
+                          a URL (https://wiki.example.com/admin) applies the rules scoped to its host
   authproxy check-config  check the settings and every file they name, without starting; exit 0 if usable
                           (for CI and pre-deploy hooks). A running proxy reloads on SIGHUP and on file changes
   authproxy version       print the version

@@ -133,7 +133,7 @@ func TestLoadConfigListsEveryProblem(t *testing.T) {
 func TestRunExitsNonZeroOnBadConfig(t *testing.T) {
 	var stderr bytes.Buffer
 	err := run(context.Background(), nil, envFrom(t, nil), io.Discard, &stderr)
-	if err == nil || !strings.Contains(err.Error(), "AUTHPROXY_UPSTREAM is required") || !strings.Contains(err.Error(), "AUTHPROXY_ISSUER") {
+	if err == nil || !strings.Contains(err.Error(), "AUTHPROXY_UPSTREAM (the app to protect, e.g. http://127.0.0.1:8080) or AUTHPROXY_ROUTES_FILE is required") || !strings.Contains(err.Error(), "AUTHPROXY_ISSUER") {
 		t.Errorf("run with empty env: %v", err)
 	}
 }
@@ -362,6 +362,10 @@ func TestRedisConfig(t *testing.T) {
 		{"short admin token", func(e *env) {
 			e.SessionStore, e.RedisURL, e.AdminToken, e.MetricsAddr = "redis", "redis://x:1", "short", "127.0.0.1:9090"
 		}, "too short"},
+		{"cache off", func(e *env) { e.SessionStore, e.RedisURL, e.RedisCacheSize = "redis", "redis://x:1", "0" }, ""},
+		{"negative cache size", func(e *env) { e.SessionStore, e.RedisURL, e.RedisCacheSize = "redis", "redis://x:1", "-1" }, "AUTHPROXY_REDIS_CACHE_SIZE"},
+		{"cache TTL zero", func(e *env) { e.SessionStore, e.RedisURL, e.RedisCacheTTL = "redis", "redis://x:1", "0s" }, "AUTHPROXY_REDIS_CACHE_TTL"},
+		{"cache TTL over an hour", func(e *env) { e.SessionStore, e.RedisURL, e.RedisCacheTTL = "redis", "redis://x:1", "2h" }, "at most 1h"},
 	} {
 		e := base()
 		tt.set(&e)
@@ -376,6 +380,10 @@ func TestRedisConfig(t *testing.T) {
 		case err == nil && cfg.Redis != nil && !cfg.Redis.ContextTimeoutEnabled:
 			t.Errorf("%s: context timeouts are off", tt.name)
 		}
+	}
+	// The cache is on by default.
+	if cfg, err := base().parse(); err != nil || cfg.RedisStore.CacheSize != 10000 || cfg.RedisStore.CacheTTL != 10*time.Second {
+		t.Errorf("defaults: cache size %d, TTL %v, %v; want 10000, 10s", cfg.RedisStore.CacheSize, cfg.RedisStore.CacheTTL, err)
 	}
 }
 

@@ -64,10 +64,15 @@ type live struct {
 	allowHost func(host string) bool
 }
 
-// transports lists the upstream transports of cfg. (A route table adds its
-// routes' transports here.)
+// transports lists the upstream transports of cfg: one per route.
 func transports(cfg config) []http.RoundTripper {
-	return []http.RoundTripper{cfg.Proxy.Transport}
+	var ts []http.RoundTripper
+	if cfg.Proxy.Routes != nil && cfg.Proxy.Transport != nil {
+		for _, rt := range cfg.Proxy.Routes.Routes() {
+			ts = append(ts, cfg.Proxy.Transport(rt))
+		}
+	}
+	return ts
 }
 
 // reloadable maps each setting that a reload puts in force to the name the
@@ -84,6 +89,7 @@ func reloadable() []struct{ setting, name string } {
 		{"AUTHPROXY_IDENTITY_JWT", "identity assertion"},
 		{"AUTHPROXY_IDENTITY_AUDIENCE", "identity assertion"},
 		{"AUTHPROXY_UPSTREAM", "upstream"},
+		{"AUTHPROXY_ROUTES_FILE", "routes"},
 		{"AUTHPROXY_UPSTREAM_TIMEOUT", "upstream"},
 		{"AUTHPROXY_UPSTREAM_MAX_IDLE_CONNS", "upstream"},
 		{"AUTHPROXY_UPSTREAM_MAX_CONNS", "upstream"},
@@ -262,6 +268,7 @@ func (s *server) reloadLocked(load loader) (changed, restart []string, err error
 		}
 	}
 	s.auth.SetKeepClaims(cfg.OIDC.KeepClaims)
+	s.auth.SetReturns(cfg.OIDC.Returns)
 	old := s.current.Swap(l)
 	for _, rt := range old.transports {
 		if t, ok := rt.(interface{ CloseIdleConnections() }); ok && !slices.Contains(l.transports, rt) {

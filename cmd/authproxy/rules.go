@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/authproxy/authproxy/proxy/route"
 	"github.com/authproxy/authproxy/proxy/rules"
 )
 
@@ -43,8 +44,11 @@ func (a access) claimNames() []string {
 	return a.rules.ClaimNames()
 }
 
-// explain answers "would this user be allowed on METHOD PATH, and by which
-// rule?" from the rules file alone, without starting the proxy. rulesFile
+// explain answers "would this user be allowed on METHOD URL, and by which
+// rule?" from the rules file alone, without starting the proxy. URL is a
+// path (/admin/x: rules scoped to a host do not apply) or an absolute URL
+// whose host the rules scoped to it apply to
+// (https://wiki.example.com/admin/x). rulesFile
 // is the default of -rules (AUTHPROXY_RULES_FILE), caseFold that of
 // -case-insensitive (AUTHPROXY_RULES_CASE_INSENSITIVE).
 func explain(args []string, rulesFile, caseFold string, stdout, stderr io.Writer) error {
@@ -55,7 +59,7 @@ func explain(args []string, rulesFile, caseFold string, stdout, stderr io.Writer
 	foldDefault, _ := strconv.ParseBool(caseFold)
 	caseInsensitive := fs.Bool("case-insensitive", foldDefault, "match paths ignoring case (default $AUTHPROXY_RULES_CASE_INSENSITIVE)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: authproxy explain [-rules FILE] [-case-insensitive] [-claims JSON|@FILE] METHOD PATH")
+		fmt.Fprintln(stderr, "usage: authproxy explain [-rules FILE] [-case-insensitive] [-claims JSON|@FILE] METHOD PATH|URL")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -63,7 +67,7 @@ func explain(args []string, rulesFile, caseFold string, stdout, stderr io.Writer
 	}
 	if fs.NArg() != 2 {
 		fs.Usage()
-		return errors.New("explain needs METHOD and PATH")
+		return errors.New("explain needs METHOD and PATH (or URL with the host: https://wiki.example.com/admin)")
 	}
 	method, target := fs.Arg(0), fs.Arg(1)
 	if rulesFile == "" {
@@ -73,9 +77,9 @@ func explain(args []string, rulesFile, caseFold string, stdout, stderr io.Writer
 	if err != nil {
 		return err
 	}
-	u, err := url.ParseRequestURI(target)
+	host, u, err := explainTarget(target)
 	if err != nil {
-		return fmt.Errorf("PATH %q: %w", target, err)
+		return err
 	}
 	var claims map[string]any
 	authenticated := *claimsArg != ""
@@ -90,7 +94,31 @@ func explain(args []string, rulesFile, caseFold string, stdout, stderr io.Writer
 			return fmt.Errorf("-claims is not a JSON object: %w", err)
 		}
 	}
-	d := a.rules.Decide(method, u.EscapedPath(), claims, authenticated)
-	fmt.Fprintf(stdout, "%s: %s %s\n  %s\n", strings.ToUpper(d.Outcome.String()), method, u.EscapedPath(), d.Reason)
+	d := a.rules.DecideHost(method, host, u.EscapedPath(), claims, authenticated)
+	fmt.Fprintf(stdout, "%s: %s %s%s\n  %s\n", strings.ToUpper(d.Outcome.String()), method, host, u.EscapedPath(), d.Reason)
 	return nil
+}
+
+// explainTarget reads explain's PATH or URL: a path as the proxy reads a
+// request target, or an http(s) URL, whose host is read as the proxy reads
+// a Host header (route.HostName).
+func explainTarget(target string) (host string, u *url.URL, err error) {
+	if strings.HasPrefix(target, "/") {
+		if u, err = url.ParseRequestURI(target); err != nil {
+			return "", nil, fmt.Errorf("PATH %q: %w", target, err)
+		}
+		return "", u, nil
+	}
+	u, err = url.ParseRequestURI(target)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil {
+		return "", nil, fmt.Errorf("%q is neither a path (/admin) nor an http(s) URL (https://wiki.example.com/admin)", target)
+	}
+	name, _, ok := route.HostName(u.Host)
+	if !ok {
+		return "", nil, fmt.Errorf("URL %q: %q is not a host name", target, u.Host)
+	}
+	if u.Path == "" {
+		u.Path = "/"
+	}
+	return name, u, nil
 }

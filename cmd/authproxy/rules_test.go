@@ -14,6 +14,7 @@ const testRules = `# test rules
 public  GET  /public/
 allow   *    /admin/  group:admins
 allow   *    /        any
+deny    *    wiki.example.com/admin/
 `
 
 func writeRules(t *testing.T) string {
@@ -40,6 +41,11 @@ func TestExplain(t *testing.T) {
 		{[]string{"-rules", rules, "-claims", `{"groups":["staff"]}`, "GET", "/ADMIN/x"}, "ALLOW"},
 		{[]string{"-rules", rules, "-case-insensitive", "-claims", `{"groups":["staff"]}`, "GET", "/ADMIN/x"}, "DENY"},
 		{[]string{"-rules", rules, "-case-insensitive", "-claims", `{"groups":["staff"]}`, "GET", "/%41dmin/x"}, "DENY"},
+		{[]string{"-rules", rules, "-claims", `{"groups":["admins"]}`, "GET", "https://wiki.example.com/admin"}, "DENY: GET wiki.example.com/admin\n  " + rules + ":5:"},
+		{[]string{"-rules", rules, "-claims", `{"groups":["admins"]}`, "GET", "https://WIKI.Example.com.:8443/admin/x?y"}, "DENY: GET wiki.example.com/admin/x\n"},
+		{[]string{"-rules", rules, "-claims", `{"groups":["admins"]}`, "GET", "https://app.example.com/admin"}, "ALLOW: GET app.example.com/admin\n  " + rules + ":3:"},
+		{[]string{"-rules", rules, "-claims", `{"groups":["admins"]}`, "GET", "/admin"}, "ALLOW: GET /admin\n"},
+		{[]string{"-rules", rules, "GET", "http://wiki.example.com"}, "NEED-LOGIN: GET wiki.example.com/\n"},
 	} {
 		var out bytes.Buffer
 		if err := run(t.Context(), append([]string{"explain"}, tt.args...), noEnv, &out, io.Discard); err != nil {
@@ -61,6 +67,10 @@ func TestExplain(t *testing.T) {
 		{"GET"},
 		{"-rules", rules, "-claims", "{not json", "GET", "/"},
 		{"-rules", filepath.Join(t.TempDir(), "missing.txt"), "GET", "/"},
+		{"-rules", rules, "GET", "admin"},
+		{"-rules", rules, "GET", "ftp://wiki.example.com/admin"},
+		{"-rules", rules, "GET", "https://user@wiki.example.com/admin"},
+		{"-rules", rules, "GET", "https://wiki..example.com/admin"},
 	} {
 		if err := run(t.Context(), append([]string{"explain"}, args...), noEnv, io.Discard, io.Discard); err == nil {
 			t.Errorf("explain %v succeeded", args)

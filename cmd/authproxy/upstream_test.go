@@ -317,7 +317,7 @@ func TestUpstreamTLSConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if tc := plain.Proxy.Transport.(*http.Transport).TLSClientConfig; tc != nil && (tc.RootCAs != nil || len(tc.Certificates) > 0) {
+	if tc := plain.Proxy.Transport(plain.Proxy.Routes.Routes()[0]).(*http.Transport).TLSClientConfig; tc != nil && (tc.RootCAs != nil || len(tc.Certificates) > 0) {
 		t.Errorf("without settings: %+v", tc)
 	}
 	// OpenSSL bundles have text between the blocks.
@@ -327,7 +327,7 @@ func TestUpstreamTLSConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tc := cfg.Proxy.Transport.(*http.Transport).TLSClientConfig
+	tc := cfg.Proxy.Transport(cfg.Proxy.Routes.Routes()[0]).(*http.Transport).TLSClientConfig
 	if tc == nil || len(tc.Certificates) != 1 || tc.RootCAs == nil {
 		t.Fatalf("TLS config %+v", tc)
 	}

@@ -10,6 +10,8 @@ import (
 	"unicode/utf8"
 
 	"golang.org/x/text/unicode/norm"
+
+	"github.com/authproxy/authproxy/proxy/route"
 )
 
 // Outcome is what Decide says about a request. Outcomes are ordered from the
@@ -53,16 +55,33 @@ type Decision struct {
 // every way an upstream might; a longer one never passes.
 const maxReadPath = 4096
 
-// Decide decides a request: method, rawPath (the escaped path,
-// r.URL.EscapedPath(), without the query) and, for a logged-in user
-// (authenticated), the user's claims. A nil Rules denies everything.
+// Decide decides a request for no particular host: rules scoped to a host
+// never apply. See DecideHost.
 func (rs *Rules) Decide(method, rawPath string, claims map[string]any, authenticated bool) Decision {
+	return rs.DecideHost(method, "", rawPath, claims, authenticated)
+}
+
+// DecideHost decides a request: method, host (the request's routed host,
+// as its Host header or route.HostName spells it: any case, port or
+// trailing dot is read as route.HostName reads it; "" for none), rawPath
+// (the escaped path, r.URL.EscapedPath(), without the query) and, for a
+// logged-in user (authenticated), the user's claims. Rules scoped to
+// another host, or to any host when host is "", do not apply. A host that
+// is not a host name is refused. A nil Rules denies everything.
+func (rs *Rules) DecideHost(method, host, rawPath string, claims map[string]any, authenticated bool) Decision {
 	if rs == nil || len(rs.rules) == 0 {
 		return refuse(authenticated, "no rules")
 	}
+	if host != "" {
+		name, _, ok := route.HostName(host)
+		if !ok {
+			return refuse(authenticated, fmt.Sprintf("host %s is not a host name", show(host)))
+		}
+		host = name
+	}
 	decoded, why := canonical(rawPath)
 	if why == "" {
-		return rs.decide(method, rs.fold(path.Clean(decoded)), claims, authenticated, true)
+		return rs.decide(method, host, rs.fold(path.Clean(decoded)), claims, authenticated, true)
 	}
 	if len(rawPath) > maxReadPath {
 		// Reading it every way costs time in proportion; no real app
@@ -77,7 +96,7 @@ func (rs *Rules) Decide(method, rawPath string, claims map[string]any, authentic
 	var d Decision
 	var at string
 	for i, p := range readings {
-		rd := rs.decide(method, p, claims, authenticated, false)
+		rd := rs.decide(method, host, p, claims, authenticated, false)
 		if i == 0 || rd.Outcome < d.Outcome {
 			d, at = rd, p
 		}
@@ -103,19 +122,23 @@ func refuse(authenticated bool, why string) Decision {
 	return Decision{Outcome: Deny, Reason: why + " (denied)"}
 }
 
-// decide applies the rules to the cleaned path p; public rules count only if
-// public is set.
-func (rs *Rules) decide(method, p string, claims map[string]any, authenticated, public bool) Decision {
+// decide applies the rules for host to the cleaned path p; public rules
+// count only if public is set. Between rules of the same path, one scoped
+// to the host wins over one for every host.
+func (rs *Rules) decide(method, host, p string, claims map[string]any, authenticated, public bool) Decision {
 	var best *Rule
 	for _, r := range rs.rules {
-		if r.kind == KindPublic && !public || !r.takesMethod(method) || !r.covers(p) {
+		if r.kind == KindPublic && !public || !r.takesHost(host) || !r.takesMethod(method) || !r.covers(p) {
 			continue
 		}
-		if best == nil || len(r.prefix) > len(best.prefix) {
+		if best == nil || len(r.prefix) > len(best.prefix) || len(r.prefix) == len(best.prefix) && r.host != "" && best.host == "" {
 			best = r
 		}
 	}
 	if best == nil {
+		if host != "" {
+			return refuse(authenticated, fmt.Sprintf("no rule matches %s %s%s", show(method), show(host), show(p)))
+		}
 		return refuse(authenticated, fmt.Sprintf("no rule matches %s %s", show(method), show(p)))
 	}
 	head := best.head
@@ -145,16 +168,29 @@ func (rs *Rules) decide(method, p string, claims map[string]any, authenticated, 
 	return Decision{Outcome: Deny, Rule: best, Reason: head + " (" + why + ")"}
 }
 
+// Canonical reports whether the escaped path raw is canonical (see the
+// package doc): every upstream reads it the same way, so no reading of it
+// climbs out of a prefix or lands in another.
+func Canonical(raw string) bool {
+	_, why := canonical(raw)
+	return why == ""
+}
+
 // canonical decodes raw and returns it, or says why raw is not canonical:
 // a path that every upstream reads the same way (see the package doc).
 func canonical(raw string) (decoded, why string) {
 	if !strings.HasPrefix(raw, "/") {
 		return "", "does not start with /"
 	}
-	b := make([]byte, 0, len(raw))
+	// b holds the decoded path from the first escape on; a path without
+	// one decodes to itself, without an allocation.
+	var b []byte
 	for i := 0; i < len(raw); i++ {
 		c := raw[i]
 		if c == '%' {
+			if b == nil {
+				b = append(make([]byte, 0, len(raw)), raw[:i]...)
+			}
 			if i+2 >= len(raw) || !isHex(raw[i+1]) || !isHex(raw[i+2]) {
 				return "", "broken %-escape"
 			}
@@ -178,12 +214,18 @@ func canonical(raw string) (decoded, why string) {
 		case !isPathChar(c):
 			return "", strconv.QuoteRune(rune(c)) + " must be escaped"
 		}
-		b = append(b, c)
+		if b != nil {
+			b = append(b, c)
+		}
 	}
-	if !utf8.Valid(b) {
-		return "", "escapes decode to invalid UTF-8"
+	decoded = raw
+	if b != nil {
+		if !utf8.Valid(b) {
+			return "", "escapes decode to invalid UTF-8"
+		}
+		decoded = string(b)
 	}
-	for _, r := range string(b) {
+	for _, r := range decoded {
 		if r < utf8.RuneSelf {
 			continue
 		}
@@ -194,7 +236,6 @@ func canonical(raw string) (decoded, why string) {
 			return "", fmt.Sprintf("%U is a compatibility form of %q", r, norm.NFKC.String(string(r)))
 		}
 	}
-	decoded = string(b)
 	for rest := decoded[1:]; rest != ""; {
 		seg, after, more := strings.Cut(rest, "/")
 		if seg == "" {

@@ -53,6 +53,17 @@
 // folds case (see "Request paths"). Write paths decoded
 // (/café/, not /caf%C3%A9/), without //, . or .. segments, \, ;, %, ?, # or *.
 //
+// # Hosts
+//
+// A path written after a host name, as in wiki.example.com/admin/, scopes
+// the rule to that host: it applies only to requests whose routed host (the
+// Host header's name, whatever its case, port or trailing dot; see
+// route.HostName) is wiki.example.com. A plain /path applies to every host.
+// Among the rules that apply, the longest path still decides; between a
+// rule for the host and one for every host with the same path, the host's
+// rule decides. Write the host in lower case, without port, trailing dot or
+// wildcard. A request whose host is not a host name never passes.
+//
 // # Conditions
 //
 //   - any: every logged-in user.

@@ -11,6 +11,8 @@ import (
 	"text/tabwriter"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/authproxy/authproxy/proxy/route"
 )
 
 const (
@@ -66,9 +68,11 @@ type Options struct {
 type Rule struct {
 	kind    Kind
 	methods []string // nil for *
-	path    string   // as written
-	prefix  string   // path without its trailing slash; "/" for the root
-	conds   []condition
+	// host is the one host the rule applies to, "" for every host.
+	host   string
+	path   string // as written, without the host
+	prefix string // path without its trailing slash; "/" for the root
+	conds  []condition
 	// unverifiedEmailOK lifts the email_verified requirement.
 	unverifiedEmailOK bool
 	file              string
@@ -83,8 +87,12 @@ func (r *Rule) Kind() Kind { return r.kind }
 // Methods returns the rule's methods, or nil when it takes every method.
 func (r *Rule) Methods() []string { return slices.Clone(r.methods) }
 
-// Path returns the rule's path prefix as written.
+// Path returns the rule's path prefix as written, without its host.
 func (r *Rule) Path() string { return r.path }
+
+// Host returns the host the rule is scoped to (written before its path, as
+// in wiki.example.com/admin/), or "" when it applies to every host.
+func (r *Rule) Host() string { return r.host }
 
 // File returns the name of the rules file the rule comes from.
 func (r *Rule) File() string { return r.file }
@@ -103,7 +111,7 @@ func (r *Rule) fields() []string {
 	if r.methods != nil {
 		methods = strings.Join(r.methods, ",")
 	}
-	f := []string{r.kind.String(), methods, r.path}
+	f := []string{r.kind.String(), methods, r.host + r.path}
 	for _, c := range r.conds {
 		f = append(f, c.String())
 	}
@@ -117,6 +125,10 @@ func (r *Rule) fields() []string {
 func (r *Rule) takesMethod(method string) bool {
 	return r.methods == nil || slices.Contains(r.methods, method)
 }
+
+// takesHost reports whether the rule applies to the host name (from
+// route.HostName).
+func (r *Rule) takesHost(host string) bool { return r.host == "" || r.host == host }
 
 // covers reports whether the rule's path matches the cleaned path p.
 func (r *Rule) covers(p string) bool {
@@ -155,6 +167,18 @@ func (rs *Rules) String() string {
 	}
 	tw.Flush()
 	return b.String()
+}
+
+// Hosts returns, sorted, the hosts that rules are scoped to.
+func (rs *Rules) Hosts() []string {
+	var hosts []string
+	for _, r := range rs.rules {
+		if r.host != "" {
+			hosts = append(hosts, r.host)
+		}
+	}
+	slices.Sort(hosts)
+	return slices.Compact(hosts)
 }
 
 // ClaimNames returns, sorted, the names of the claims that the rules'
@@ -278,7 +302,7 @@ func (p *parser) line(n int, b []byte) {
 	before := len(p.problems) + p.dropped
 	r.kind = p.kind(n, fields[0])
 	r.methods = p.methods(n, fields[1])
-	r.path, r.prefix = p.path(n, fields[2])
+	r.host, r.path, r.prefix = p.hostPath(n, fields[2])
 	if r.kind == KindPublic {
 		if i := strings.IndexFunc(r.path, func(c rune) bool {
 			return c >= utf8.RuneSelf && !unicode.IsLetter(c) && !unicode.IsMark(c) && !unicode.IsNumber(c)
@@ -292,7 +316,7 @@ func (p *parser) line(n int, b []byte) {
 		return
 	}
 	for _, o := range p.rules {
-		if o.prefix != r.prefix || !o.coversMethods(r) {
+		if o.prefix != r.prefix || o.host != r.host || !o.coversMethods(r) {
 			continue
 		}
 		if o.String() == r.String() {
@@ -362,10 +386,35 @@ func isMethod(m string) bool {
 	return true
 }
 
+// hostPath splits a rule's path field into the host it is scoped to ("" for
+// every host) and the path, and returns the path's matching prefix.
+func (p *parser) hostPath(n int, s string) (host, path, prefix string) {
+	if s != "" && s[0] != '/' {
+		// A host has a dot (wiki.example.com/); admin/ is a path
+		// without its leading slash.
+		if h, rest, ok := strings.Cut(s, "/"); ok && strings.ContainsAny(h, ".:@[*") {
+			name, port, valid := route.HostName(h)
+			switch {
+			case strings.HasPrefix(h, "*"):
+				p.errorf(n, "path %q: a rule names one host, without wildcards", s)
+			case !valid || strings.HasPrefix(name, "["):
+				p.errorf(n, "path %q: %q is not a host name", s, h)
+			case port != "":
+				p.errorf(n, "path %q: no port; a rule applies to its host whatever the port", s)
+			case name != h:
+				p.errorf(n, "path %q: write the host as %s", s, name)
+			}
+			host, s = h, "/"+rest
+		}
+	}
+	path, prefix = p.path(n, s)
+	return host, path, prefix
+}
+
 // path checks a rule's path and returns it with its matching prefix.
 func (p *parser) path(n int, s string) (path, prefix string) {
 	if !strings.HasPrefix(s, "/") {
-		p.errorf(n, "path %q must start with /", s)
+		p.errorf(n, "path %q must start with / (or with a host: wiki.example.com/)", s)
 		return s, s
 	}
 	if i := strings.IndexAny(s, `\;%?#*`); i >= 0 {

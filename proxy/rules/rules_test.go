@@ -14,6 +14,8 @@ import (
 	"unicode/utf8"
 
 	"golang.org/x/text/unicode/norm"
+
+	"github.com/authproxy/authproxy/proxy/route"
 )
 
 // example is the rules file of the brief, with a few more lines.
@@ -128,6 +130,17 @@ func TestParseErrors(t *testing.T) {
 		{"deny GET /p", "never applies: line 31"},
 		{"allow GET,POST /p/ group:x", ""}, // POST is new: it applies
 		{"\xff", "not valid UTF-8"},
+		{"allow * wiki.example.com/u any", ""},
+		{"allow * WIKI.example.com/v any", "write the host as wiki.example.com"},
+		{"allow * wiki.example.com./w any", "write the host as wiki.example.com"},
+		{"allow * wiki.example.com:443/x any", "no port"},
+		{"allow * *.example.com/y any", "without wildcards"},
+		{"allow * wiki..example.com/z any", "is not a host name"},
+		{"allow * user@wiki.example.com/z any", "is not a host name"},
+		{"allow * [::1]/z any", "is not a host name"},
+		{"allow * wiki.example.com any", "must start with /"},
+		{"allow * wiki.example.com/u group:x", "never applies"},
+		{"allow * other.example.com/u group:x", ""},
 		{"public GET /a‥b", "U+2025 is neither a letter nor a digit"},
 		{"allow * /a‥b any", ""},
 		{"allow * /u*/v any", "paths are prefixes without wildcards"},
@@ -337,6 +350,7 @@ func memberClaims() map[string]any {
 
 func TestHostilePaths(t *testing.T) {
 	rs := mustParse(t, "hostile.txt", hostileRules)
+	scoped := mustParse(t, "scoped.txt", hostileScopedRules)
 	tests := []struct {
 		target string
 		public bool
@@ -518,6 +532,92 @@ func TestHostilePaths(t *testing.T) {
 			if d := rs.Decide("GET", raw, memberClaims(), true); d.Outcome.String() != tc.member {
 				t.Errorf("GET %q member: %v, want %s (%s)", raw, d.Outcome, tc.member, d.Reason)
 			}
+			// The same rules scoped to the wiki decide every spelling of
+			// the wiki's host as the plain rules decide any host.
+			for _, host := range wikiSpellings {
+				if d := scoped.DecideHost("GET", host, raw, nil, false); d.Outcome != anon.Outcome {
+					t.Errorf("GET %s%q anonymous, scoped: %v, want %v (%s)", host, raw, d.Outcome, anon.Outcome, d.Reason)
+				}
+				if d := scoped.DecideHost("GET", host, raw, memberClaims(), true); d.Outcome.String() != tc.member {
+					t.Errorf("GET %s%q member, scoped: %v, want %s (%s)", host, raw, d.Outcome, tc.member, d.Reason)
+				}
+			}
+		}
+	}
+}
+
+// hostileScopedRules are hostileRules with /public/, /admin/ and
+// /internal/ scoped to the wiki.
+const hostileScopedRules = `public  GET  wiki.example.com/public/
+public  GET  /healthz
+allow   *    wiki.example.com/admin/     group:admins
+deny    *    wiki.example.com/internal/
+allow   *    /           any
+`
+
+// wikiSpellings are Host headers that all name wiki.example.com.
+var wikiSpellings = []string{
+	"wiki.example.com", "WIKI.EXAMPLE.COM", "Wiki.Example.Com", "wiki.example.com.", "wiki.example.com:443",
+	"wiki.example.com:8443", "WIKI.example.com.:80", "wiki.example.com.:65535",
+}
+
+// notHosts are Host headers that are no host name at all: a rule scoped to
+// a host must not be escaped by them, so they are refused.
+var notHosts = []string{
+	"wiki.example.com..", ".wiki.example.com", "wiki..example.com", "wiki.example.com:", "wiki.example.com:0",
+	"wiki.example.com:x", "wiki.example.com:80:80", "user@wiki.example.com", "wiki.example.com@evil.example",
+	"wiki.example.com/", "wiki.example.com\\", "wiki%2eexample.com", "wiki.example.com%00", "wiki.example.com\x00",
+	"wiki.example.com ", " wiki.example.com", "wiki.example.com\t", "wiki.example.com\r\n", "wiki\uff0eexample.com",
+	"wiki.example.com\u3002", "wikі.example.com", "*.example.com", "*", "[wiki.example.com]", "[::1", ":443",
+}
+
+func TestHostScoped(t *testing.T) {
+	rs := mustParse(t, "scoped.txt", `allow * wiki.example.com/admin/ group:admins
+deny  * ci.example.com/
+allow * /admin/ any
+public GET app.example.com/static/
+allow * / any
+`)
+	if got, want := rs.Hosts(), []string{"app.example.com", "ci.example.com", "wiki.example.com"}; !slices.Equal(got, want) {
+		t.Errorf("Hosts() = %q, want %q", got, want)
+	}
+	for _, tt := range []struct {
+		host, path string
+		member     Outcome
+		anonPublic bool
+	}{
+		{"wiki.example.com", "/admin/x", Deny, false},
+		{"wiki.example.com", "/admin", Deny, false},
+		{"wiki.example.com", "/other", Allow, false},
+		{"app.example.com", "/admin/x", Allow, false},
+		{"other.example", "/admin/x", Allow, false},
+		{"", "/admin/x", Allow, false},
+		{"ci.example.com", "/", Deny, false},
+		{"ci.example.com", "/admin/", Allow, false}, // /admin/ is longer than ci's /
+		{"CI.Example.com.:8080", "/x", Deny, false},
+		{"app.example.com", "/static/a.css", Public, true},
+		{"wiki.example.com", "/static/a.css", Allow, false},
+		{"wiki.example.com.evil.example", "/admin/x", Allow, false},
+		{"evil.example.wiki.example.com", "/admin/x", Allow, false},
+	} {
+		if d := rs.DecideHost("GET", tt.host, tt.path, memberClaims(), true); d.Outcome != tt.member {
+			t.Errorf("%s%s member: %v, want %v (%s)", tt.host, tt.path, d.Outcome, tt.member, d.Reason)
+		}
+		if got := rs.Public("GET", tt.host, tt.path); got != tt.anonPublic {
+			t.Errorf("%s%s public: %v", tt.host, tt.path, got)
+		}
+	}
+	for _, h := range wikiSpellings {
+		if d := rs.DecideHost("GET", h, "/admin/x", memberClaims(), true); d.Outcome != Deny || d.Rule == nil || d.Rule.Host() != "wiki.example.com" {
+			t.Errorf("Host %q: %v by %v, want the wiki's rule to deny", h, d.Outcome, d.Rule)
+		}
+	}
+	for _, h := range notHosts {
+		if d := rs.DecideHost("GET", h, "/other", memberClaims(), true); d.Outcome != Deny {
+			t.Errorf("Host %q: %v, want deny (%s)", h, d.Outcome, d.Reason)
+		}
+		if d := rs.DecideHost("GET", h, "/static/a.css", nil, false); d.Outcome != NeedLogin {
+			t.Errorf("Host %q anonymous: %v, want need-login (%s)", h, d.Outcome, d.Reason)
 		}
 	}
 }
@@ -681,14 +781,39 @@ func FuzzDecide(f *testing.F) {
 		"/public/a.css", "/public/x/y", "/healthz", "/public/caf%C3%A9.css", "/public/%5B1%5D",
 		"/admin./x", "/admin%20/x", "/%EF%BD%81dmin/x", "/\uff41dmin", "/admin;/x", "/admin%2fx",
 	} {
-		f.Add("GET", s)
+		f.Add("GET", "", s)
+		f.Add("GET", "WIKI.example.com.:443", s)
 	}
-	f.Add("HEAD", "/public/a")
+	for _, h := range append(slices.Clone(wikiSpellings), notHosts...) {
+		f.Add("GET", h, "/admin/x")
+		f.Add("GET", h, "/public/a")
+	}
+	f.Add("HEAD", "", "/public/a")
+	scoped := mustParse(f, "scoped.txt", hostileScopedRules)
 	folded, err := ParseWith("folded.txt", strings.NewReader(hostileRules), Options{CaseInsensitive: true})
 	if err != nil {
 		f.Fatal(err)
 	}
-	f.Fuzz(func(t *testing.T, method, raw string) {
+	f.Fuzz(func(t *testing.T, method, host, raw string) {
+		// Scoped to the wiki, the rules decide every spelling of its
+		// host as the plain rules decide any host, refuse what is no host
+		// name, and leave other hosts to the rules for every host.
+		sd, sm := scoped.DecideHost(method, host, raw, nil, false), scoped.DecideHost(method, host, raw, memberClaims(), true)
+		name, _, ok := route.HostName(host)
+		switch {
+		case host != "" && !ok:
+			if sd.Outcome != NeedLogin || sm.Outcome != Deny {
+				t.Fatalf("host %q is no host name, yet %s %q: anonymous %v, member %v", host, method, raw, sd.Outcome, sm.Outcome)
+			}
+		case name == "wiki.example.com":
+			if pd, pm := rs.Decide(method, raw, nil, false), rs.Decide(method, raw, memberClaims(), true); pd.Outcome != sd.Outcome || pm.Outcome != sm.Outcome {
+				t.Fatalf("host %q (the wiki's) %s %q: scoped %v/%v, plain %v/%v", host, method, raw, sd.Outcome, sm.Outcome, pd.Outcome, pm.Outcome)
+			}
+		default:
+			if sd.Rule != nil && sd.Rule.Host() != "" || sm.Rule != nil && sm.Rule.Host() != "" {
+				t.Fatalf("host %q %s %q: decided by the wiki's rule %v / %v", host, method, raw, sd.Rule, sm.Rule)
+			}
+		}
 		if fm := folded.Decide(method, raw, memberClaims(), true); fm.Outcome == Allow && strings.HasPrefix(raw, "/") {
 			for _, r := range hostileReadings(raw) {
 				if r = strings.ToLower(r); readsUnder(r, "/admin/") || readsUnder(r, "/internal/") {
@@ -807,10 +932,10 @@ func TestPublicAndAllowed(t *testing.T) {
 		{"GET", "/admin/x", nil, false, false},
 		{"GET", "/other", nil, false, true},
 	} {
-		if got := rs.Public(tt.method, tt.path); got != tt.public {
+		if got := rs.Public(tt.method, "", tt.path); got != tt.public {
 			t.Errorf("Public(%s %s) = %v", tt.method, tt.path, got)
 		}
-		if got, reason := rs.Allowed(tt.method, tt.path, tt.claims); got != tt.allowed || reason == "" {
+		if got, reason := rs.Allowed(tt.method, "", tt.path, tt.claims); got != tt.allowed || reason == "" {
 			t.Errorf("Allowed(%s %s, %v) = %v, %q", tt.method, tt.path, tt.claims, got, reason)
 		}
 	}

@@ -1,0 +1,346 @@
+package redisstore
+
+import (
+	"context"
+	"errors"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/authproxy/authproxy/internal/bounded"
+	"github.com/authproxy/authproxy/session"
+)
+
+// The local cache of verified sessions (Config.CacheSize) lets Load answer
+// most requests without a Redis round trip, while a revocation is still
+// refused on every replica within about a second.
+//
+// # Why pub/sub, not RESP3 client-side caching
+//
+// Every write of a session goes through this package (login, refresh and
+// touch, logout, Revoke, RevokeUser, RevokeSID), so the writer can announce
+// it: once the write has completed in Redis, it PUBLISHes the session ids on
+// one channel (prefix+"inval"), and every replica drops them. CLIENT
+// TRACKING (natively in github.com/redis/rueidis) was the alternative; we
+// chose pub/sub with go-redis because:
+//   - the store keeps its one go-redis UniversalClient, as configured for a
+//     standalone server, Sentinel or Cluster with TLS and passwords; rueidis
+//     would be a second client, a second connection configuration to keep
+//     equal, and a second library;
+//   - what is cached is the opened session (after AES-GCM and JSON), so a
+//     hit costs neither; tracking caches reply bytes, which would still be
+//     decrypted and decoded on every hit, or need a second cache of opened
+//     sessions with the very race this file handles anyway;
+//   - the failure handling is ours and explicit (the lease below), where a
+//     library's is a default to audit.
+//
+// What tracking would also catch and this does not: keys changed outside
+// authproxy (an operator's DEL). The cache TTL (Config.CacheTTL) bounds
+// those. Expiry needs no message: a hit checks the session's own End, and a
+// session that looks ended is read from Redis again, which decides.
+//
+// # Trust: a lease renewed by PINGs on the subscription
+//
+// A cache is only as good as the invalidations it has received. The
+// subscribing connection sends PING every pingEvery, carrying its send time;
+// Redis answers in order with the messages published before it, so when the
+// answer to a PING sent at T arrives, every invalidation published before T
+// has been applied. Hits are allowed until T+lease only. So:
+//   - an error on the subscription (connection closed or reset, CLIENT
+//     KILL) or on any Redis call of Load ends the lease at once; a server
+//     that hangs or a network that drops packets ends it within lease;
+//   - a lost lease means no hits: Load reads Redis, so requests get their
+//     answer (or 503) from Redis, as without the cache;
+//   - every (re)subscription empties the cache: messages published while
+//     unsubscribed were missed. go-redis resubscribes by itself, and the
+//     confirmation precedes, on the same connection, the answers to the
+//     PINGs that restore the lease.
+//
+// # The race: a revocation while a request fills the cache
+//
+// A request that read a session from Redis just before its revocation must
+// not put it in the cache after the revocation's message has been applied.
+// gen counts invalidations, flushes and lease losses; each increments it
+// before dropping anything. Load reads gen before its GET and, after
+// putting the session in the cache, reads it again: if it moved, it removes
+// what it put. Either the invalidation incremented gen before that second
+// read (so the entry is removed), or it comes after the Put and removes the
+// entry itself. A writer publishes only after its write completed, so a GET
+// sent after the message was applied cannot read the old session.
+//
+// # Idle timeout and touches
+//
+// A hit returns the cached session with its Seen. Policy.Touch asks for a
+// save at most every quarter of the idle timeout per session; that save (a
+// refresh) rewrites the entry in Redis and announces it, so every replica,
+// this one included, reads the new Seen at its next request. Touches thus
+// cost a round trip per session per Idle/4, not per request, and no replica
+// keeps an older Seen than Redis for longer than an invalidation takes.
+//
+// # Bounds
+//
+// At most Config.CacheSize sessions (internal/bounded evicts the one that
+// expires first), each for at most Config.CacheTTL, and only entries of at
+// most maxCachedEntry bytes in Redis; larger sessions are read each time.
+const (
+	// DefaultCacheTTL bounds how long a session stays cached: what a lost
+	// invalidation could cost at worst.
+	DefaultCacheTTL = 10 * time.Second
+	// pingEvery renews the lease; lease bounds how stale the cache can be
+	// when the subscription silently stops delivering.
+	pingEvery = 100 * time.Millisecond
+	lease     = time.Second
+	// maxCachedEntry bounds the size in Redis of a cached session (a
+	// login with a 1 kB ID token and a few claims takes about 1.3 kB).
+	maxCachedEntry = 4 << 10
+	// retryEvery spaces reconnection attempts while Redis is down.
+	retryEvery = 100 * time.Millisecond
+)
+
+// cached is a session opened with the ticket key, ready for a hit.
+type cached struct {
+	sess session.Session // ID set
+	key  [32]byte
+}
+
+// cache is the local cache and the state of the subscription.
+type cache struct {
+	size int
+	ttl  time.Duration
+	m    atomic.Pointer[bounded.Map[string, cached]]
+	// gen moves at every invalidation, flush and lease loss.
+	gen atomic.Uint64
+	// applied counts the announcements received and applied, for tests.
+	applied atomic.Uint64
+
+	// The lease, in nanoseconds of base's monotonic clock.
+	base  time.Time
+	until atomic.Int64
+	// mu orders lease renewals after losses (a late PONG never renews a
+	// lease lost after its PING was sent).
+	mu   sync.Mutex
+	lost int64
+
+	stop context.CancelFunc
+	done chan struct{}
+}
+
+func newCache(size int, ttl time.Duration) *cache {
+	c := &cache{size: size, ttl: ttl, base: time.Now()}
+	c.m.Store(bounded.New[string, cached](size))
+	return c
+}
+
+// mono is the time on the lease's clock: monotonic, whatever Config.Now.
+func (c *cache) mono() int64 { return int64(time.Since(c.base)) }
+
+// trusted reports whether hits are allowed now.
+func (c *cache) trusted() bool { return c.mono() < c.until.Load() }
+
+// renew extends the lease after the answer to a PING sent at sent.
+func (c *cache) renew(sent int64) {
+	c.mu.Lock()
+	if sent > c.lost && sent+int64(lease) > c.until.Load() {
+		c.until.Store(sent + int64(lease))
+	}
+	c.mu.Unlock()
+}
+
+// distrust ends the lease at once and empties the cache.
+func (c *cache) distrust() {
+	c.mu.Lock()
+	c.lost = c.mono()
+	c.until.Store(0)
+	c.mu.Unlock()
+	c.flush()
+}
+
+// flush empties the cache.
+func (c *cache) flush() {
+	c.gen.Add(1)
+	c.m.Store(bounded.New[string, cached](c.size))
+}
+
+// invalidate drops sessions from the cache.
+func (c *cache) invalidate(ids ...string) {
+	c.gen.Add(1)
+	m := c.m.Load()
+	for _, id := range ids {
+		m.Delete(id)
+	}
+}
+
+// get returns the cached session of t, if the lease holds.
+func (c *cache) get(t ticket, now time.Time) (session.Session, bool) {
+	if !c.trusted() {
+		return session.Session{}, false
+	}
+	e, ok := c.m.Load().Get(t.id, now)
+	if !ok || e.key != t.key {
+		return session.Session{}, false
+	}
+	return e.sess, true
+}
+
+// fill caches sess, read from Redis after gen was at gen0, unless gen has
+// moved since (see "The race" above).
+func (c *cache) fill(gen0 uint64, t ticket, sess session.Session, end, now time.Time) {
+	exp := now.Add(c.ttl)
+	if end.Before(exp) {
+		exp = end
+	}
+	m := c.m.Load()
+	m.Put(t.id, cached{sess: sess, key: t.key}, exp, now)
+	if c.gen.Load() != gen0 {
+		m.Delete(t.id)
+	}
+}
+
+// channel is where writers announce the sessions they changed.
+func (s *Store) channel() string { return s.prefix + "inval" }
+
+// announce drops ids from this replica's cache and tells the others. It is
+// called after the write completed, never before (see "The race").
+func (s *Store) announce(ctx context.Context, ids ...string) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	if s.cache != nil {
+		s.cache.invalidate(ids...)
+	}
+	var pub redis.Cmdable = s.rdb
+	if cc, ok := s.rdb.(*redis.ClusterClient); ok {
+		// PUBLISH is cluster-wide whichever node gets it, but the node
+		// owning the channel's slot, where subscribers connect, delivers it
+		// before it answers, so the PING lease holds there too.
+		if node, err := cc.MasterForKey(ctx, s.channel()); err == nil {
+			pub = node
+		}
+	}
+	return pub.Publish(ctx, s.channel(), strings.Join(ids, " ")).Err()
+}
+
+// subscribing marks the context of the subscription's calls, so that
+// dialWatch knows a dial is the subscription's.
+type subscribing struct{}
+
+// dialWatch ends the lease as soon as the subscription dials again: go-redis
+// reconnects a subscription inside the call that met the broken
+// connection, retrying the dial with backoff (DialerRetries), and returns
+// the error only then, 100 ms or more after the connection was lost.
+type dialWatch struct{ c *cache }
+
+func (h dialWatch) DialHook(next redis.DialHook) redis.DialHook {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if ctx.Value(subscribing{}) == h.c {
+			h.c.distrust()
+		}
+		return next(ctx, network, addr)
+	}
+}
+
+func (dialWatch) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+func (dialWatch) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// startCache subscribes to the invalidation channel and keeps the lease,
+// in one goroutine that Close ends.
+func (s *Store) startCache() {
+	ctx, stop := context.WithCancel(context.WithValue(context.Background(), subscribing{}, s.cache))
+	watch := dialWatch{s.cache}
+	if cc, ok := s.rdb.(*redis.ClusterClient); ok {
+		// A Cluster's subscription dials through a node's client, which
+		// does not run the Cluster client's hooks. (Should listing the
+		// nodes fail, a lost subscription is noticed when go-redis
+		// reports it, as described above.)
+		cc.OnNewNode(func(n *redis.Client) { n.AddHook(watch) })
+		cctx, cancel := s.callCtx(ctx)
+		_ = cc.ForEachShard(cctx, func(_ context.Context, n *redis.Client) error {
+			n.AddHook(watch)
+			return nil
+		})
+		cancel()
+	} else {
+		s.rdb.AddHook(watch)
+	}
+	s.cache.stop, s.cache.done = stop, make(chan struct{})
+	go func() {
+		defer close(s.cache.done)
+		s.listen(ctx)
+	}()
+}
+
+// listen applies invalidations and PING answers until ctx ends. A
+// subscription silent for 3 leases (a dead peer that TCP has not noticed)
+// is replaced.
+func (s *Store) listen(ctx context.Context) {
+	c := s.cache
+	ps := s.rdb.Subscribe(ctx, s.channel())
+	defer func() { _ = ps.Close() }()
+	var pinged time.Time
+	heard := time.Now()
+	for {
+		if time.Since(pinged) >= pingEvery {
+			pinged = time.Now()
+			cctx, cancel := s.callCtx(ctx)
+			err := ps.Ping(cctx, strconv.FormatInt(c.mono(), 10))
+			cancel()
+			if err != nil && ctx.Err() == nil {
+				c.distrust()
+			}
+		}
+		msg, err := ps.ReceiveTimeout(ctx, pingEvery)
+		if ctx.Err() != nil {
+			return
+		}
+		if ne := net.Error(nil); errors.As(err, &ne) && ne.Timeout() {
+			if time.Since(heard) > 3*lease {
+				c.distrust()
+				_ = ps.Close()
+				ps = s.rdb.Subscribe(ctx, s.channel())
+				heard = time.Now()
+			}
+			continue // meanwhile the lease lapses by itself
+		}
+		if err != nil {
+			c.distrust()
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(retryEvery):
+			}
+			continue
+		}
+		heard = time.Now()
+		switch m := msg.(type) {
+		case *redis.Subscription:
+			if m.Kind == "subscribe" {
+				c.flush() // (re)subscribed: what was published meanwhile is lost
+			}
+		case *redis.Message:
+			c.invalidate(strings.Fields(m.Payload)...)
+			c.applied.Add(1)
+		case *redis.Pong:
+			if sent, err := strconv.ParseInt(m.Payload, 10, 64); err == nil {
+				c.renew(sent)
+			}
+		}
+	}
+}
+
+// Close stops the cache's subscription (if any). It does not close the
+// Redis client, which the caller owns.
+func (s *Store) Close() {
+	if s.cache == nil || s.cache.stop == nil {
+		return
+	}
+	s.cache.stop()
+	<-s.cache.done
+	s.cache.distrust()
+}

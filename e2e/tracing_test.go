@@ -288,8 +288,8 @@ func traceparentOf(t *testing.T, v string) (trace, span string) {
 //   - a client's traceparent is not continued, a trusted proxy's is;
 //   - over OTLP/gRPC as over OTLP/HTTP, and the spans still buffered at
 //     shutdown are exported before the proxy exits;
-//   - Redis commands of the session store are child spans, without their
-//     arguments;
+//   - Redis commands of the session store (the callback's save) are child
+//     spans, without their arguments;
 //   - each access-log line carries its request's trace_id;
 //   - no span holds the query string or the user.
 func TestTracingJaeger(t *testing.T) {
@@ -432,7 +432,9 @@ func TestTracingJaeger(t *testing.T) {
 		if bg := up.Header.Values("Baggage"); !tt.continued && len(bg) > 0 {
 			t.Errorf("%s: the upstream got the client's baggage %q", tt.name, bg)
 		}
-		spans := j.waitTrace(t, service, traceID, allOf(wantTree("GET /", "upstream"), wantRedisChild("GET /")))
+		// No Redis span required: the store's cache of verified sessions
+		// may answer without Redis.
+		spans := j.waitTrace(t, service, traceID, wantTree("GET /", "upstream"))
 		server := spanNamed(spans, "GET /")[0]
 		if ups := spanNamed(spans, "upstream"); len(ups) != 1 || ups[0].SpanID != upParent {
 			t.Errorf("%s: the upstream's traceparent names span %s, Jaeger has upstream spans %s", tt.name, upParent, describeSpans(ups))

@@ -113,6 +113,9 @@ type Config struct {
 	Observer Observer
 	// Logger receives one access-log line per request and upstream errors.
 	Logger *slog.Logger
+	// Tracer, when set, gives every request a server span; nil traces
+	// nothing and costs nothing.
+	Tracer Tracer
 
 	// Tests shorten these; zero means the constant of the same name.
 	watchAfter  time.Duration // see WatchAfter
@@ -180,6 +183,14 @@ func newHandler(cfg Config) (*handler, error) {
 	// that honour these headers would route, authorize or build links by
 	// them. (ReverseProxy drops the canonical X-Forwarded-For/Host/Proto and
 	// Forwarded; this catches every other spelling.)
+	if cfg.Tracer != nil {
+		// The upstream gets our trace context: a client's (or a trusted
+		// proxy's, which the span continues) must not reach it in any
+		// spelling.
+		for _, f := range cfg.Tracer.Fields() {
+			p.identity = append(p.identity, NormalizeHeader(f))
+		}
+	}
 	p.untrusted = append([]string{
 		"x-original-url", "x-original-uri", "x-rewrite-url", "x-forwarded-uri", "x-forwarded-path",
 		"x-forwarded-prefix", "x-forwarded-port", "x-forwarded-server", "x-forwarded-method",
@@ -273,6 +284,7 @@ func (p *handler) route(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if direct(r) {
+		r.Pattern = "/" // as ServeMux would set it, for the trace
 		p.serveProxied(w, r)
 		return
 	}

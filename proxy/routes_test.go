@@ -417,3 +417,42 @@ func TestNewNeedsRoutes(t *testing.T) {
 	}
 	_ = session.Session{}
 }
+
+// TestForwardAuthAmbiguousHost: where hosts matter, a check whose host is
+// missing, blank or given twice is refused, never judged as a request for
+// no host in particular: a * route would match that and apply only the
+// rules for every host, so a trusted ingress that passes a client's
+// X-Forwarded-Host beside its own (two values) would let the client past
+// the wiki's /admin/ rule.
+func TestForwardAuthAmbiguousHost(t *testing.T) {
+	f, ups := newRoutesFixture(t, "app.example.com / http://app.internal\nwiki.example.com / http://wiki.internal\n* / http://default.internal\n",
+		func(c *Config) {
+			c.Trusted = func(r *http.Request) bool { return r.Header.Get("X-Test-Trusted") == "1" }
+		})
+	for _, tt := range []struct {
+		name   string
+		hdr    string
+		status int
+	}{
+		{"trusted, wiki admin", "X-Test-Trusted: 1\r\nX-Forwarded-Host: wiki.example.com\r\nX-Forwarded-Uri: /admin/x\r\n", 403},
+		{"trusted, other host", "X-Test-Trusted: 1\r\nX-Forwarded-Host: other.example\r\nX-Forwarded-Uri: /admin/x\r\n", 200},
+		// An ingress that names no host (nginx's $server_name of a server
+		// without server_name) must not get the rules of no host in
+		// particular, which a * route would apply.
+		{"trusted, empty host", "X-Test-Trusted: 1\r\nX-Forwarded-Host: \r\nX-Forwarded-Uri: /admin/x\r\n", 400},
+		{"trusted, blank host", "X-Test-Trusted: 1\r\nX-Forwarded-Host:  \t\r\nX-Forwarded-Uri: /admin/x\r\n", 400},
+		{"trusted, two hosts", "X-Test-Trusted: 1\r\nX-Forwarded-Host: app.example.com\r\nX-Forwarded-Host: wiki.example.com\r\nX-Forwarded-Uri: /admin/x\r\n", 400},
+		{"trusted, host list", "X-Test-Trusted: 1\r\nX-Forwarded-Host: app.example.com, wiki.example.com\r\nX-Forwarded-Uri: /admin/x\r\n", 400},
+		{"trusted, wiki with trailing dot", "X-Test-Trusted: 1\r\nX-Forwarded-Host: wiki.example.com.\r\nX-Forwarded-Uri: /admin/x\r\n", 403},
+		{"trusted, wiki IPv6-looking", "X-Test-Trusted: 1\r\nX-Forwarded-Host: [wiki.example.com]\r\nX-Forwarded-Uri: /admin/x\r\n", 400},
+		{"trusted, wiki with userinfo", "X-Test-Trusted: 1\r\nX-Forwarded-Host: x@wiki.example.com\r\nX-Forwarded-Uri: /admin/x\r\n", 400},
+	} {
+		resp := f.hostGet(t, "wiki.example.com", "/auth/check", false, tt.hdr)
+		if resp.StatusCode != tt.status {
+			t.Errorf("%s: %d, want %d", tt.name, resp.StatusCode, tt.status)
+		}
+	}
+	if got := ups.take(); len(got) != 0 {
+		t.Errorf("forward auth reached an upstream: %+v", got)
+	}
+}

@@ -456,3 +456,34 @@ func TestForwardAuthAmbiguousHost(t *testing.T) {
 		t.Errorf("forward auth reached an upstream: %+v", got)
 	}
 }
+
+// TestNoHostWhereHostsMatter: where routes or rules tell hosts apart, a
+// request that names no host (HTTP/1.0 without Host) is refused, not sent
+// to the * route under the rules for every host: a pass-host * route would
+// hand it to a name-based upstream's default site (the wiki, say) with no
+// Host at all, past the wiki's /admin/ rule.
+func TestNoHostWhereHostsMatter(t *testing.T) {
+	f, ups := newRoutesFixture(t, "app.example.com / http://app.internal\nwiki.example.com / http://wiki.internal pass-host\n* / http://wiki.internal pass-host\n")
+	for _, raw := range []string{
+		"GET /admin/x HTTP/1.0\r\n",
+		"GET /admin/x HTTP/1.0\r\nConnection: keep-alive\r\n",
+		"GET /x HTTP/1.0\r\n",
+	} {
+		for _, c := range f.session {
+			raw += "Cookie: " + c.String() + "\r\n"
+		}
+		resp, _, _ := rawExchange(t, f.front.Listener.Addr().String(), raw+"\r\n", nil)
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), "bad_host") {
+			t.Errorf("%q: %d %s, want 400 bad_host", raw, resp.StatusCode, body)
+		}
+		if got := ups.take(); len(got) != 0 {
+			t.Errorf("%q reached an upstream: %+v", raw, got)
+		}
+	}
+	// The probes answer without a Host, as before.
+	resp, _, _ := rawExchange(t, f.front.Listener.Addr().String(), "GET /healthz HTTP/1.0\r\n\r\n", nil)
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("/healthz without Host: %d", resp.StatusCode)
+	}
+}

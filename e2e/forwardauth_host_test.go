@@ -30,7 +30,9 @@ func TestNginxForwardAuthJudgesItsOwnHost(t *testing.T) {
 		TokenEndpointAuthMethod: "client_secret_basic",
 	}
 	prov := startProvider(t, p, providerConfig{Clients: []providerClient{client}})
-	routes := writeTestFile(t, "routes.txt", fmt.Sprintf("%s / %s\n* / %s\n", serverName, app.URL, app.URL))
+	// The upstreams are unused (nginx proxies to the app itself); the *
+	// route's is another, as a host-scoped rule requires.
+	routes := writeTestFile(t, "routes.txt", fmt.Sprintf("%s / %s\n* / http://127.0.0.1:9\n", serverName, app.URL))
 	rules := writeTestFile(t, "rules.txt", "deny * "+serverName+"/admin/\npublic * /\n")
 	ap := startProxy(t, p, proxyConfig{
 		Issuer:        prov.Issuer,

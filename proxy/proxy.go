@@ -378,8 +378,11 @@ func (p *handler) serveProxied(w http.ResponseWriter, r *http.Request) {
 // not as /api/admin. Nothing is forwarded when it refuses.
 func (p *handler) matchRoute(w http.ResponseWriter, r *http.Request, info *reqInfo) bool {
 	// Where no route or rule tells hosts apart, the Host is not read at
-	// all, as before routes: only the * routes can match.
-	name, port, ok := "", "", r.Host == "" || !p.multiHost
+	// all, as before routes: only the * routes can match. Where they do, a
+	// request without a Host (HTTP/1.0) is refused: it would match only *,
+	// under the rules for every host, and a pass-host upstream would serve
+	// it from its default site.
+	name, port, ok := "", "", !p.multiHost
 	if !ok {
 		name, port, ok = route.HostName(r.Host)
 	}

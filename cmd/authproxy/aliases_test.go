@@ -23,6 +23,9 @@ func TestRoutesRefuseUpstreamAliases(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The shape the multi-app overlay had before its routes were made
+	// alias-free.
+	aliased := "wiki.example.com / http://wiki:8080\nci.example.com / http://ci:8111\nci.example.com /api/ http://ci:8111 strip-prefix\n"
 	for _, tt := range []struct {
 		name, routes, rules string
 		want                []string // "" : loads
@@ -47,11 +50,12 @@ func TestRoutesRefuseUpstreamAliases(t *testing.T) {
 			readmeRules, nil},
 		{"aliases without host rules", "wiki.example.com / http://w\nci.example.com / http://c\napp.example.com / http://a\nwww.example.com / http://a\n* / http://a\n",
 			readmeRules, nil},
-		{"without rules, aliases are harmless", string(shipped), "", nil},
+		{"without rules, aliases are harmless", aliased, "", nil},
 		{"README's routes and rules", "app.example.com / http://127.0.0.1:8080\napp.example.com /api/ http://127.0.0.1:9000 strip-prefix\n" +
 			"wiki.example.com / https://wiki.internal:8443 pass-host timeout=5m\nci.example.com / http://127.0.0.1:8111 max-conns=20\n" +
 			"*.apps.example.com / http://127.0.0.1:8081\n* / http://127.0.0.1:8080\n", readmeRules, nil},
-		{"the shipped multi-app routes with README's rules", string(shipped), readmeRules, []string{"lines 5 and 6 reach upstream http://ci:8111"}},
+		{"one upstream at / and at /api/ strip-prefix, with rules", aliased, readmeRules, []string{"lines 2 and 3 reach upstream http://ci:8111"}},
+		{"the shipped multi-app routes with README's rules", string(shipped), readmeRules, nil},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			kv := routesEnv(writeTemp(t, "routes.txt", tt.routes))

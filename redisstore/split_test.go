@@ -5,11 +5,14 @@ import (
 	"context"
 	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/gorilla/securecookie"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/authproxy/authproxy/session"
@@ -129,5 +132,90 @@ func TestCacheMessageSplitByNetwork(t *testing.T) {
 				t.Fatalf("b.Load of a session revoked on a, after b's lease was renewed past the revocation = %v, want ErrNoSession", err)
 			}
 		})
+	}
+}
+
+// leaseRenewedAfter waits until b's lease has been renewed by a PING sent
+// after mono: b has then applied every announcement published before.
+func leaseRenewedAfter(tb testing.TB, b replica, mono int64) {
+	tb.Helper()
+	waitFor(tb, "b's lease renewed past the revocation", func() bool { return b.cache.until.Load() > mono+int64(lease) })
+}
+
+// TestCacheRevokeUserMany: RevokeUser of a user with more sessions than
+// one announcement carries (revokeBatch) ends every one of them on the
+// other replica, by the lease's promise, with an hour's cache TTL.
+func TestCacheRevokeUserMany(t *testing.T) {
+	r := startRedis(t)
+	a := newReplica(t, r, replicaOpts{cache: 10})
+	b := newReplica(t, r, replicaOpts{cache: 3000, cacheTTL: time.Hour})
+	waitTrusted(t, b)
+	const n = 2*revokeBatch + 7
+	reqs := make([]*http.Request, n)
+	for i := range reqs {
+		reqs[i] = save(t, a.Store, nil, session.Session{User: "many", Expiry: time.Now().Add(time.Hour)})
+		if _, err := b.Load(reqs[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := a.RevokeUser(context.Background(), "many")
+	if err != nil || got != n {
+		t.Fatalf("RevokeUser = %d, %v; want %d", got, err, n)
+	}
+	leaseRenewedAfter(t, b, b.cache.mono())
+	for i, req := range reqs {
+		if _, err := b.Load(req); !isNoSession(err) {
+			t.Fatalf("session %d of %d served by b after RevokeUser on a: %v", i, n, err)
+		}
+	}
+}
+
+// TestCacheTicketKey: the cache is keyed by session id but answers only the
+// ticket that carries the session's own key; and a ticket cookie sealed with
+// a secret removed by SetSecrets (a reload) is refused although its session
+// is cached.
+func TestCacheTicketKey(t *testing.T) {
+	r := startRedis(t)
+	s := newReplica(t, r, replicaOpts{cache: 100})
+	waitTrusted(t, s)
+	victim := save(t, s.Store, nil, session.Session{User: "victim", Expiry: time.Now().Add(time.Hour)})
+	if _, err := s.Load(victim); err != nil {
+		t.Fatal(err)
+	}
+	id := idOf(t, s, victim)
+	forge := func(tk string) *http.Request {
+		t.Helper()
+		v, err := securecookie.EncodeMulti(cookieName, ticketCookie{Ticket: tk, Expiry: time.Now().Add(time.Hour)}, s.keys.Load().codecs...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req := httptest.NewRequest("GET", "/", nil)
+		req.AddCookie(&http.Cookie{Name: cookieName, Value: v})
+		return req
+	}
+	other := newTicket()
+	zero := ticket{id: id}
+	flip := newTicket()
+	vt, _ := s.ticket(victim)
+	flip.key = vt.key
+	flip.key[0] ^= 1
+	for name, tk := range map[string]string{
+		"victim id, another key":        id + other.String()[idLen:],
+		"victim id, zero key":           zero.String(),
+		"victim id, key off by one bit": id + ticket{key: flip.key}.String(),
+	} {
+		if got, err := s.Load(forge(tk)); !isNoSession(err) {
+			t.Errorf("%s: Load = %+v, %v; want ErrNoSession", name, got, err)
+		}
+	}
+	if _, err := s.Load(victim); err != nil {
+		t.Fatalf("the victim's own ticket after the forgeries: %v", err)
+	}
+	// A reload that removes the secret the cookie was sealed with.
+	if err := s.SetSecrets([][]byte{secret(9)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Load(victim); !isNoSession(err) {
+		t.Errorf("a ticket cookie sealed with a removed secret, its session cached: Load = %v, want ErrNoSession", err)
 	}
 }

@@ -445,6 +445,13 @@ func (s *Store) Save(w http.ResponseWriter, r *http.Request, sess session.Sessio
 		return errors.New("redisstore: session id collision") // 2^-128
 	}
 	if err != nil {
+		if mode == "NX" && curErr == nil {
+			// The replaced session may be gone although the reply was
+			// lost: announce it anyway (see deleteCount).
+			actx, cancel := s.callCtx(context.WithoutCancel(ctx))
+			_ = s.announce(actx, current.id)
+			cancel()
+		}
 		return unavailable("save session", err)
 	}
 	// Every replica's cache drops the session rewritten, or the one this

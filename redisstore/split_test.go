@@ -219,3 +219,72 @@ func TestCacheTicketKey(t *testing.T) {
 		t.Errorf("a ticket cookie sealed with a removed secret, its session cached: Load = %v, want ErrNoSession", err)
 	}
 }
+
+// lostReply makes the next pipeline starting with an UNLINK run in Redis
+// but fail as if its connection had been reset before the replies came
+// back: the deletions happened, the caller sees an error.
+type lostReply struct{ armed *atomic.Bool }
+
+func (h lostReply) DialHook(next redis.DialHook) redis.DialHook          { return next }
+func (h lostReply) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+func (h lostReply) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		err := next(ctx, cmds)
+		if len(cmds) > 0 && cmds[0].Name() == "unlink" && h.armed.CompareAndSwap(true, false) {
+			return io.ErrUnexpectedEOF
+		}
+		return err
+	}
+}
+
+// TestCacheRevocationReplyLost: a revocation whose deletions ran in Redis
+// although the revoking call failed (its reply lost) must still be
+// announced. Otherwise the other replicas keep serving the deleted session
+// from their caches until the cache TTL, while a retry finds nothing to
+// revoke (RevokeUser: the index is gone too; 404 at the admin API) and so
+// announces nothing either.
+func TestCacheRevocationReplyLost(t *testing.T) {
+	r := startRedis(t)
+	for _, kind := range []string{"Revoke", "RevokeUser", "Logout"} {
+		t.Run(kind, func(t *testing.T) {
+			var armed atomic.Bool
+			ac := r.Client(t)
+			ac.AddHook(lostReply{&armed})
+			a := newReplica(t, r, replicaOpts{cache: 10, client: ac})
+			b := newReplica(t, r, replicaOpts{cache: 100, cacheTTL: time.Hour})
+			waitTrusted(t, b)
+			user := "lost-reply-" + kind
+			req := save(t, a.Store, nil, session.Session{User: user, Expiry: time.Now().Add(time.Hour)})
+			if _, err := b.Load(req); err != nil {
+				t.Fatal(err)
+			}
+			armed.Store(true)
+			ctx := context.Background()
+			var err error
+			switch kind {
+			case "Revoke":
+				err = a.Revoke(ctx, idOf(t, a, req))
+			case "RevokeUser":
+				_, err = a.RevokeUser(ctx, user)
+			case "Logout":
+				err = a.Logout(httptest.NewRecorder(), req)
+			}
+			if err == nil || armed.Load() {
+				t.Fatalf("%s with its reply lost = %v, want an error", kind, err)
+			}
+			if n := r.Client(t).Exists(ctx, a.sessionKey(idOf(t, a, req))).Val(); n != 0 {
+				t.Fatalf("the session is still in Redis")
+			}
+			// The operator retries, as the error asks.
+			if kind == "RevokeUser" {
+				if n, err := a.RevokeUser(ctx, user); err != nil || n != 0 {
+					t.Fatalf("RevokeUser again = %d, %v; want 0 (already deleted)", n, err)
+				}
+			}
+			leaseRenewedAfter(t, b, b.cache.mono())
+			if _, err := b.Load(req); !isNoSession(err) {
+				t.Fatalf("b serves a session deleted from Redis by a %s whose reply was lost: %v", kind, err)
+			}
+		})
+	}
+}

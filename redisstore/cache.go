@@ -178,12 +178,17 @@ func (c *cache) invalidate(ids ...string) {
 	}
 }
 
+// clock is the time on the lease's monotonic clock, for the entries'
+// expiries: Config.Now (the wall clock) may jump, and an entry filled
+// before it jumped back an hour would otherwise outlive CacheTTL by an hour.
+func (c *cache) clock() time.Time { return c.base.Add(time.Duration(c.mono())) }
+
 // get returns the cached session of t, if the lease holds.
-func (c *cache) get(t ticket, now time.Time) (session.Session, bool) {
+func (c *cache) get(t ticket) (session.Session, bool) {
 	if !c.trusted() {
 		return session.Session{}, false
 	}
-	e, ok := c.m.Load().Get(t.id, now)
+	e, ok := c.m.Load().Get(t.id, c.clock())
 	if !ok || e.key != t.key {
 		return session.Session{}, false
 	}
@@ -191,14 +196,14 @@ func (c *cache) get(t ticket, now time.Time) (session.Session, bool) {
 }
 
 // fill caches sess, read from Redis after gen was at gen0, unless gen has
-// moved since (see "The race" above).
+// moved since (see "The race" above). end is the session's end and now the
+// time, by Config.Now; the entry lives until the sooner of end and CacheTTL,
+// on the monotonic clock.
 func (c *cache) fill(gen0 uint64, t ticket, sess session.Session, end, now time.Time) {
-	exp := now.Add(c.ttl)
-	if end.Before(exp) {
-		exp = end
-	}
+	mnow := c.clock()
+	exp := mnow.Add(min(c.ttl, end.Sub(now)))
 	m := c.m.Load()
-	m.Put(t.id, cached{sess: sess, key: t.key}, exp, now)
+	m.Put(t.id, cached{sess: sess, key: t.key}, exp, mnow)
 	if c.gen.Load() != gen0 {
 		m.Delete(t.id)
 	}

@@ -297,7 +297,7 @@ func (s *Store) Load(r *http.Request) (session.Session, error) {
 	if c != nil {
 		// A session that looks ended is read again: Redis decides.
 		now := s.now()
-		if sess, ok := c.get(t, now); ok && !s.policy.Ended(&sess, now) {
+		if sess, ok := c.get(t); ok && !s.policy.Ended(&sess, now) {
 			return sess, nil
 		}
 		gen0 = c.gen.Load() // before the GET: see "The race" in cache.go

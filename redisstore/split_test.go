@@ -288,3 +288,31 @@ func TestCacheRevocationReplyLost(t *testing.T) {
 		})
 	}
 }
+
+// TestCacheTTLWallClockJump: CacheTTL bounds an entry on the monotonic
+// clock, so a wall clock (Config.Now) set back an hour after the fill does
+// not keep a session deleted outside authproxy (an operator's DEL, no
+// announcement) for that hour. Jumps forward are covered too: the entry
+// then simply looks ended and Redis decides.
+func TestCacheTTLWallClockJump(t *testing.T) {
+	r := startRedis(t)
+	for _, jump := range []time.Duration{-time.Hour, time.Minute} {
+		t.Run(jump.String(), func(t *testing.T) {
+			clk := newClock()
+			s := newReplica(t, r, replicaOpts{cache: 100, cacheTTL: 200 * time.Millisecond, clock: clk.Now})
+			waitTrusted(t, s)
+			req := save(t, s.Store, nil, session.Session{User: "jump", Expiry: clk.Now().Add(3 * time.Hour)})
+			if _, err := s.Load(req); err != nil {
+				t.Fatal(err)
+			}
+			clk.Add(jump)
+			if n := r.Client(t).Del(context.Background(), s.sessionKey(idOf(t, s, req))).Val(); n != 1 {
+				t.Fatalf("DEL = %d", n)
+			}
+			waitFor(t, "the cached copy of a session deleted in Redis to expire", func() bool {
+				_, err := s.Load(req)
+				return isNoSession(err)
+			})
+		})
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -314,5 +315,36 @@ func TestCacheTTLWallClockJump(t *testing.T) {
 				return isNoSession(err)
 			})
 		})
+	}
+}
+
+// TestCacheSubscriberOverflow: a subscriber that Redis drops for its
+// output buffer (a slow replica; here a limit below one announcement of
+// revokeBatch ids) loses the messages queued for it; it must not trust its
+// cache afterwards, and every session RevokeUser ended is refused on it.
+func TestCacheSubscriberOverflow(t *testing.T) {
+	r := startRedisWith(t, "--client-output-buffer-limit", "pubsub 2kb 1kb 1")
+	a := newReplica(t, r, replicaOpts{cache: 10})
+	b := newReplica(t, r, replicaOpts{cache: 1000, cacheTTL: time.Hour})
+	waitTrusted(t, b)
+	const n = revokeBatch + 3
+	reqs := make([]*http.Request, n)
+	for i := range reqs {
+		reqs[i] = save(t, a.Store, nil, session.Session{User: "overflow", Expiry: time.Now().Add(time.Hour)})
+		if _, err := b.Load(reqs[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, err := a.RevokeUser(context.Background(), "overflow"); err != nil || got != n {
+		t.Fatalf("RevokeUser = %d, %v; want %d", got, err, n)
+	}
+	leaseRenewedAfter(t, b, b.cache.mono())
+	for i, req := range reqs {
+		if _, err := b.Load(req); !isNoSession(err) {
+			t.Fatalf("session %d of %d served by b after RevokeUser on a: %v", i, n, err)
+		}
+	}
+	if log := r.log(); !strings.Contains(log, "overcoming of output buffer limits") {
+		t.Errorf("Redis dropped no subscriber for its output buffer; the test did not test that. Its log:\n%s", log)
 	}
 }

@@ -228,6 +228,14 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 	if cfg.CacheTTL <= 0 {
 		cfg.CacheTTL = DefaultCacheTTL
 	}
+	if cc, ok := cfg.Client.(*redis.ClusterClient); ok && cfg.CacheSize > 0 {
+		if o := cc.Options(); o.ReadOnly || o.RouteByLatency || o.RouteRandomly {
+			// Those subscribe on a replica, where announcements arrive over
+			// the cluster bus after PUBLISH has answered: the PING lease
+			// would not cover them (cache.go).
+			return nil, errors.New("redisstore: with Config.CacheSize, a Cluster client must not read from replicas (ReadOnly, RouteByLatency, RouteRandomly)")
+		}
+	}
 	s := &Store{rdb: cfg.Client, policy: cfg.Policy, prefix: cfg.Prefix, now: cfg.Now, timeout: cfg.Timeout,
 		name: cfg.Name, legacyName: cfg.Legacy, domain: cfg.Domain, secure: cfg.Secure}
 	if err := s.SetSecrets(cfg.Secrets); err != nil {

@@ -348,3 +348,18 @@ func TestCacheSubscriberOverflow(t *testing.T) {
 		t.Errorf("Redis dropped no subscriber for its output buffer; the test did not test that. Its log:\n%s", log)
 	}
 }
+
+// TestCacheClusterReplicaReads: a Cluster client that may subscribe on a
+// replica is refused with the cache: there an announcement arrives over the
+// cluster bus after PUBLISH has answered, outside the PING lease.
+func TestCacheClusterReplicaReads(t *testing.T) {
+	for _, o := range []redis.ClusterOptions{{ReadOnly: true}, {RouteByLatency: true}, {RouteRandomly: true}} {
+		o.Addrs = []string{"127.0.0.1:1"}
+		c := redis.NewClusterClient(&o)
+		t.Cleanup(func() { c.Close() })
+		cfg := replicaOpts{cache: 10, client: c}.config()
+		if _, err := New(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "replicas") {
+			t.Errorf("New with a Cluster client %+v and a cache = %v, want an error about replicas", o, err)
+		}
+	}
+}

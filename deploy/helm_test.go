@@ -40,7 +40,7 @@ type helmCase struct {
 const twoApps = `# host              path     upstream                  options
 wiki.example.com    /        http://wiki:8080
 ci.example.com      /        http://ci.tools.svc:8111
-ci.example.com      /api/    http://ci.tools.svc:8111   strip-prefix
+ci.example.com      /api/    http://ci-api.tools.svc:9000   strip-prefix
 `
 
 func helmCases() []helmCase {

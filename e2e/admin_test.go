@@ -41,8 +41,10 @@ func TestAdminAPI(t *testing.T) {
 	sse := &sseUpstream{ended: map[string]time.Time{}}
 	rs := newReplicaSet(t, replicaOptions{
 		Replicas: []replicaSpec{
-			{Name: "a", Env: map[string]string{"AUTHPROXY_METRICS_ADDR": metricsAddr, "AUTHPROXY_ADMIN_TOKEN": token}},
-			{Name: "b"},
+			// The cache TTL is an hour, so that only the announcement of a
+			// revocation can end a session cached on B (awaitRevoked).
+			{Name: "a", Env: map[string]string{"AUTHPROXY_METRICS_ADDR": metricsAddr, "AUTHPROXY_ADMIN_TOKEN": token, "AUTHPROXY_REDIS_CACHE_TTL": "1h"}},
+			{Name: "b", Env: map[string]string{"AUTHPROXY_REDIS_CACHE_TTL": "1h"}},
 		},
 		Upstream: sse.handler,
 	})

@@ -34,9 +34,10 @@ const (
 // secrets and identity keys come from files in dir, with alice logged in.
 type reloadStack struct {
 	*stack
-	dir     string
-	metrics string // http://127.0.0.1:PORT/metrics
-	cookies []*http.Cookie
+	dir      string
+	upstream string // the echo upstream's URL, the "* /" route's
+	metrics  string // http://127.0.0.1:PORT/metrics
+	cookies  []*http.Cookie
 }
 
 // writeAtomic replaces path with data the way a deploy tool does: a new
@@ -124,9 +125,14 @@ func startReloadStack(t *testing.T, signing *ecdsa.PrivateKey, cookieSecret stri
 		RedirectURIs: []string{proxyBase + "/auth/callback"}, TokenEndpointAuthMethod: "client_secret_basic"}
 	s.Provider = startProvider(t, s.PKI, providerConfig{Clients: []providerClient{s.Client}})
 	upstream := echoUpstream(t)
+	// The routes file is reloaded too: one route to start with.
+	writeAtomic(t, filepath.Join(dir, "routes.txt"), "* / "+upstream.URL+"\n")
 	proxyEnv := map[string]string{
+		"AUTHPROXY_UPSTREAM":           "",
+		"AUTHPROXY_ROUTES_FILE":        filepath.Join(dir, "routes.txt"),
 		"AUTHPROXY_RULES_FILE":         filepath.Join(dir, "rules.txt"),
 		"AUTHPROXY_IDENTITY_JWT":       "true",
+		"AUTHPROXY_IDENTITY_AUDIENCE":  "e2e-apps", // routes may name several upstreams
 		"AUTHPROXY_IDENTITY_KEY_FILE":  filepath.Join(dir, "identity.pem"),
 		"AUTHPROXY_COOKIE_SECRET":      "",
 		"AUTHPROXY_COOKIE_SECRET_FILE": filepath.Join(dir, "cookie-secret"),
@@ -141,7 +147,7 @@ func startReloadStack(t *testing.T, signing *ecdsa.PrivateKey, cookieSecret stri
 	if p := b.Login(s.ProxyURL("/hello"), "alice"); p.Status != http.StatusOK || !strings.HasPrefix(p.Body, "user=alice ") {
 		t.Fatalf("login: %d %q; hops:\n%s", p.Status, p.Body, b.HopsString())
 	}
-	return &reloadStack{stack: s, dir: dir, metrics: fmt.Sprintf("http://127.0.0.1:%d/metrics", metricsPort),
+	return &reloadStack{stack: s, dir: dir, upstream: upstream.URL, metrics: fmt.Sprintf("http://127.0.0.1:%d/metrics", metricsPort),
 		cookies: b.Jar.Cookies(s.Proxy.URL)}
 }
 
@@ -284,7 +290,7 @@ func (l *load) finish(t *testing.T) {
 
 // TestReloadUnderLoad sends SIGHUP to a proxy serving a steady stream of
 // requests from several goroutines and an open WebSocket, with changed
-// rules, a new identity key and a cookie secret file with a new first key:
+// routes (a new app at /v2/), changed rules, a new identity key and a cookie secret file with a new first key:
 // no request fails, the socket stays open and still echoes, the next
 // request after the reload meets the new rules and carries an assertion
 // signed with the new key, and the log line names what changed. Then a
@@ -311,20 +317,33 @@ func TestReloadUnderLoad(t *testing.T) {
 		t.Fatalf("before the reload: %q, want %s", a.Body, want)
 	}
 
+	// A second app, routed at /v2/ only after the reload.
+	v2 := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "v2 app: %s user=%s", r.URL.Path, r.Header.Get("X-User"))
+	}))
+	t.Cleanup(v2.Close)
+	if a, _ := rs.get(c, "/v2/x"); !strings.HasPrefix(a.Body, "user=alice ") {
+		t.Fatalf("before the reload, /v2/x: %d %q; want the first app", a.Status, a.Body)
+	}
+
 	conn, br := rs.webSocket(t)
 	echo(t, conn, br, "before")
 	l := startLoad(t, rs, 4)
 	l.waitServed(t, 50)
 
+	writeAtomic(t, filepath.Join(rs.dir, "routes.txt"), "* / "+rs.upstream+"\n* /v2/ "+v2.URL+" strip-prefix\n")
 	writeAtomic(t, filepath.Join(rs.dir, "rules.txt"), reloadRulesNext)
 	writeAtomic(t, filepath.Join(rs.dir, "identity.pem"), keyFilePEM(t, newKey))
 	writeAtomic(t, filepath.Join(rs.dir, "cookie-secret"), newCookieSecret(t)+"\n"+oldSecret+"\n")
 	if err := syscall.Kill(rs.Proxy.cmd.Process.Pid, syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	rs.waitLog(t, `msg="configuration reloaded" trigger=SIGHUP changed="[rules cookie secrets identity keys]"`, 1)
+	rs.waitLog(t, `msg="configuration reloaded" trigger=SIGHUP changed="[rules cookie secrets identity keys routes]"`, 1)
 	if s1, s2 := status("/before-only-denied/x"), status("/after-only-denied/x"); s1 != 200 || s2 != 403 {
 		t.Errorf("the next requests after the reload: %d, %d; want 200, 403 (new rules)", s1, s2)
+	}
+	if a, _ := rs.get(c, "/v2/x"); a.Status != http.StatusOK || a.Body != "v2 app: /x user=alice" {
+		t.Errorf("after the reload, /v2/x: %d %q; want the new route's app, prefix stripped", a.Status, a.Body)
 	}
 	a, _ = rs.get(c, "/kid")
 	if want := "kid=" + thumbprint(t, &newKey.PublicKey); !strings.HasSuffix(a.Body, want) {

@@ -220,7 +220,7 @@ func (h *Handler) complete(r *http.Request, l cookie.Login, loginErr error) (ses
 		return fail(http.StatusServiceUnavailable, "provider_unavailable",
 			"The identity provider cannot be reached right now. Please try again in a moment.", errProviderDown)
 	}
-	ctx := gooidc.ClientContext(r.Context(), h.cfg.HTTPClient)
+	ctx := gooidc.ClientContext(withCall(r.Context(), CallToken), h.cfg.HTTPClient)
 	conf := p.oauth2
 	conf.RedirectURL = l.RedirectURL
 	if conf.RedirectURL == "" {

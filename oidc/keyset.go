@@ -167,7 +167,7 @@ func (k *keySet) warm(ctx context.Context) error {
 }
 
 func (k *keySet) fetch(ctx context.Context) ([]jose.JSONWebKey, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, k.url, nil)
+	req, err := http.NewRequestWithContext(withCall(ctx, CallJWKS), http.MethodGet, k.url, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -248,7 +248,7 @@ func (h *Handler) discover(ctx context.Context) {
 }
 
 func (h *Handler) discoverOnce(ctx context.Context) (*provider, error) {
-	p, err := gooidc.NewProvider(ctx, h.cfg.Issuer)
+	p, err := gooidc.NewProvider(withCall(ctx, CallDiscovery), h.cfg.Issuer)
 	if err != nil {
 		return nil, h.fromProvider(err)
 	}

@@ -97,7 +97,7 @@ func (h *Handler) refreshOnce(ctx context.Context, sess session.Session) (sessio
 	if p == nil {
 		return session.Session{}, ErrNotReady
 	}
-	ctx = gooidc.ClientContext(ctx, h.cfg.HTTPClient)
+	ctx = gooidc.ClientContext(withCall(ctx, CallRefresh), h.cfg.HTTPClient)
 	// An expired token forces the token source to refresh now.
 	src := p.oauth2.TokenSource(ctx, &oauth2.Token{RefreshToken: sess.RefreshToken, Expiry: time.Unix(1, 0)})
 	tok, err := src.Token()

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/authproxy/authproxy/internal/claim"
 	"github.com/authproxy/authproxy/page"
 	"github.com/authproxy/authproxy/session"
 )
@@ -14,18 +15,29 @@ import (
 // basic-auth user name: RFC 7617 splits user-pass at the first colon, so
 // "a:b" with password p would reach the app as user "a" with password
 // "b:p". Refusing is the only honest answer; any encoding would hand the
-// app a name that is not the user's. It reports whether r may go on.
+// app a name that is not the user's. So is an id that breaks the claim
+// rules (a session saved before logins checked them): inside the base64
+// nothing stops " admin" or "admin\x00x", which an app that trims the name
+// or reads it as a C string (PHP, Apache) takes for admin. It reports
+// whether r may go on.
 func (p *handler) basicAllowed(w http.ResponseWriter, r *http.Request, sess session.Session) bool {
-	if p.basicSuffix == "" || !strings.Contains(sess.User, ":") {
+	if p.basicSuffix == "" {
 		return true
 	}
-	p.cfg.Logger.Warn("request refused: the user id contains ':', which HTTP basic authentication cannot carry as a user name "+
-		"(RFC 7617); use another AUTHPROXY_USER_CLAIM or turn off AUTHPROXY_UPSTREAM_BASIC_AUTH",
+	why := "contains ':', which HTTP basic authentication cannot carry as a user name (RFC 7617)"
+	detail := "it contains a colon"
+	switch err := claim.CheckString(sess.User); {
+	case err != nil:
+		why, detail = "breaks the claim rules: it "+err.Error(), "it holds characters the application could read as another name"
+	case !strings.Contains(sess.User, ":"):
+		return true
+	}
+	p.cfg.Logger.Warn("request refused: the user id "+why+"; use another AUTHPROXY_USER_CLAIM or turn off AUTHPROXY_UPSTREAM_BASIC_AUTH",
 		"user", sess.User, "path", r.URL.Path)
 	w.Header().Set("Cache-Control", "no-store")
 	page.Write(w, r, page.Page{Status: http.StatusForbidden, Code: "user_not_representable", Title: "Access denied",
-		Detail: fmt.Sprintf("You are signed in as %s, a name the application behind authproxy cannot receive (it contains a colon). "+
-			"Please tell the application's administrators.", sess.User),
+		Detail: fmt.Sprintf("You are signed in as %q, a name the application behind authproxy cannot receive (%s). "+
+			"Please tell the application's administrators.", sess.User, detail),
 		Links: []page.Link{{Href: "/auth/logout", Text: "Sign out"}}})
 	return false
 }

@@ -14,7 +14,11 @@ import (
 	"testing"
 	"time"
 
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+
 	"github.com/authproxy/authproxy/cookie"
+	"github.com/authproxy/authproxy/internal/tracing"
 	"github.com/authproxy/authproxy/proxy/route"
 	"github.com/authproxy/authproxy/session"
 )
@@ -153,15 +157,19 @@ func benchSession(b testing.TB) (*cookie.Store, []*http.Cookie) {
 var benchUpstreamURL = &url.URL{Scheme: "http", Host: "upstream.internal:8080"}
 
 // newBenchAuthproxy builds the real handler with the real store.
-func newBenchAuthproxy(b *testing.B, store *cookie.Store, upstream *url.URL, rt http.RoundTripper) http.Handler {
+func newBenchAuthproxy(b *testing.B, store *cookie.Store, upstream *url.URL, rt http.RoundTripper, mutate ...func(*Config)) http.Handler {
 	b.Helper()
-	h, err := New(Config{
+	cfg := Config{
 		Routes: routesTo(upstream), UserHeader: "X-User", Transport: transport(rt), Sessions: store, IsOwnCookie: store.IsOwn,
 		Auth: authFunc(func(w http.ResponseWriter, r *http.Request) {
 			b.Errorf("auth handler called for %s", r.URL)
 		}),
 		Ready: func() bool { return true },
-	})
+	}
+	for _, m := range mutate {
+		m(&cfg)
+	}
+	h, err := New(cfg)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -256,6 +264,18 @@ func BenchmarkAuthproxy(b *testing.B) {
 	b.Run("inmem", func(b *testing.B) {
 		up := &cannedUpstream{want: []string{benchUser}}
 		runHandler(b, newBenchAuthproxy(b, store, benchUpstreamURL, up), req, 200)
+		checkWrong(b, &up.wrong)
+	})
+	// With tracing on: a server and an upstream span per request, sampled,
+	// batched and handed to an exporter that drops them (no network).
+	b.Run("inmem-traced", func(b *testing.B) {
+		tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(tracetest.NewNoopExporter()))
+		b.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+		tr := tracing.New(tp, false)
+		up := &cannedUpstream{want: []string{benchUser}}
+		h := newBenchAuthproxy(b, store, benchUpstreamURL, tr.Transport(up, func(*http.Request) string { return "upstream" }),
+			func(c *Config) { c.Tracer = tr })
+		runHandler(b, h, req, 200)
 		checkWrong(b, &up.wrong)
 	})
 	// The same request to a host route of a table of several hosts, the

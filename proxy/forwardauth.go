@@ -110,9 +110,14 @@ func (p *handler) originalHost(r *http.Request) (string, error) {
 	if len(r.Header.Values("X-Forwarded-Host")) > 0 && !p.cfg.Trusted(r) {
 		return "", errors.New("X-Forwarded-Host from a peer that is not a trusted proxy (AUTHPROXY_TRUSTED_PROXIES)")
 	}
-	host := ownHost(r)
+	if len(r.Header.Values("X-Forwarded-Host")) > 1 {
+		return "", errors.New("X-Forwarded-Host appears more than once")
+	}
+	// Not "" for a missing or blank host: a * route would match it, and
+	// only the rules for every host would judge the request.
+	host := strings.TrimSpace(ownHost(r))
 	if host == "" {
-		return "", nil
+		return "", errors.New("no host: the ingress must name the request's host (Host or X-Forwarded-Host)")
 	}
 	name, _, ok := route.HostName(host)
 	if !ok {

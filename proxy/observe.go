@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -126,23 +127,64 @@ func (p *handler) observe(next http.Handler) http.Handler {
 		st.idValue[0] = id
 		r.Header["X-Request-Id"] = st.idValue[:]
 		w.Header()["X-Request-Id"] = st.idValue[:]
-		next.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), infoKey{}, info)))
+		ctx, traceID := r.Context(), ""
+		if p.cfg.Tracer != nil {
+			ctx, traceID = p.cfg.Tracer.Start(r, p.cfg.Trusted(r))
+		}
+		r = r.WithContext(context.WithValue(ctx, infoKey{}, info))
+		next.ServeHTTP(sw, r)
 
 		p.cfg.Observer.Request(info.outcome)
+		if p.cfg.Tracer != nil {
+			// The router has set r.Pattern (route does for its shortcut).
+			p.cfg.Tracer.End(r, routeOf(r.Pattern), info.outcome, sw.status(), info.sess.User)
+		}
 		level := slog.LevelInfo
 		if info.outcome == OutcomeProbe {
 			level = slog.LevelDebug // kubelet probes every few seconds
 		}
 		// The path only: the query may carry codes, tokens or personal data.
-		p.cfg.Logger.LogAttrs(r.Context(), level, "request",
+		attrs := [8]slog.Attr{
 			slog.String("method", r.Method),
 			slog.String("path", r.URL.Path),
 			slog.Int("status", sw.status()),
 			slog.Float64("duration_ms", float64(time.Since(start).Microseconds())/1000),
 			slog.String("user", info.sess.User),
 			slog.String("outcome", info.outcome),
-			slog.String("request_id", id))
+			slog.String("request_id", id),
+		}
+		n := 7
+		if traceID != "" {
+			attrs[n] = slog.String("trace_id", traceID)
+			n++
+		}
+		p.cfg.Logger.LogAttrs(r.Context(), level, "request", attrs[:n]...)
 	})
+}
+
+// Tracer traces requests (internal/tracing holds the OpenTelemetry one).
+type Tracer interface {
+	// Start starts r's server span and returns the context carrying it,
+	// and its trace id for the access log. parent is true for a trusted
+	// proxy's request, whose trace (traceparent) is continued; any other
+	// starts a new trace.
+	Start(r *http.Request, parent bool) (ctx context.Context, traceID string)
+	// End ends the span in r's context, recording the route pattern ("" if
+	// none matched), the outcome (Outcome*), the status and the user (the
+	// tracer decides whether to keep it).
+	End(r *http.Request, route, outcome string, status int, user string)
+	// Fields names the headers that carry a trace: the upstream gets the
+	// proxy's, so a client's are stripped in every spelling.
+	Fields() []string
+}
+
+// routeOf is the path part of a route pattern ("GET /auth/login" is
+// /auth/login).
+func routeOf(pattern string) string {
+	if i := strings.IndexByte(pattern, ' '); i >= 0 {
+		return pattern[i+1:]
+	}
+	return pattern
 }
 
 // tag marks the outcome of every request a handler serves.

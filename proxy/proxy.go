@@ -69,8 +69,8 @@ type Config struct {
 	Locker session.Locker
 	// Revalidate is how often the session of a long-running response
 	// (WebSocket, event stream, long poll, download) is loaded again, so that
-	// revocation closes it. Zero checks only sessions of a server-side store
-	// (with an ID), every DefaultRevalidate.
+	// revocation, or a reload that removed the key that sealed its cookie,
+	// closes it. Zero means DefaultRevalidate.
 	Revalidate time.Duration
 	// Ready reports whether the proxy should receive traffic (provider
 	// discovered, not shutting down).
@@ -113,6 +113,9 @@ type Config struct {
 	Observer Observer
 	// Logger receives one access-log line per request and upstream errors.
 	Logger *slog.Logger
+	// Tracer, when set, gives every request a server span; nil traces
+	// nothing and costs nothing.
+	Tracer Tracer
 
 	// Tests shorten these; zero means the constant of the same name.
 	watchAfter  time.Duration // see WatchAfter
@@ -180,6 +183,14 @@ func newHandler(cfg Config) (*handler, error) {
 	// that honour these headers would route, authorize or build links by
 	// them. (ReverseProxy drops the canonical X-Forwarded-For/Host/Proto and
 	// Forwarded; this catches every other spelling.)
+	if cfg.Tracer != nil {
+		// The upstream gets our trace context: a client's (or a trusted
+		// proxy's, which the span continues) must not reach it in any
+		// spelling.
+		for _, f := range cfg.Tracer.Fields() {
+			p.identity = append(p.identity, NormalizeHeader(f))
+		}
+	}
 	p.untrusted = append([]string{
 		"x-original-url", "x-original-uri", "x-rewrite-url", "x-forwarded-uri", "x-forwarded-path",
 		"x-forwarded-prefix", "x-forwarded-port", "x-forwarded-server", "x-forwarded-method",
@@ -273,6 +284,7 @@ func (p *handler) route(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if direct(r) {
+		r.Pattern = "/" // as ServeMux would set it, for the trace
 		p.serveProxied(w, r)
 		return
 	}
@@ -366,8 +378,11 @@ func (p *handler) serveProxied(w http.ResponseWriter, r *http.Request) {
 // not as /api/admin. Nothing is forwarded when it refuses.
 func (p *handler) matchRoute(w http.ResponseWriter, r *http.Request, info *reqInfo) bool {
 	// Where no route or rule tells hosts apart, the Host is not read at
-	// all, as before routes: only the * routes can match.
-	name, port, ok := "", "", r.Host == "" || !p.multiHost
+	// all, as before routes: only the * routes can match. Where they do, a
+	// request without a Host (HTTP/1.0) is refused: it would match only *,
+	// under the rules for every host, and a pass-host upstream would serve
+	// it from its default site.
+	name, port, ok := "", "", !p.multiHost
 	if !ok {
 		name, port, ok = route.HostName(r.Host)
 	}
@@ -402,7 +417,8 @@ func (p *handler) matchRoute(w http.ResponseWriter, r *http.Request, info *reqIn
 func ruleTarget(u *url.URL) string { return u.EscapedPath() }
 
 // DefaultRevalidate is how often a long-running response's session is
-// checked again with the store (revocation, logout elsewhere).
+// checked again with the store (revocation, logout elsewhere, a removed
+// cookie key).
 const DefaultRevalidate = 15 * time.Second
 
 // WatchAfter is how long a response for a logged-in user runs before the
@@ -454,7 +470,8 @@ func (p *handler) disarm(lt *lateTimer) {
 
 // watch starts watching a long response for a logged-in user (it runs in
 // the late timer's goroutine): the response ends when the session expires
-// or, checked every Revalidate, when the store no longer knows it. Only an
+// or, checked every Revalidate, when the store no longer knows it: revoked,
+// or (the cookie store too) sealed with a key a reload has removed. Only an
 // authoritative "no session" ends it: a store that cannot be reached leaves
 // the connection alone. Bearer tokens are bound by their own expiry.
 //
@@ -469,7 +486,7 @@ func (p *handler) watch(info *reqInfo) {
 	if !info.sess.Expiry.IsZero() {
 		w.expiry = time.AfterFunc(time.Until(info.sess.Expiry), func() { w.end("its session expired") })
 	}
-	if !info.bearer && (info.sess.ID != "" || p.cfg.Revalidate > 0) {
+	if !info.bearer {
 		w.every = p.cfg.Revalidate
 		if w.every <= 0 {
 			w.every = DefaultRevalidate
@@ -646,6 +663,13 @@ func (p *handler) rewrite(pr *httputil.ProxyRequest) {
 	p.stripCookies(pr.Out.Header)
 	p.setIdentity(pr.Out.Header, info)
 	p.setBasic(pr.Out.Header, info)
+	// A request's trailers are header fields the client sends after the
+	// body, past every check here; apps that merge them into the headers
+	// (Apache's MergeTrailers, frameworks reading Go's or Node's request
+	// trailers) would read a trailer Authorization or X-User as the real
+	// one. Go's clone carries only their names, which are not forwarded
+	// either.
+	pr.Out.Trailer = nil
 }
 
 // setForwardedHost names the host the client reached: for a host route,
@@ -664,8 +688,10 @@ func (p *handler) setForwardedHost(h http.Header, info *reqInfo) {
 }
 
 // stripHeaders deletes every header that an upstream might read as one of
-// names (normalized): any case, and "_" or "." for "-" (CGI, PHP, WSGI and
-// nginx with underscores_in_headers merge them; PHP also maps ".").
+// names (normalized): any case, and any punctuation for "-" (CGI, PHP, WSGI
+// and nginx with underscores_in_headers merge "_"; PHP also maps ".";
+// lighttpd's CGI, FastCGI and SCGI, like Apache 2.2, turn every character
+// but letters and digits into "_").
 func stripHeaders(h http.Header, names []string) {
 	for name := range h {
 		for _, id := range names {
@@ -688,7 +714,7 @@ func sameHeader(name, norm string) bool {
 		switch {
 		case 'A' <= c && c <= 'Z':
 			c += 'a' - 'A'
-		case c == '_' || c == '.':
+		case c < '0' || '9' < c && c < 'a' || 'z' < c:
 			c = '-'
 		}
 		if c != norm[i] {
@@ -699,15 +725,20 @@ func sameHeader(name, norm string) bool {
 }
 
 // NormalizeHeader maps a header name to the form upstream stacks compare
-// on: lower case, with "_" and "." read as "-". Two names with the same
-// form are one header to some upstream.
+// on: lower case, with every byte but ASCII letters and digits read as "-"
+// (a header name's other characters are punctuation: "_", ".", "~", "!"
+// ...). Two names with the same form are one header to some upstream.
 func NormalizeHeader(name string) string {
-	return strings.Map(func(c rune) rune {
-		if c == '_' || c == '.' {
-			return '-'
+	b := []byte(name)
+	for i, c := range b {
+		switch {
+		case 'A' <= c && c <= 'Z':
+			b[i] = c + 'a' - 'A'
+		case c < '0' || '9' < c && c < 'a' || 'z' < c:
+			b[i] = '-'
 		}
-		return c
-	}, strings.ToLower(name))
+	}
+	return string(b)
 }
 
 // stripCookies removes authproxy's own cookies (session, chunks, logins):

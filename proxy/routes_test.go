@@ -417,3 +417,73 @@ func TestNewNeedsRoutes(t *testing.T) {
 	}
 	_ = session.Session{}
 }
+
+// TestForwardAuthAmbiguousHost: where hosts matter, a check whose host is
+// missing, blank or given twice is refused, never judged as a request for
+// no host in particular: a * route would match that and apply only the
+// rules for every host, so a trusted ingress that passes a client's
+// X-Forwarded-Host beside its own (two values) would let the client past
+// the wiki's /admin/ rule.
+func TestForwardAuthAmbiguousHost(t *testing.T) {
+	f, ups := newRoutesFixture(t, "app.example.com / http://app.internal\nwiki.example.com / http://wiki.internal\n* / http://default.internal\n",
+		func(c *Config) {
+			c.Trusted = func(r *http.Request) bool { return r.Header.Get("X-Test-Trusted") == "1" }
+		})
+	for _, tt := range []struct {
+		name   string
+		hdr    string
+		status int
+	}{
+		{"trusted, wiki admin", "X-Test-Trusted: 1\r\nX-Forwarded-Host: wiki.example.com\r\nX-Forwarded-Uri: /admin/x\r\n", 403},
+		{"trusted, other host", "X-Test-Trusted: 1\r\nX-Forwarded-Host: other.example\r\nX-Forwarded-Uri: /admin/x\r\n", 200},
+		// An ingress that names no host (nginx's $server_name of a server
+		// without server_name) must not get the rules of no host in
+		// particular, which a * route would apply.
+		{"trusted, empty host", "X-Test-Trusted: 1\r\nX-Forwarded-Host: \r\nX-Forwarded-Uri: /admin/x\r\n", 400},
+		{"trusted, blank host", "X-Test-Trusted: 1\r\nX-Forwarded-Host:  \t\r\nX-Forwarded-Uri: /admin/x\r\n", 400},
+		{"trusted, two hosts", "X-Test-Trusted: 1\r\nX-Forwarded-Host: app.example.com\r\nX-Forwarded-Host: wiki.example.com\r\nX-Forwarded-Uri: /admin/x\r\n", 400},
+		{"trusted, host list", "X-Test-Trusted: 1\r\nX-Forwarded-Host: app.example.com, wiki.example.com\r\nX-Forwarded-Uri: /admin/x\r\n", 400},
+		{"trusted, wiki with trailing dot", "X-Test-Trusted: 1\r\nX-Forwarded-Host: wiki.example.com.\r\nX-Forwarded-Uri: /admin/x\r\n", 403},
+		{"trusted, wiki IPv6-looking", "X-Test-Trusted: 1\r\nX-Forwarded-Host: [wiki.example.com]\r\nX-Forwarded-Uri: /admin/x\r\n", 400},
+		{"trusted, wiki with userinfo", "X-Test-Trusted: 1\r\nX-Forwarded-Host: x@wiki.example.com\r\nX-Forwarded-Uri: /admin/x\r\n", 400},
+	} {
+		resp := f.hostGet(t, "wiki.example.com", "/auth/check", false, tt.hdr)
+		if resp.StatusCode != tt.status {
+			t.Errorf("%s: %d, want %d", tt.name, resp.StatusCode, tt.status)
+		}
+	}
+	if got := ups.take(); len(got) != 0 {
+		t.Errorf("forward auth reached an upstream: %+v", got)
+	}
+}
+
+// TestNoHostWhereHostsMatter: where routes or rules tell hosts apart, a
+// request that names no host (HTTP/1.0 without Host) is refused, not sent
+// to the * route under the rules for every host: a pass-host * route would
+// hand it to a name-based upstream's default site (the wiki, say) with no
+// Host at all, past the wiki's /admin/ rule.
+func TestNoHostWhereHostsMatter(t *testing.T) {
+	f, ups := newRoutesFixture(t, "app.example.com / http://app.internal\nwiki.example.com / http://wiki.internal pass-host\n* / http://wiki.internal pass-host\n")
+	for _, raw := range []string{
+		"GET /admin/x HTTP/1.0\r\n",
+		"GET /admin/x HTTP/1.0\r\nConnection: keep-alive\r\n",
+		"GET /x HTTP/1.0\r\n",
+	} {
+		for _, c := range f.session {
+			raw += "Cookie: " + c.String() + "\r\n"
+		}
+		resp, _, _ := rawExchange(t, f.front.Listener.Addr().String(), raw+"\r\n", nil)
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), "bad_host") {
+			t.Errorf("%q: %d %s, want 400 bad_host", raw, resp.StatusCode, body)
+		}
+		if got := ups.take(); len(got) != 0 {
+			t.Errorf("%q reached an upstream: %+v", raw, got)
+		}
+	}
+	// The probes answer without a Host, as before.
+	resp, _, _ := rawExchange(t, f.front.Listener.Addr().String(), "GET /healthz HTTP/1.0\r\n\r\n", nil)
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("/healthz without Host: %d", resp.StatusCode)
+	}
+}

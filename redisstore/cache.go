@@ -100,6 +100,9 @@ const (
 	maxCachedEntry = 4 << 10
 	// retryEvery spaces reconnection attempts while Redis is down.
 	retryEvery = 100 * time.Millisecond
+	// silentAfter replaces a subscription that has delivered nothing,
+	// not even a PONG, for that long.
+	silentAfter = 3 * lease
 )
 
 // cached is a session opened with the ticket key, ready for a hit.
@@ -175,12 +178,17 @@ func (c *cache) invalidate(ids ...string) {
 	}
 }
 
+// clock is the time on the lease's monotonic clock, for the entries'
+// expiries: Config.Now (the wall clock) may jump, and an entry filled
+// before it jumped back an hour would otherwise outlive CacheTTL by an hour.
+func (c *cache) clock() time.Time { return c.base.Add(time.Duration(c.mono())) }
+
 // get returns the cached session of t, if the lease holds.
-func (c *cache) get(t ticket, now time.Time) (session.Session, bool) {
+func (c *cache) get(t ticket) (session.Session, bool) {
 	if !c.trusted() {
 		return session.Session{}, false
 	}
-	e, ok := c.m.Load().Get(t.id, now)
+	e, ok := c.m.Load().Get(t.id, c.clock())
 	if !ok || e.key != t.key {
 		return session.Session{}, false
 	}
@@ -188,14 +196,14 @@ func (c *cache) get(t ticket, now time.Time) (session.Session, bool) {
 }
 
 // fill caches sess, read from Redis after gen was at gen0, unless gen has
-// moved since (see "The race" above).
+// moved since (see "The race" above). end is the session's end and now the
+// time, by Config.Now; the entry lives until the sooner of end and CacheTTL,
+// on the monotonic clock.
 func (c *cache) fill(gen0 uint64, t ticket, sess session.Session, end, now time.Time) {
-	exp := now.Add(c.ttl)
-	if end.Before(exp) {
-		exp = end
-	}
+	mnow := c.clock()
+	exp := mnow.Add(min(c.ttl, end.Sub(now)))
 	m := c.m.Load()
-	m.Put(t.id, cached{sess: sess, key: t.key}, exp, now)
+	m.Put(t.id, cached{sess: sess, key: t.key}, exp, mnow)
 	if c.gen.Load() != gen0 {
 		m.Delete(t.id)
 	}
@@ -276,37 +284,65 @@ func (s *Store) startCache() {
 	}()
 }
 
-// listen applies invalidations and PING answers until ctx ends. A
-// subscription silent for 3 leases (a dead peer that TCP has not noticed)
-// is replaced.
+// listen keeps a subscription until ctx ends, replacing it whenever it
+// must be (see subscription).
 func (s *Store) listen(ctx context.Context) {
+	for ctx.Err() == nil {
+		s.subscription(ctx)
+	}
+}
+
+// subscription applies invalidations and PING answers on one subscription
+// until ctx ends or the subscription goes silent for silentAfter (a dead
+// peer that TCP has not noticed), then closes it.
+//
+// PINGs go out from their own goroutine, and the reads have no timeout
+// shorter than silentAfter: go-redis keeps a connection after a read
+// timeout, even one that struck inside a reply (a TCP segment lost in the
+// middle of a message, retransmitted an RTO later), and the next read then
+// starts mid-reply. The rest of the message parses as bare strings, which
+// go-redis hands out as PONGs: the invalidation would be lost without an
+// error while the lease went on being renewed. So any read timeout ends
+// this subscription: its stream can no longer be trusted to be in step.
+func (s *Store) subscription(ctx context.Context) {
 	c := s.cache
 	ps := s.rdb.Subscribe(ctx, s.channel())
-	defer func() { _ = ps.Close() }()
-	var pinged time.Time
-	heard := time.Now()
-	for {
-		if time.Since(pinged) >= pingEvery {
-			pinged = time.Now()
-			cctx, cancel := s.callCtx(ctx)
+	// Close unblocks a read waiting for a reply when ctx ends.
+	unblock := context.AfterFunc(ctx, func() { _ = ps.Close() })
+	pctx, stopPing := context.WithCancel(ctx)
+	pinging := make(chan struct{})
+	go func() {
+		defer close(pinging)
+		tick := time.NewTicker(pingEvery)
+		defer tick.Stop()
+		for {
+			cctx, cancel := s.callCtx(pctx)
 			err := ps.Ping(cctx, strconv.FormatInt(c.mono(), 10))
 			cancel()
-			if err != nil && ctx.Err() == nil {
+			if err != nil && pctx.Err() == nil {
 				c.distrust()
 			}
+			select {
+			case <-pctx.Done():
+				return
+			case <-tick.C:
+			}
 		}
-		msg, err := ps.ReceiveTimeout(ctx, pingEvery)
+	}()
+	defer func() {
+		stopPing()
+		<-pinging
+		unblock()
+		_ = ps.Close()
+	}()
+	for {
+		msg, err := ps.ReceiveTimeout(ctx, silentAfter)
 		if ctx.Err() != nil {
 			return
 		}
 		if ne := net.Error(nil); errors.As(err, &ne) && ne.Timeout() {
-			if time.Since(heard) > 3*lease {
-				c.distrust()
-				_ = ps.Close()
-				ps = s.rdb.Subscribe(ctx, s.channel())
-				heard = time.Now()
-			}
-			continue // meanwhile the lease lapses by itself
+			c.distrust() // silent, or stalled inside a reply: replace it
+			return
 		}
 		if err != nil {
 			c.distrust()
@@ -317,7 +353,6 @@ func (s *Store) listen(ctx context.Context) {
 			}
 			continue
 		}
-		heard = time.Now()
 		switch m := msg.(type) {
 		case *redis.Subscription:
 			if m.Kind == "subscribe" {

@@ -228,6 +228,14 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 	if cfg.CacheTTL <= 0 {
 		cfg.CacheTTL = DefaultCacheTTL
 	}
+	if cc, ok := cfg.Client.(*redis.ClusterClient); ok && cfg.CacheSize > 0 {
+		if o := cc.Options(); o.ReadOnly || o.RouteByLatency || o.RouteRandomly {
+			// Those subscribe on a replica, where announcements arrive over
+			// the cluster bus after PUBLISH has answered: the PING lease
+			// would not cover them (cache.go).
+			return nil, errors.New("redisstore: with Config.CacheSize, a Cluster client must not read from replicas (ReadOnly, RouteByLatency, RouteRandomly)")
+		}
+	}
 	s := &Store{rdb: cfg.Client, policy: cfg.Policy, prefix: cfg.Prefix, now: cfg.Now, timeout: cfg.Timeout,
 		name: cfg.Name, legacyName: cfg.Legacy, domain: cfg.Domain, secure: cfg.Secure}
 	if err := s.SetSecrets(cfg.Secrets); err != nil {
@@ -297,7 +305,7 @@ func (s *Store) Load(r *http.Request) (session.Session, error) {
 	if c != nil {
 		// A session that looks ended is read again: Redis decides.
 		now := s.now()
-		if sess, ok := c.get(t, now); ok && !s.policy.Ended(&sess, now) {
+		if sess, ok := c.get(t); ok && !s.policy.Ended(&sess, now) {
 			return sess, nil
 		}
 		gen0 = c.gen.Load() // before the GET: see "The race" in cache.go
@@ -445,6 +453,13 @@ func (s *Store) Save(w http.ResponseWriter, r *http.Request, sess session.Sessio
 		return errors.New("redisstore: session id collision") // 2^-128
 	}
 	if err != nil {
+		if mode == "NX" && curErr == nil {
+			// The replaced session may be gone although the reply was
+			// lost: announce it anyway (see deleteCount).
+			actx, cancel := s.callCtx(context.WithoutCancel(ctx))
+			_ = s.announce(actx, current.id)
+			cancel()
+		}
 		return unavailable("save session", err)
 	}
 	// Every replica's cache drops the session rewritten, or the one this

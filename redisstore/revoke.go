@@ -95,6 +95,14 @@ func (s *Store) deleteCount(ctx context.Context, ids []string, indexes []string)
 		s.cache.invalidate(ids...) // whatever Redis did
 	}
 	if err != nil {
+		// The deletions may have run although their replies were lost (a
+		// reset connection, a deadline): announce them anyway, or other
+		// replicas would keep serving them from their caches while a
+		// retry, finding them gone, announces nothing. Dropping a live
+		// session from the caches costs one GET.
+		actx, cancel := s.callCtx(context.WithoutCancel(ctx))
+		_ = s.announce(actx, ids...)
+		cancel()
 		return 0, err
 	}
 	// Only now that they are gone, so that a replica that drops them cannot

@@ -18,7 +18,7 @@ func checkConfig(lookup func(string) (string, bool), stdout, stderr io.Writer) e
 		return fmt.Errorf("check-config: %w", err)
 	}
 	cfg, err := snap.vars.parse()
-	if err != nil {
+	if cfg, err = withTracing(cfg, err, lookup); err != nil {
 		return fmt.Errorf("check-config: %w", err)
 	}
 	e := snap.vars
@@ -31,6 +31,11 @@ func checkConfig(lookup func(string) (string, bool), stdout, stderr io.Writer) e
 	}
 	line("listen", "%s", listen)
 	line("upstream", "%s", withoutPassword(e.Upstream))
+	if t := cfg.Tracing; t.Enabled {
+		line("tracing", "OTLP %s to %s as %s", t.Protocol, t.Endpoint.Redacted(), t.ServiceName)
+	} else {
+		line("tracing", "off")
+	}
 	line("provider", "%s (client %s)", withoutPassword(cfg.OIDC.Issuer), cfg.OIDC.ClientID)
 	if cfg.Redis != nil {
 		line("sessions", "redis at %s", strings.Join(cfg.Redis.Addrs, ","))

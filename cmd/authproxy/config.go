@@ -21,6 +21,7 @@ import (
 
 	"github.com/authproxy/authproxy/cookie"
 	"github.com/authproxy/authproxy/internal/ascii"
+	"github.com/authproxy/authproxy/internal/tracing"
 	"github.com/authproxy/authproxy/oidc"
 	"github.com/authproxy/authproxy/proxy"
 	"github.com/authproxy/authproxy/proxy/assertion"
@@ -107,6 +108,8 @@ type env struct {
 	ACMECacheDir           string `envconfig:"AUTHPROXY_ACME_CACHE_DIR" desc:"directory keeping the ACME account and certificates across restarts (required with AUTHPROXY_ACME)"`
 	ACMECAFile             string `envconfig:"AUTHPROXY_ACME_CA_FILE" desc:"PEM roots trusted for a private ACME server's HTTPS (default: system roots)"`
 	HTTPAddr               string `envconfig:"AUTHPROXY_HTTP_ADDR" desc:"plain-HTTP listen address, e.g. :80: ACME HTTP-01 and redirects to https (off when empty)"`
+	// Tracing: only whether spans may name the user; OTEL_* configure the rest.
+	TraceUser string `envconfig:"AUTHPROXY_TRACE_USER" default:"false" desc:"record the user id on trace spans (tracing itself is set by the standard OTEL_* variables)"`
 }
 
 // setting is one field of env as its tags declare it.
@@ -194,7 +197,30 @@ func loadConfig(lookup func(string) (string, bool)) (config, error) {
 	if err != nil {
 		return config{}, err
 	}
-	return snap.vars.parse()
+	c, err := snap.vars.parse()
+	return withTracing(c, err, lookup)
+}
+
+// withTracing adds to c (parsed from our settings, with err) what the
+// OTEL_* variables say about tracing, and lists their problems with ours.
+// They are OpenTelemetry's variables, not settings of ours: tracing reads
+// them through lookup, from the environment, once at start (a reload does
+// not change tracing).
+func withTracing(c config, err error, lookup func(string) (string, bool)) (config, error) {
+	trace, traceProblems := tracing.FromEnv(lookup)
+	if len(traceProblems) > 0 {
+		var p problems
+		if err != nil && !errors.As(err, &p) {
+			return config{}, err
+		}
+		return config{}, append(p, traceProblems...)
+	}
+	if err != nil {
+		return config{}, err
+	}
+	trace.User = c.Tracing.User
+	c.Tracing = trace
+	return c, nil
 }
 
 // config is the checked configuration, one section per consumer. The
@@ -215,7 +241,9 @@ type config struct {
 	// generated at start.
 	Identity *assertion.Config
 	TLS      tlsConfig // zero: plain HTTP
-	vars     env       // what it was parsed from, for the startup line
+	// Tracing is off unless the OTEL_* variables turn it on (loadConfig).
+	Tracing tracing.Config
+	vars    env // what it was parsed from, for the startup line
 }
 
 // serverConfig is what the listeners and the shutdown need.
@@ -272,7 +300,9 @@ func (e env) parse() (config, error) {
 			CacheSize: p.count("AUTHPROXY_REDIS_CACHE_SIZE", e.RedisCacheSize),
 			CacheTTL:  e.redisCacheTTL(&p),
 		},
-		vars: e,
+		// Only whether spans may name the user: withTracing adds the rest.
+		Tracing: tracing.Config{User: p.boolean("AUTHPROXY_TRACE_USER", e.TraceUser)},
+		vars:    e,
 	}
 	c.OIDC.SessionLifetime = c.Cookie.Policy.Lifetime // one setting, two packages
 	c.OIDC.Returns = e.returns(&p, origin, routes, access)

@@ -33,13 +33,16 @@ import (
 	"time"
 
 	"github.com/kelseyhightower/envconfig"
+	"github.com/redis/go-redis/extra/redisotel/v9"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/authproxy/authproxy/cookie"
+	"github.com/authproxy/authproxy/internal/tracing"
 	"github.com/authproxy/authproxy/metrics"
 	"github.com/authproxy/authproxy/oidc"
 	"github.com/authproxy/authproxy/proxy"
 	"github.com/authproxy/authproxy/proxy/assertion"
+	"github.com/authproxy/authproxy/proxy/route"
 	"github.com/authproxy/authproxy/redisstore"
 	"github.com/authproxy/authproxy/session"
 )
@@ -72,7 +75,7 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 			return err
 		}
 		cfg, err := snap.vars.parse()
-		if err != nil {
+		if cfg, err = withTracing(cfg, err, lookupEnv); err != nil {
 			return err
 		}
 		ln, err := net.Listen("tcp", cfg.Server.Addr)
@@ -173,6 +176,7 @@ type server struct {
 	redisSessions *redisstore.Store // nil with the cookie store
 	store         session.Store
 	locker        session.Locker
+	tracer        *tracing.Tracing // nil: tracing off
 	// reloaders run at each reload after the new handler is built; an error
 	// refuses the reload (e.g. a TLS certificate holder's Reload).
 	reloaders []func() error
@@ -205,6 +209,24 @@ func newServer(ctx context.Context, cfg config, log *slog.Logger) (_ *server, er
 	cfg.Cookie.Secrets = s.cookieSecrets(cfg.Cookie.Secrets)
 	m := metrics.New(buildVersion())
 	s.metrics = m
+	var tr *tracing.Tracing // nil: tracing off, nothing wrapped
+	if cfg.Tracing.Enabled {
+		if tr, err = tracing.Setup(ctx, cfg.Tracing, buildVersion(), log); err != nil {
+			return nil, err
+		}
+		// First in, so closed last: after the server and the stores, its
+		// spans are all ended and can be flushed.
+		s.closers = append(s.closers, func() {
+			fctx, cancel := context.WithTimeout(context.Background(), traceFlushTimeout)
+			defer cancel()
+			if err := tr.Shutdown(fctx); err != nil {
+				log.Warn("tracing: spans not exported at shutdown", "err", err)
+			}
+		})
+		log.Info("tracing on", "protocol", cfg.Tracing.Protocol, "endpoint", cfg.Tracing.Endpoint.Redacted(),
+			"service", cfg.Tracing.ServiceName, "sampler", cfg.Tracing.Sampler.Description())
+	}
+	s.tracer = tr
 	// The cookie store writes the login cookies whichever store keeps the
 	// sessions, and its names cover the Redis store's ticket cookie.
 	cookies, err := cookie.NewStore(cfg.Cookie)
@@ -222,6 +244,14 @@ func newServer(ctx context.Context, cfg config, log *slog.Logger) (_ *server, er
 	if cfg.Redis != nil {
 		rdb := redis.NewUniversalClient(cfg.Redis)
 		s.closers = append(s.closers, func() { _ = rdb.Close() })
+		if tr != nil {
+			// Command names only: arguments hold session ids and tickets.
+			// No dial spans: pool dials belong to no request.
+			if err := redisotel.InstrumentTracing(rdb, redisotel.WithTracerProvider(tr.Provider()),
+				redisotel.WithDBStatement(false), redisotel.WithCallerEnabled(false), redisotel.WithDialFilter(true)); err != nil {
+				return nil, err
+			}
+		}
 		rcfg := cfg.RedisStore
 		rcfg.Client, rcfg.Policy, rcfg.Secrets = rdb, cfg.Cookie.Policy, cfg.Cookie.Secrets
 		rcfg.Name, rcfg.Legacy, rcfg.Domain, rcfg.Secure = cfg.Cookie.Name, cfg.Cookie.Legacy, cfg.Cookie.Domain, cfg.Cookie.Secure
@@ -240,6 +270,11 @@ func newServer(ctx context.Context, cfg config, log *slog.Logger) (_ *server, er
 	s.closers = append(s.closers, cancelProvider)
 	ocfg := cfg.OIDC
 	ocfg.Logger, ocfg.Observer, ocfg.Revoker, ocfg.Once = log, m, revoker, once
+	if tr != nil {
+		client := *ocfg.HTTPClient
+		client.Transport = tr.Transport(client.Transport, providerSpan)
+		ocfg.HTTPClient = &client
+	}
 	auth, err := oidc.New(providerCtx, ocfg, store, cookies)
 	if err != nil {
 		return nil, err
@@ -282,6 +317,18 @@ func (s *server) build(cfg config) (*live, error) {
 	pcfg.Auth, pcfg.Sessions, pcfg.IsOwnCookie, pcfg.Refresher, pcfg.Locker = auth, s.store, cookies.IsOwn, auth, s.locker
 	pcfg.Ready = func() bool { return !s.stopping.Load() && auth.Ready() }
 	pcfg.Observer, pcfg.Logger = s.metrics, s.log
+	if s.tracer != nil {
+		// Each route's upstream transport gets a client span around it.
+		pcfg.Tracer = s.tracer
+		base := pcfg.Transport
+		pcfg.Transport = func(rt *route.Route) http.RoundTripper {
+			t := http.DefaultTransport // as proxy does without a Transport
+			if base != nil {
+				t = base(rt)
+			}
+			return s.tracer.Transport(t, func(*http.Request) string { return "upstream" })
+		}
+	}
 	if cfg.OIDC.Audience != "" {
 		pcfg.Bearer = auth.VerifyAccessToken
 	}
@@ -317,6 +364,18 @@ func (s *server) cookieSecrets(configured [][]byte) [][]byte {
 			"and will NOT work across replicas. Set it to the output of: openssl rand -base64 32")
 	}
 	return s.generated
+}
+
+// traceFlushTimeout bounds the export of the last spans at shutdown.
+const traceFlushTimeout = 5 * time.Second
+
+// providerSpan names the span of a call to the provider after what oidc
+// says it is: "oidc token", "oidc jwks", ...
+func providerSpan(r *http.Request) string {
+	if c := oidc.Call(r); c != "" {
+		return "oidc " + c
+	}
+	return "oidc"
 }
 
 // internalHandler serves /metrics and, with the Redis store and a token,

@@ -114,7 +114,7 @@ func readSettings(lookup func(string) (string, bool)) (snapshot, error) {
 	files := fileHashes{dotEnv: hashFile(dotEnv)}
 	dotenv, err := godotenv.Read(dotEnv)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return snapshot{}, fmt.Errorf("read .env: %w", err)
+		return snapshot{}, fmt.Errorf("read .env: %w", dotEnvError(err))
 	}
 	e := readEnv(func(name string) (string, bool) {
 		if v, ok := lookup(name); ok {
@@ -127,6 +127,27 @@ func readSettings(lookup func(string) (string, bool)) (snapshot, error) {
 		files[path] = hashFile(path)
 	}
 	return snapshot{vars: e, files: files}, nil
+}
+
+// dotEnvError is err from reading .env without godotenv's quotes of the
+// file: its parse errors quote the value ("unterminated quoted value
+// \"...") or the whole rest of the file ("... near \"...\""), secrets
+// included, and the message reaches the log of a refused reload, the
+// start's error and check-config's output. Only what kind of error it is
+// remains; a file that cannot be read keeps its reason.
+func dotEnvError(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return err
+	}
+	kind := "it does not parse"
+	for _, k := range []string{"unterminated quoted value", "unexpected character"} {
+		if strings.HasPrefix(err.Error(), k) {
+			kind = k
+		}
+	}
+	return fmt.Errorf("%s (the parser's message is not shown: it quotes the file, which holds secrets); "+
+		"each line must be NAME=VALUE with a name of letters, digits and _, and every quote closed", kind)
 }
 
 // namedFiles lists the files e's settings name (those ending in _FILE).
@@ -248,6 +269,13 @@ func (s *server) reloadLocked(load loader) (changed, restart []string, err error
 	cfg, err := snap.vars.parse()
 	if err != nil {
 		return nil, nil, err
+	}
+	// Keys that were configured and are now missing (a .env deleted, a
+	// variable dropped) would become a random key: everyone logged out, and
+	// replicas disagreeing. That is never what a reload is for.
+	if len(cfg.Cookie.Secrets) == 0 && s.generated == nil {
+		return nil, nil, problems{"AUTHPROXY_COOKIE_SECRET and AUTHPROXY_COOKIE_SECRET_FILE are no longer set: " +
+			"a reload does not replace configured cookie keys with a random one (that would end every session)"}
 	}
 	l, err := s.build(cfg)
 	if err != nil {

@@ -501,3 +501,22 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestReloadKeepsConfiguredKeys: a reload whose settings lost the cookie
+// keys (a deleted .env, say) is refused; it must not log everyone out by
+// switching to a random key.
+func TestReloadKeepsConfiguredKeys(t *testing.T) {
+	rs := startReloadStack(t, nil, nil)
+	lost := func() (snapshot, error) {
+		snap, err := rs.load()
+		snap.vars.CookieSecretFile = ""
+		return snap, err
+	}
+	err := rs.srv.reload(lost, "test")
+	if err == nil || !strings.Contains(err.Error(), "no longer set") {
+		t.Fatalf("reload without the configured keys: err = %v, want a refusal", err)
+	}
+	if err := rs.srv.reload(rs.load, "test"); err != nil {
+		t.Fatalf("reload with the keys back: %v", err)
+	}
+}

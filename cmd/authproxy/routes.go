@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"net"
 	"net/url"
 	"os"
@@ -80,6 +81,7 @@ func (e env) returns(p *problems, origin oidc.Origin, routes *route.Table, a acc
 				p.add("AUTHPROXY_RULES_FILE has rules for host %s, which no route serves", h)
 			}
 		}
+		aliases(p, routes, a.rules.Hosts())
 	}
 	if origin.Fixed == nil {
 		return oidc.Returns{}
@@ -123,4 +125,100 @@ func withRouteHosts(hosts []string, routes *route.Table) []string {
 		}
 	}
 	return hosts
+}
+
+// aliases reports routes that give one upstream page two request paths or
+// hosts, which rules cannot both cover: the rules judge the host and path
+// the client wrote, so with "ci / http://ci" and "ci /api/ http://ci
+// strip-prefix", "deny ci/settings/" leaves /api/settings/ open, and a
+// rule scoped to wiki.example.com does nothing for another host routed to
+// the wiki's upstream. Upstreams are told apart by scheme, host and port
+// (two names for one server are not caught); an upstream told the host
+// (pass-host) can tell the hosts apart itself.
+func aliases(p *problems, routes *route.Table, scoped []string) {
+	rs := routes.Routes()
+	for i, a := range rs {
+		for _, b := range rs[i+1:] {
+			if backend(a.Upstream) == backend(b.Upstream) && mapping(a) != mapping(b) {
+				p.add("AUTHPROXY_ROUTES_FILE lines %d and %d reach upstream %s with different paths: one of its pages "+
+					"would have two paths, and the rules judge only the one the client wrote; route each path to an "+
+					"upstream of its own, or drop strip-prefix", a.Line, b.Line, backend(a.Upstream))
+			}
+		}
+	}
+	for _, h := range scoped {
+		for _, a := range serving(rs, h) {
+			if a.Host != h && !a.PassHost {
+				p.add("AUTHPROXY_RULES_FILE: %s has rules of its own, but %s serves it and other names, "+
+					"which reach the same upstream without them; route %s on a line of its own (or give the route pass-host)",
+					h, routeName(a), h)
+				continue
+			}
+			for _, b := range rs {
+				if b.Host != a.Host && backend(b.Upstream) == backend(a.Upstream) && !(a.PassHost && b.PassHost) {
+					p.add("AUTHPROXY_RULES_FILE: %s has rules of its own, but %s reaches its upstream %s "+
+						"without them; write those rules for every host (no host before the path), or give that "+
+						"upstream one host", h, routeName(b), backend(a.Upstream))
+				}
+			}
+		}
+	}
+}
+
+// routeName names a route in a problem.
+func routeName(r *route.Route) string {
+	if r.Line == 0 {
+		return "AUTHPROXY_UPSTREAM (every host; AUTHPROXY_PASS_HOST_HEADER is its pass-host)"
+	}
+	return fmt.Sprintf("line %d (%s)", r.Line, r.Host)
+}
+
+// backend is an upstream's scheme://host:port, in lower case.
+func backend(u *url.URL) string {
+	port := u.Port()
+	if port == "" {
+		port = map[string]string{"http": "80", "https": "443"}[u.Scheme]
+	}
+	return u.Scheme + "://" + strings.ToLower(net.JoinHostPort(u.Hostname(), port))
+}
+
+// mapping is what a route does to a request path: the prefix it removes
+// and the upstream path it puts in front; "" for a route that passes paths
+// as they are.
+func mapping(r *route.Route) string {
+	removed, added := "", strings.TrimSuffix(r.Upstream.EscapedPath(), "/")
+	if r.StripPrefix {
+		removed = strings.TrimSuffix(r.Path, "/")
+	}
+	if removed == added {
+		return ""
+	}
+	return removed + " -> " + added
+}
+
+// serving returns the routes that serve host name h: its own, else those
+// of the longest *.suffix over it, else the * routes.
+func serving(rs []*route.Route, h string) []*route.Route {
+	var exact, wild, anyHost []*route.Route
+	best := 0
+	for _, r := range rs {
+		switch {
+		case r.Host == h:
+			exact = append(exact, r)
+		case r.Host == route.Any:
+			anyHost = append(anyHost, r)
+		case strings.HasPrefix(r.Host, "*.") && strings.HasSuffix(h, r.Host[1:]) && len(r.Host) >= best:
+			if len(r.Host) > best {
+				wild, best = nil, len(r.Host)
+			}
+			wild = append(wild, r)
+		}
+	}
+	switch {
+	case len(exact) > 0:
+		return exact
+	case len(wild) > 0:
+		return wild
+	}
+	return anyHost
 }

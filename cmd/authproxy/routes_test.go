@@ -132,8 +132,9 @@ func TestRoutesConfigProblems(t *testing.T) {
 		})
 	}
 	// The callback's own host needs no cookie domain; rules for a host
-	// that the routes serve (or a * route serves) are fine.
-	kv := routesEnv(writeTemp(t, "r.txt", "auth.example.com / http://a\n* / http://b\n"))
+	// that the routes serve (or a * route that tells the upstream the host:
+	// see TestRoutesRefuseUpstreamAliases) are fine.
+	kv := routesEnv(writeTemp(t, "r.txt", "auth.example.com / http://a\n* / http://b pass-host\n"))
 	kv["AUTHPROXY_COOKIE_DOMAIN"], kv["AUTHPROXY_RULES_FILE"] = "", rules
 	if _, err := loadConfig(envFrom(t, kv)); err != nil {
 		t.Errorf("callback host routed, no cookie domain: %v", err)

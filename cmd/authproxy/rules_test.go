@@ -90,7 +90,9 @@ func TestBadRulesFileStopsStart(t *testing.T) {
 // TestRulesThroughTheProxy: the rules file wired into a running proxy.
 func TestRulesThroughTheProxy(t *testing.T) {
 	rules := writeRules(t)
-	s := startStack(t, func(e *env) { e.RulesFile = rules })
+	// pass-host: testRules scope a rule to wiki.example.com, which the
+	// upstream can tell only from the Host (TestRoutesRefuseUpstreamAliases).
+	s := startStack(t, func(e *env) { e.RulesFile, e.PassHostHeader = rules, "true" })
 	c := &http.Client{Jar: s.jar}
 	for path, want := range map[string]int{"/public/a.css": 200, "/admin/x": 403, "/other": 200} {
 		resp, err := c.Get(s.base + path)
@@ -119,7 +121,7 @@ func TestRulesThroughTheProxy(t *testing.T) {
 // explain reads the same setting.
 func TestCaseInsensitiveRules(t *testing.T) {
 	rules := writeRules(t)
-	s := startStack(t, func(e *env) { e.RulesFile, e.RulesCaseInsensitive = rules, "true" })
+	s := startStack(t, func(e *env) { e.RulesFile, e.RulesCaseInsensitive, e.PassHostHeader = rules, "true", "true" })
 	c := &http.Client{Jar: s.jar}
 	for _, path := range []string{"/admin/x", "/ADMIN/x", "/Admin/x", "/%41dmin/x", "/aDMIN./x"} {
 		resp, err := c.Get(s.base + path)

@@ -21,7 +21,9 @@ func (e env) upstreamBasic(p *problems) string {
 	pw := e.UpstreamBasicPassword
 	switch {
 	case err != nil:
-		p.add("AUTHPROXY_UPSTREAM_BASIC_AUTH %q must be true or false", e.UpstreamBasicAuth)
+		// Not quoted: the likeliest wrong value is the password, set in
+		// the neighbouring variable's place.
+		p.add("AUTHPROXY_UPSTREAM_BASIC_AUTH must be true or false (its value is not shown: is it AUTHPROXY_UPSTREAM_BASIC_PASSWORD's?)")
 	case on && pw == "":
 		p.add("AUTHPROXY_UPSTREAM_BASIC_AUTH=true needs AUTHPROXY_UPSTREAM_BASIC_PASSWORD, the password the upstream expects (from a Secret)")
 	case !on && pw != "":

@@ -265,7 +265,7 @@ func TestUpstreamTLSConfigProblems(t *testing.T) {
 		{"password without basic auth", func(e *env) { e.UpstreamBasicPassword = "pw-secret-1" }, []string{"AUTHPROXY_UPSTREAM_BASIC_PASSWORD is set but AUTHPROXY_UPSTREAM_BASIC_AUTH is not true"}},
 		{"password with a newline", func(e *env) { e.UpstreamBasicAuth, e.UpstreamBasicPassword = "true", "pw-secret-1\n" }, []string{"white space at either end"}},
 		{"password with a line break inside", func(e *env) { e.UpstreamBasicAuth, e.UpstreamBasicPassword = "true", "pw-secret\n1" }, []string{"a NUL or a line break"}},
-		{"basic auth not a boolean", func(e *env) { e.UpstreamBasicAuth, e.UpstreamBasicPassword = "yes", "pw-secret-1" }, []string{`AUTHPROXY_UPSTREAM_BASIC_AUTH "yes" must be true or false`}},
+		{"basic auth not a boolean", func(e *env) { e.UpstreamBasicAuth, e.UpstreamBasicPassword = "yes", "pw-secret-1" }, []string{"AUTHPROXY_UPSTREAM_BASIC_AUTH must be true or false"}},
 	}
 	all := defaultEnv()
 	for _, tt := range tests {
@@ -299,7 +299,7 @@ func TestUpstreamTLSConfigProblems(t *testing.T) {
 	all.Issuer, all.ClientID, all.ClientSecret = "https://idp.example/", "c", "s"
 	all.UpstreamCAFile = "/nonexistent/ca.pem"
 	_, err := all.parse()
-	if err == nil || !strings.Contains(err.Error(), "AUTHPROXY_UPSTREAM_CA_FILE") || !strings.Contains(err.Error(), "AUTHPROXY_UPSTREAM_BASIC_AUTH \"yes\"") ||
+	if err == nil || !strings.Contains(err.Error(), "AUTHPROXY_UPSTREAM_CA_FILE") || !strings.Contains(err.Error(), "AUTHPROXY_UPSTREAM_BASIC_AUTH must be") ||
 		!strings.Contains(err.Error(), "expired") || !strings.Contains(err.Error(), "plain http") {
 		t.Errorf("all at once: %v", err)
 	}

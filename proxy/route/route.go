@@ -456,7 +456,10 @@ func (p *parser) line(n int, b []byte) {
 		return
 	}
 	if len(fields) < 3 {
-		p.errorf(n, "want HOST PATH UPSTREAM [OPTIONS...], got %q", strings.Join(fields, " "))
+		// Not quoted: a routes setting pointed at the wrong file (the
+		// identity key, a secret, a .env in the same mounted directory)
+		// would put its secrets into the log and check-config's output.
+		p.errorf(n, "want HOST PATH UPSTREAM [OPTIONS...], got %d field(s) (the line is not shown, in case this is not a routes file)", len(fields))
 		return
 	}
 	before := len(p.problems) + p.dropped

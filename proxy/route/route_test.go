@@ -77,7 +77,7 @@ func TestParseErrors(t *testing.T) {
 	for _, tt := range []struct{ text, want string }{
 		{"", "routes.txt: no routes"},
 		{"# nothing\n\n", "routes.txt: no routes"},
-		{"* /\n", `routes.txt:1: want HOST PATH UPSTREAM [OPTIONS...], got "* /"`},
+		{"* /\n", `routes.txt:1: want HOST PATH UPSTREAM [OPTIONS...], got 2 field(s)`},
 		{"* / http://a preserve-host\n", `routes.txt:1: unknown option "preserve-host": write pass-host`},
 		{"* / http://a pass-host pass-host\n", "routes.txt:1: option pass-host given twice"},
 		{"* / http://a strip-prefix\n", "routes.txt:1: strip-prefix on / strips nothing"},

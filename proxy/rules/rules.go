@@ -294,13 +294,28 @@ func (p *parser) line(n int, b []byte) {
 	if len(fields) == 0 {
 		return
 	}
+	// A line that does not start with a kind is not a rule, and is not
+	// quoted: a rules setting pointed at the wrong file (the identity key,
+	// a secret, a .env in the same mounted directory) would put its
+	// secrets into the log and check-config's output. A short word that
+	// could be a misspelt kind is still shown.
+	switch fields[0] {
+	case "public", "allow", "deny":
+	default:
+		if len(fields) < 3 || len(fields[0]) > maxKindTypo {
+			p.errorf(n, "not a rule: it does not start with public, allow or deny (the line is not shown, in case this is not a rules file)")
+			return
+		}
+	}
 	if len(fields) < 3 {
 		p.errorf(n, "want KIND METHODS PATH [CONDITIONS...], got %q", strings.Join(fields, " "))
 		return
 	}
 	r := &Rule{file: p.name, line: n}
 	before := len(p.problems) + p.dropped
-	r.kind = p.kind(n, fields[0])
+	if r.kind = p.kind(n, fields[0]); r.kind == 0 {
+		return // not a rule: the rest of the line is not judged (nor quoted)
+	}
 	r.methods = p.methods(n, fields[1])
 	r.host, r.path, r.prefix = p.hostPath(n, fields[2])
 	if r.kind == KindPublic {
@@ -330,6 +345,9 @@ func (p *parser) line(n int, b []byte) {
 	r.head = fmt.Sprintf("%s:%d: %s", r.file, r.line, r)
 	p.rules = append(p.rules, r)
 }
+
+// maxKindTypo is the longest first word still quoted as a misspelt kind.
+const maxKindTypo = 10
 
 func (p *parser) kind(n int, s string) Kind {
 	switch s {

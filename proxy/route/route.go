@@ -39,7 +39,6 @@
 package route
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
@@ -52,6 +51,8 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/authproxy/authproxy/internal/lines"
 )
 
 const (
@@ -380,25 +381,11 @@ func hasUpper(s string) bool {
 // a hundred.
 func Parse(name string, r io.Reader) (*Table, error) {
 	p := parser{name: name}
-	br := bufio.NewReaderSize(r, maxLineLen+2)
-	for n := 1; ; n++ {
-		line, err := br.ReadSlice('\n')
-		if errors.Is(err, bufio.ErrBufferFull) {
-			p.errorf(n, "line too long (more than %d bytes)", maxLineLen)
-			for errors.Is(err, bufio.ErrBufferFull) {
-				_, err = br.ReadSlice('\n')
-			}
-			line = nil
-		}
-		if err != nil && err != io.EOF {
-			return nil, fmt.Errorf("%s: %w", name, err)
-		}
-		if line != nil {
-			p.line(n, line)
-		}
-		if err == io.EOF {
-			break
-		}
+	err := lines.Read(r, maxLineLen, p.line, func(n int) {
+		p.errorf(n, "line too long (more than %d bytes)", maxLineLen)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	if len(p.problems) == 0 && len(p.routes) == 0 {
 		p.problems = append(p.problems, fmt.Errorf("%s: no routes", name))

@@ -1,7 +1,6 @@
 package rules
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
@@ -12,6 +11,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/authproxy/authproxy/internal/lines"
 	"github.com/authproxy/authproxy/proxy/route"
 )
 
@@ -210,25 +210,11 @@ func Parse(name string, r io.Reader) (*Rules, error) {
 // ParseWith is Parse with options.
 func ParseWith(name string, r io.Reader, o Options) (*Rules, error) {
 	p := parser{name: name}
-	br := bufio.NewReaderSize(r, maxLineLen+2)
-	for n := 1; ; n++ {
-		line, err := br.ReadSlice('\n')
-		if errors.Is(err, bufio.ErrBufferFull) {
-			p.errorf(n, "line too long (more than %d bytes)", maxLineLen)
-			for errors.Is(err, bufio.ErrBufferFull) {
-				_, err = br.ReadSlice('\n')
-			}
-			line = nil
-		}
-		if err != nil && err != io.EOF {
-			return nil, fmt.Errorf("%s: %w", name, err)
-		}
-		if line != nil {
-			p.line(n, line)
-		}
-		if err == io.EOF {
-			break
-		}
+	err := lines.Read(r, maxLineLen, p.line, func(n int) {
+		p.errorf(n, "line too long (more than %d bytes)", maxLineLen)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	if len(p.problems) == 0 && len(p.rules) == 0 {
 		p.problems = append(p.problems, fmt.Errorf(

@@ -1,0 +1,39 @@
+// Package lines reads the line-oriented files an operator writes (the
+// access rules, the routes): both must bound a line's length and report a
+// too-long line by its number without stopping, so that every problem of
+// the file is listed at once. It exists so that the two parsers share that
+// loop instead of each keeping a copy.
+package lines
+
+import (
+	"bufio"
+	"errors"
+	"io"
+)
+
+// Read calls line for each line of r, numbered from 1, with its text up to
+// and including the newline. A line longer than max bytes is not passed to
+// line: tooLong gets its number, and reading goes on with the next line.
+// Read returns only read errors of r.
+func Read(r io.Reader, max int, line func(n int, text []byte), tooLong func(n int)) error {
+	br := bufio.NewReaderSize(r, max+2)
+	for n := 1; ; n++ {
+		text, err := br.ReadSlice('\n')
+		if errors.Is(err, bufio.ErrBufferFull) {
+			tooLong(n)
+			for errors.Is(err, bufio.ErrBufferFull) {
+				_, err = br.ReadSlice('\n')
+			}
+			text = nil
+		}
+		if err != nil && err != io.EOF {
+			return err
+		}
+		if len(text) > 0 {
+			line(n, text)
+		}
+		if err == io.EOF {
+			return nil
+		}
+	}
+}

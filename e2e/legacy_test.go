@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -117,43 +116,7 @@ func startLegacyNginx(t *testing.T, p *pki, cfg legacyNginxConfig) *process {
 	if err := os.WriteFile(siteFile, []byte(site), 0o600); err != nil {
 		t.Fatalf("write nginx site: %v", err)
 	}
-	var userLine string
-	if os.Geteuid() == 0 {
-		u, err := user.Current()
-		if err != nil {
-			t.Fatalf("current user: %v", err)
-		}
-		g, err := user.LookupGroupId(u.Gid)
-		if err != nil {
-			t.Fatalf("group %s: %v", u.Gid, err)
-		}
-		userLine = fmt.Sprintf("user %s %s;", u.Username, g.Name)
-	}
-	mainConf := fmt.Sprintf(`# Written by e2e/legacy_test.go around the shipped %[1]s.
-daemon off;
-%[2]s
-worker_processes 1;
-pid %[3]s/nginx.pid;
-error_log %[3]s/error.log info;
-events { worker_connections 256; }
-http {
-    access_log %[3]s/access.log;
-    client_body_temp_path %[3]s/client_body;
-    proxy_temp_path %[3]s/proxy;
-    fastcgi_temp_path %[3]s/fastcgi;
-    uwsgi_temp_path %[3]s/uwsgi;
-    scgi_temp_path %[3]s/scgi;
-    include %[4]s;
-}
-`, legacyConfFile, userLine, dir, siteFile)
-	mainFile := filepath.Join(dir, "nginx.conf")
-	if err := os.WriteFile(mainFile, []byte(mainConf), 0o600); err != nil {
-		t.Fatalf("write nginx.conf: %v", err)
-	}
-	args := []string{"-p", dir, "-c", mainFile, "-e", "stderr"}
-	if out, err := exec.Command(bin, append([]string{"-t"}, args...)...).CombinedOutput(); err != nil {
-		t.Fatalf("nginx -t rejects the shipped example (templated into %s): %v\n%s", dir, err, out)
-	}
+	args := nginxArgs(t, bin, dir, legacyConfFile, siteFile)
 	proc := startProcess(t, "nginx (legacy app)", exec.Command(bin, args...))
 	t.Cleanup(func() {
 		if t.Failed() {

@@ -91,45 +91,7 @@ func startNginx(t *testing.T, p *pki, cfg nginxConfig) *nginx {
 		t.Fatalf("write nginx site: %v", err)
 	}
 
-	// As root, nginx would run its workers as nobody, who cannot use the
-	// temp directories; name the current user instead.
-	var userLine string
-	if os.Geteuid() == 0 {
-		u, err := user.Current()
-		if err != nil {
-			t.Fatalf("current user: %v", err)
-		}
-		g, err := user.LookupGroupId(u.Gid)
-		if err != nil {
-			t.Fatalf("group %s: %v", u.Gid, err)
-		}
-		userLine = fmt.Sprintf("user %s %s;", u.Username, g.Name)
-	}
-	mainConf := fmt.Sprintf(`# Written by e2e/nginx_test.go around the shipped %[1]s.
-daemon off;
-%[2]s
-worker_processes 1;
-pid %[3]s/nginx.pid;
-error_log %[3]s/error.log info;
-events { worker_connections 256; }
-http {
-    access_log %[3]s/access.log;
-    client_body_temp_path %[3]s/client_body;
-    proxy_temp_path %[3]s/proxy;
-    fastcgi_temp_path %[3]s/fastcgi;
-    uwsgi_temp_path %[3]s/uwsgi;
-    scgi_temp_path %[3]s/scgi;
-    include %[4]s;
-}
-`, nginxConfFile, userLine, dir, siteFile)
-	mainFile := filepath.Join(dir, "nginx.conf")
-	if err := os.WriteFile(mainFile, []byte(mainConf), 0o600); err != nil {
-		t.Fatalf("write nginx.conf: %v", err)
-	}
-	args := []string{"-p", dir, "-c", mainFile, "-e", "stderr"}
-	if out, err := exec.Command(bin, append([]string{"-t"}, args...)...).CombinedOutput(); err != nil {
-		t.Fatalf("nginx -t rejects the shipped example (templated into %s): %v\n%s", dir, err, out)
-	}
+	args := nginxArgs(t, bin, dir, nginxConfFile, siteFile)
 
 	n := &nginx{
 		process: startProcess(t, "nginx", exec.Command(bin, args...)),
@@ -491,4 +453,51 @@ func TestNginxNormalizingUpstream(t *testing.T) {
 		cookies[user] = cookieHeader(b, ngx.URL)
 	}
 	checkAdminPage(t, ngx.URL.Host, p.TLSConfig(), cookies)
+}
+
+// nginxArgs writes dir/nginx.conf around siteFile (a shipped example the
+// caller has templated), checks it with nginx -t and returns the arguments
+// that run nginx on it in the foreground, its files in dir.
+func nginxArgs(t *testing.T, bin, dir, shipped, siteFile string) []string {
+	t.Helper()
+	// As root, nginx would run its workers as nobody, who cannot use the
+	// temp directories; name the current user instead.
+	var userLine string
+	if os.Geteuid() == 0 {
+		u, err := user.Current()
+		if err != nil {
+			t.Fatalf("current user: %v", err)
+		}
+		g, err := user.LookupGroupId(u.Gid)
+		if err != nil {
+			t.Fatalf("group %s: %v", u.Gid, err)
+		}
+		userLine = fmt.Sprintf("user %s %s;", u.Username, g.Name)
+	}
+	mainConf := fmt.Sprintf(`# Written by the e2e suite around the shipped %[1]s.
+daemon off;
+%[2]s
+worker_processes 1;
+pid %[3]s/nginx.pid;
+error_log %[3]s/error.log info;
+events { worker_connections 256; }
+http {
+    access_log %[3]s/access.log;
+    client_body_temp_path %[3]s/client_body;
+    proxy_temp_path %[3]s/proxy;
+    fastcgi_temp_path %[3]s/fastcgi;
+    uwsgi_temp_path %[3]s/uwsgi;
+    scgi_temp_path %[3]s/scgi;
+    include %[4]s;
+}
+`, shipped, userLine, dir, siteFile)
+	mainFile := filepath.Join(dir, "nginx.conf")
+	if err := os.WriteFile(mainFile, []byte(mainConf), 0o600); err != nil {
+		t.Fatalf("write nginx.conf: %v", err)
+	}
+	args := []string{"-p", dir, "-c", mainFile, "-e", "stderr"}
+	if out, err := exec.Command(bin, append([]string{"-t"}, args...)...).CombinedOutput(); err != nil {
+		t.Fatalf("nginx -t rejects the shipped example (templated into %s): %v\n%s", dir, err, out)
+	}
+	return args
 }

@@ -401,8 +401,7 @@ func (s *server) close() {
 // drains and shuts down within cfg's bounds.
 func (s *server) serve(ctx context.Context, cfg serverConfig, ln net.Listener, log *slog.Logger) error {
 	srv := &http.Server{
-		Handler:           withTLSState(s.handler),
-		ConnContext:       connTLSState,
+		Handler:           s.handler,
 		ReadHeaderTimeout: 10 * time.Second,
 		// Idle keep-alive connections are closed after this; request
 		// bodies are bounded where nobody is logged in (proxy.BodyTimeout).
@@ -414,8 +413,10 @@ func (s *server) serve(ctx context.Context, cfg serverConfig, ln net.Listener, l
 	errc := make(chan error, 3)
 	if s.tls != nil {
 		// Handshakes first, so that the framing check reads decrypted
-		// HTTP/1.1 and lets HTTP/2 (ALPN h2) through to the server.
+		// HTTP/1.1 and lets HTTP/2 (ALPN h2) through to the server. Only
+		// then does a request need its connection's TLS state put back.
 		ln = newTLSListener(ln, s.tls.config, srv.ReadHeaderTimeout, log)
+		srv.Handler, srv.ConnContext = withTLSState(s.handler), connTLSState
 	}
 	go func() { errc <- srv.Serve(proxy.RefuseAmbiguousFraming(ln)) }()
 	if s.internal != nil {

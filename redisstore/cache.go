@@ -66,12 +66,15 @@ import (
 // A request that read a session from Redis just before its revocation must
 // not put it in the cache after the revocation's message has been applied.
 // gen counts invalidations, flushes and lease losses; each increments it
-// before dropping anything. Load reads gen before its GET and, after
-// putting the session in the cache, reads it again: if it moved, it removes
-// what it put. Either the invalidation incremented gen before that second
-// read (so the entry is removed), or it comes after the Put and removes the
-// entry itself. A writer publishes only after its write completed, so a GET
-// sent after the message was applied cannot read the old session.
+// before dropping anything. Load reads gen before its GET; fill puts the
+// session only if gen has not moved since, checked and put under fillMu,
+// which invalidations and flushes hold too. So either the invalidation
+// came first (gen moved: nothing is put) or it comes after the Put and
+// removes the entry itself. (Putting first and removing after a check, as
+// an earlier version did, let a request that started after the message
+// had been applied hit the entry in between: TestCacheConcurrentRevocation.)
+// A writer publishes only after its write completed, so a GET sent after
+// the message was applied cannot read the old session. Hits take no lock.
 //
 // # Idle timeout and touches
 //
@@ -116,10 +119,13 @@ type cache struct {
 	size int
 	ttl  time.Duration
 	m    atomic.Pointer[bounded.Map[string, cached]]
-	// gen moves at every invalidation, flush and lease loss.
-	gen atomic.Uint64
-	// applied counts the announcements received and applied, for tests.
-	applied atomic.Uint64
+	// gen moves at every invalidation, flush and lease loss, under fillMu.
+	gen    atomic.Uint64
+	fillMu sync.Mutex
+	// applied counts the announcements received and applied, and
+	// lastApplied holds the newest one's ids, for tests.
+	applied     atomic.Uint64
+	lastApplied atomic.Pointer[string]
 
 	// The lease, in nanoseconds of base's monotonic clock.
 	base  time.Time
@@ -165,12 +171,16 @@ func (c *cache) distrust() {
 
 // flush empties the cache.
 func (c *cache) flush() {
+	c.fillMu.Lock()
+	defer c.fillMu.Unlock()
 	c.gen.Add(1)
 	c.m.Store(bounded.New[string, cached](c.size))
 }
 
 // invalidate drops sessions from the cache.
 func (c *cache) invalidate(ids ...string) {
+	c.fillMu.Lock()
+	defer c.fillMu.Unlock()
 	c.gen.Add(1)
 	m := c.m.Load()
 	for _, id := range ids {
@@ -202,11 +212,12 @@ func (c *cache) get(t ticket) (session.Session, bool) {
 func (c *cache) fill(gen0 uint64, t ticket, sess session.Session, end, now time.Time) {
 	mnow := c.clock()
 	exp := mnow.Add(min(c.ttl, end.Sub(now)))
-	m := c.m.Load()
-	m.Put(t.id, cached{sess: sess, key: t.key}, exp, mnow)
+	c.fillMu.Lock()
+	defer c.fillMu.Unlock()
 	if c.gen.Load() != gen0 {
-		m.Delete(t.id)
+		return
 	}
+	c.m.Load().Put(t.id, cached{sess: sess, key: t.key}, exp, mnow)
 }
 
 // channel is where writers announce the sessions they changed.
@@ -360,6 +371,7 @@ func (s *Store) subscription(ctx context.Context) {
 			}
 		case *redis.Message:
 			c.invalidate(strings.Fields(m.Payload)...)
+			c.lastApplied.Store(&m.Payload)
 			c.applied.Add(1)
 		case *redis.Pong:
 			if sent, err := strconv.ParseInt(m.Payload, 10, 64); err == nil {

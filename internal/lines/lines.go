@@ -7,8 +7,13 @@ package lines
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
+	"fmt"
 	"io"
+	"strings"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Read calls line for each line of r, numbered from 1, with its text up to
@@ -36,4 +41,27 @@ func Read(r io.Reader, max int, line func(n int, text []byte), tooLong func(n in
 			return nil
 		}
 	}
+}
+
+// Fields checks one line (at most max bytes, valid UTF-8, no control
+// characters but white space) and returns its white-space separated fields
+// before any field starting with "#" (a comment). A blank or comment line
+// has none. The error says what is wrong, without quoting the line.
+func Fields(text []byte, max int) ([]string, error) {
+	if len(text) > max {
+		return nil, fmt.Errorf("line too long (more than %d bytes)", max)
+	}
+	if !utf8.Valid(text) {
+		return nil, errors.New("not valid UTF-8")
+	}
+	if i := bytes.IndexFunc(text, func(r rune) bool { return unicode.IsControl(r) && !unicode.IsSpace(r) }); i >= 0 {
+		return nil, fmt.Errorf("control character %U", []rune(string(text[i:]))[0])
+	}
+	fields := strings.Fields(string(text))
+	for i, f := range fields {
+		if strings.HasPrefix(f, "#") {
+			return fields[:i], nil
+		}
+	}
+	return fields, nil
 }

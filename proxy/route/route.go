@@ -49,7 +49,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode"
 	"unicode/utf8"
 
 	"github.com/authproxy/authproxy/internal/lines"
@@ -420,24 +419,10 @@ func (p *parser) line(n int, b []byte) {
 	if n == 1 {
 		b = bytes.TrimPrefix(b, []byte("\uFEFF"))
 	}
-	if len(b) > maxLineLen {
-		p.errorf(n, "line too long (more than %d bytes)", maxLineLen)
+	fields, err := lines.Fields(b, maxLineLen)
+	if err != nil {
+		p.errorf(n, "%v", err)
 		return
-	}
-	if !utf8.Valid(b) {
-		p.errorf(n, "not valid UTF-8")
-		return
-	}
-	if i := bytes.IndexFunc(b, func(r rune) bool { return unicode.IsControl(r) && !unicode.IsSpace(r) }); i >= 0 {
-		p.errorf(n, "control character %U", []rune(string(b[i:]))[0])
-		return
-	}
-	fields := strings.Fields(string(b))
-	for i, f := range fields {
-		if strings.HasPrefix(f, "#") {
-			fields = fields[:i]
-			break
-		}
 	}
 	if len(fields) == 0 {
 		return

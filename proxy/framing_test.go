@@ -141,3 +141,53 @@ func FuzzFramingMatchesServer(f *testing.F) {
 		}
 	})
 }
+
+// FuzzFramingSkipMatchesByteWise checks the reader's skip over field
+// values against following every byte: the same stream in the same pieces
+// is refused at the same offset, or not at all, and leaves the reader
+// watching (or not) alike.
+func FuzzFramingSkipMatchesByteWise(f *testing.F) {
+	for _, s := range []string{
+		"GET /a HTTP/1.1\r\nHost: x\r\nCookie: a=b; c=d\r\n\r\nPOST /b HTTP/1.1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n",
+		"POST /a HTTP/1.1\r\nX-A: b\r\n c\r\nContent-Length: 2\r\n\r\nabPOST /b HTTP/1.1\r\nX: Content-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+		"POST /a HTTP/1.1\nX: \r\r\n\tContent-Length: 1\nTransfer-Encoding:\n chunked\n\n0\n\n",
+		"POST /a HTTP/1.0\r\nX:" + strings.Repeat("v", 300) + "\r\nTransfer-Encoding: chunked\r\n\r\n",
+	} {
+		f.Add(s, uint8(1))
+		f.Add(s, uint8(5))
+		f.Add(s, uint8(0))
+	}
+	f.Fuzz(func(t *testing.T, stream string, size uint8) {
+		n := int(size)
+		if n == 0 {
+			n = len(stream)
+		}
+		fast, slow := framing{}, framing{byteWise: true}
+		for i := 0; i < len(stream); i += max(n, 1) {
+			piece := []byte(stream[i:min(i+max(n, 1), len(stream))])
+			a, b := fast.scan(piece), slow.scan(piece)
+			if a != b || fast.off != slow.off {
+				t.Fatalf("%q in pieces of %d, at %d: skipping gives %d (off %v), byte-wise %d (off %v)", stream, n, i, a, fast.off, b, slow.off)
+			}
+			if a >= 0 {
+				return
+			}
+		}
+	})
+}
+
+// BenchmarkFramingHead is the framing reader's cost for a browser's
+// request head with a session cookie, the per-request work of the check.
+func BenchmarkFramingHead(b *testing.B) {
+	head := []byte("GET /app/items?page=2 HTTP/1.1\r\nHost: app.example.com\r\n" +
+		"User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36\r\n" +
+		"Accept: text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8\r\nAccept-Language: en-US,en;q=0.9\r\n" +
+		"Accept-Encoding: gzip, deflate, br\r\nCookie: _authproxy_session=" + strings.Repeat("A", 1800) + "\r\n\r\n")
+	b.SetBytes(int64(len(head)))
+	var f framing
+	for b.Loop() {
+		if f.scan(head) >= 0 || f.off {
+			b.Fatal("refused or stopped watching")
+		}
+	}
+}

@@ -143,12 +143,19 @@ func (p *handler) observe(next http.Handler) http.Handler {
 		if info.outcome == OutcomeProbe {
 			level = slog.LevelDebug // kubelet probes every few seconds
 		}
+		// The record is built here rather than by Logger.LogAttrs, which
+		// would walk the stack for a source position nobody logs.
+		h := p.cfg.Logger.Handler()
+		if !h.Enabled(r.Context(), level) {
+			return
+		}
+		now := time.Now()
 		// The path only: the query may carry codes, tokens or personal data.
 		attrs := [8]slog.Attr{
 			slog.String("method", r.Method),
 			slog.String("path", r.URL.Path),
 			slog.Int("status", sw.status()),
-			slog.Float64("duration_ms", float64(time.Since(start).Microseconds())/1000),
+			slog.Float64("duration_ms", float64(now.Sub(start).Microseconds())/1000),
 			slog.String("user", info.sess.User),
 			slog.String("outcome", info.outcome),
 			slog.String("request_id", id),
@@ -158,7 +165,9 @@ func (p *handler) observe(next http.Handler) http.Handler {
 			attrs[n] = slog.String("trace_id", traceID)
 			n++
 		}
-		p.cfg.Logger.LogAttrs(r.Context(), level, "request", attrs[:n]...)
+		rec := slog.NewRecord(now, level, "request", 0)
+		rec.AddAttrs(attrs[:n]...)
+		_ = h.Handle(r.Context(), rec)
 	})
 }
 

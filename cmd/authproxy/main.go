@@ -128,7 +128,7 @@ func newLogger(cfg logConfig, w io.Writer) *slog.Logger {
 	if cfg.Format == "text" {
 		return slog.New(slog.NewTextHandler(w, opts))
 	}
-	return slog.New(slog.NewJSONHandler(w, opts))
+	return slog.New(newFlatJSON(w, opts))
 }
 
 // serve runs the proxy on ln until ctx ends, then drains and shuts down. It

@@ -192,6 +192,24 @@ func (f *framing) scan(b []byte) int {
 					continue
 				}
 			}
+			if !f.colon && f.name == 0 && f.lineLen > 0 && f.lineNo > 0 && !f.folded && !f.byteWise {
+				// A field name that is neither framing field any more:
+				// only where it ends matters.
+				k := 0
+				for i+k < len(b) && b[i+k] != ':' && b[i+k] != '\n' {
+					k++
+				}
+				if k > 0 {
+					f.headLen += k
+					f.lineLen += k
+					if f.headLen > maxHeadBytes {
+						f.off = true
+						return -1
+					}
+					i += k - 1
+					continue
+				}
+			}
 			if f.headLen++; f.headLen > maxHeadBytes {
 				f.off = true
 			} else if f.headByte(b[i]) {

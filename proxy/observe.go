@@ -56,6 +56,7 @@ type reqInfo struct {
 	// values, so that they cost no allocation of their own (a one-element
 	// slice never grows in place: an append copies).
 	userValue, hostValue [1]string
+	forValue, protoValue [1]string // X-Forwarded-For and -Proto
 	basicValue           [1]string // the Authorization value, with basic auth on
 	outcome              string
 	// route is the request's route; host and port its Host header as

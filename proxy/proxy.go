@@ -655,7 +655,7 @@ func (p *handler) rewrite(pr *httputil.ProxyRequest) {
 	} else {
 		// Before ours are set: the list holds every spelling of them.
 		stripHeaders(pr.Out.Header, p.untrusted)
-		pr.SetXForwarded()
+		setXForwarded(pr, info)
 		// The client's Host must not become the app's idea of its own
 		// name (password-reset links, redirects).
 		p.setForwardedHost(pr.Out.Header, info)
@@ -670,6 +670,24 @@ func (p *handler) rewrite(pr *httputil.ProxyRequest) {
 	// one. Go's clone carries only their names, which are not forwarded
 	// either.
 	pr.Out.Trailer = nil
+}
+
+// setXForwarded is pr.SetXForwarded for a request whose X-Forwarded
+// headers were stripped, with values backed by info instead of a slice
+// allocated for each.
+func setXForwarded(pr *httputil.ProxyRequest, info *reqInfo) {
+	h := pr.Out.Header
+	if ip, _, err := net.SplitHostPort(pr.In.RemoteAddr); err == nil {
+		info.forValue[0] = ip
+		h["X-Forwarded-For"] = info.forValue[:]
+	}
+	info.hostValue[0] = pr.In.Host
+	h["X-Forwarded-Host"] = info.hostValue[:]
+	info.protoValue[0] = "http"
+	if pr.In.TLS != nil {
+		info.protoValue[0] = "https"
+	}
+	h["X-Forwarded-Proto"] = info.protoValue[:]
 }
 
 // setForwardedHost names the host the client reached: for a host route,

@@ -3,14 +3,17 @@ package proxy
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
 	"net/url"
 	"os"
+	"reflect"
 	"runtime"
 	"slices"
 	"strings"
@@ -1068,3 +1071,31 @@ func TestLongLivedConnectionsEndOnRevocation(t *testing.T) {
 		})
 	}
 }
+
+// TestSetXForwardedMatchesStdlib checks setXForwarded against
+// httputil.ProxyRequest.SetXForwarded for requests whose X-Forwarded
+// headers are stripped, as rewrite calls it.
+func TestSetXForwardedMatchesStdlib(t *testing.T) {
+	for _, remote := range []string{"192.0.2.1:51000", "[2001:db8::1]:443", "[fe80::1%eth0]:1", "no-port", "", "1.2.3.4:"} {
+		for _, host := range []string{"app.example.com", "app.example.com:8443", "[::1]:9001", ""} {
+			for _, tls := range []bool{false, true} {
+				in := httptest.NewRequest("GET", "http://x/a", nil)
+				in.RemoteAddr, in.Host = remote, host
+				if tls {
+					in.TLS = &tlsState
+				} else {
+					in.TLS = nil
+				}
+				want := &httputil.ProxyRequest{In: in, Out: in.Clone(in.Context())}
+				want.SetXForwarded()
+				got := &httputil.ProxyRequest{In: in, Out: in.Clone(in.Context())}
+				setXForwarded(got, &reqInfo{})
+				if !reflect.DeepEqual(got.Out.Header, want.Out.Header) {
+					t.Errorf("remote %q host %q tls %v: got %v, want %v", remote, host, tls, got.Out.Header, want.Out.Header)
+				}
+			}
+		}
+	}
+}
+
+var tlsState = tls.ConnectionState{HandshakeComplete: true}

@@ -85,9 +85,12 @@ func Pairs(h http.Header) iter.Seq2[string, string] {
 	}
 }
 
-// cookieValue returns the value of the first cookie called name in r.
-func cookieValue(r *http.Request, name string) (string, bool) {
-	for n, pair := range Pairs(r.Header) {
+// Value returns the value of the first cookie called name in h (without
+// the quotes of a quoted value), read as Pairs reads them: the session
+// stores take their cookies with it, so that they and the proxy's
+// stripping agree on which cookie is which.
+func Value(h http.Header, name string) (string, bool) {
+	for n, pair := range Pairs(h) {
 		if n != name {
 			continue
 		}

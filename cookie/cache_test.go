@@ -100,13 +100,13 @@ func TestCookieValue(t *testing.T) {
 	r := httptest.NewRequest("GET", "/", nil)
 	r.Header["Cookie"] = []string{`a=1; _authproxy="quoted"; b=2`, "_authproxy_0=zero;_authproxy_1=one"}
 	for name, want := range map[string]string{"a": "1", "b": "2", "_authproxy": "quoted", "_authproxy_0": "zero", "_authproxy_1": "one"} {
-		if got, ok := cookieValue(r, name); !ok || got != want {
-			t.Errorf("cookieValue(%q) = %q, %v; want %q", name, got, ok, want)
+		if got, ok := Value(r.Header, name); !ok || got != want {
+			t.Errorf("Value(%q) = %q, %v; want %q", name, got, ok, want)
 		}
 	}
 	for _, name := range []string{"_auth", "c", "_authproxy_2", ""} {
-		if got, ok := cookieValue(r, name); ok {
-			t.Errorf("cookieValue(%q) = %q, want none", name, got)
+		if got, ok := Value(r.Header, name); ok {
+			t.Errorf("Value(%q) = %q, want none", name, got)
 		}
 	}
 }

@@ -339,12 +339,12 @@ func decode(name, value string, codecs []securecookie.Codec) (session.Session, e
 
 // read joins the session cookie value, whole or from numbered chunks.
 func (s *Store) read(r *http.Request) (string, error) {
-	if v, ok := cookieValue(r, s.cfg.Name); ok {
+	if v, ok := Value(r.Header, s.cfg.Name); ok {
 		return v, nil
 	}
 	var b strings.Builder
 	for i := range maxChunks {
-		v, ok := cookieValue(r, s.chunkName(i))
+		v, ok := Value(r.Header, s.chunkName(i))
 		if !ok {
 			break
 		}

@@ -763,22 +763,20 @@ func NormalizeHeader(name string) string {
 // they carry tokens the upstream has no business with, and their size can
 // push legacy apps over header limits. Other cookies pass byte for byte.
 func (p *handler) stripCookies(h http.Header) {
-	ours := false
-	for name := range cookie.Pairs(h) {
-		if ours = p.cfg.IsOwnCookie(name); ours {
-			break
+	ours, size := false, -2
+	for name, pair := range cookie.Pairs(h) {
+		if p.cfg.IsOwnCookie(name) {
+			ours = true
+		} else {
+			size += len(pair) + 2
 		}
 	}
 	if !ours {
 		return
 	}
 	lines := h["Cookie"]
-	size := 0
-	for _, line := range lines {
-		size += len(line) + 2
-	}
 	var b strings.Builder
-	b.Grow(size)
+	b.Grow(max(size, 0))
 	for name, pair := range cookie.Pairs(h) {
 		if p.cfg.IsOwnCookie(name) {
 			continue

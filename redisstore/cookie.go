@@ -10,6 +10,7 @@ import (
 
 	"github.com/gorilla/securecookie"
 
+	"github.com/authproxy/authproxy/cookie"
 	"github.com/authproxy/authproxy/session"
 )
 
@@ -75,27 +76,28 @@ var (
 // readCookie opens the request's ticket cookie. Anything but a valid,
 // unexpired ticket of ours wraps session.ErrNoSession.
 func (s *Store) readCookie(r *http.Request) (ticketCookie, error) {
-	c, err := r.Cookie(s.name)
-	if err != nil {
+	value, ok := cookie.Value(r.Header, s.name)
+	if !ok {
 		return ticketCookie{}, errNoCookie
 	}
 	now := s.now()
 	k := s.keys.Load()
-	tc, cached := k.verified.Get(c.Value, now)
+	tc, cached := k.verified.Get(value, now)
 	if !cached {
-		if tc, err = k.open(s.name, c.Value); err != nil {
+		var err error
+		if tc, err = k.open(s.name, value); err != nil {
 			return ticketCookie{}, err
 		}
 	}
 	if !now.Before(tc.Expiry) {
 		if cached {
-			k.verified.Delete(c.Value)
+			k.verified.Delete(value)
 		}
 		return ticketCookie{}, errExpired
 	}
 	if !cached {
 		// The value may point into the request's header memory; keep a copy.
-		k.verified.Put(strings.Clone(c.Value), tc, tc.Expiry, now)
+		k.verified.Put(strings.Clone(value), tc, tc.Expiry, now)
 	}
 	return tc, nil
 }

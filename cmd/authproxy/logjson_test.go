@@ -32,10 +32,10 @@ func both(t *testing.T, r slog.Record) (want, got string, flat bool) {
 // key, message and string value.
 func FuzzFlatJSONMatchesSlog(f *testing.F) {
 	f.Add("request", "path", "/app/items", int64(200), 1.234, true, int64(1_700_000_000_123_456_789), 0)
-	f.Add("a\"b\\c\n\r\t\x00\x1f\x7f", "ké\u2028y\u2029", "\xff\xfe<>&'\xe2\x80", int64(-1), -0.0, false, int64(0), 4)
+	f.Add("a\"b\\c\n\r\t\x00\x1f\x7f", "ké\u2028y\u2029", "\xff\xfe<>&'\xe2\x80", int64(-1), math.Copysign(0, -1), false, int64(0), 4)
 	f.Add("", "", "", int64(math.MinInt64), 1e21, false, int64(-1), -4)
 	f.Add("m", "k", "v", int64(0), 1e-7, true, int64(math.MaxInt64), 8)
-	f.Add("m", "k", "v", int64(0), 0.000001, true, int64(math.MaxInt64 - 1), 2)
+	f.Add("m", "k", "v", int64(0), 0.000001, true, int64(math.MaxInt64-1), 2)
 	f.Fuzz(func(t *testing.T, msg, key, s string, i int64, fl float64, b bool, unixNano int64, level int) {
 		var when time.Time
 		if unixNano != 0 {

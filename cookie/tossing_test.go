@@ -72,3 +72,59 @@ func TestCookieTossingDisguisedName(t *testing.T) {
 		}
 	}
 }
+
+// FuzzValueReadsOnlyItsName: Value reads a cookie only from a pair whose
+// name, trimmed of SP and HTAB as browsers trim it, is the name asked for;
+// and where every pair is one net/http reads too (a token name, a valid
+// value), Value agrees with r.Cookie.
+func FuzzValueReadsOnlyItsName(f *testing.F) {
+	f.Add("a=1; __Host-authproxy=v", "\u00a0__Host-authproxy=x", "__Host-authproxy")
+	f.Add(" __Host-authproxy = \"q\" ;;", "__Host-authproxy", "__Host-authproxy")
+	f.Add("\u3000s=1;s\u0085=2; s=3", "", "s")
+	f.Fuzz(func(t *testing.T, a, b, name string) {
+		h := http.Header{"Cookie": {a, b}}
+		v, ok := Value(h, name)
+		if !ok {
+			v = "<none>"
+		}
+		found := false
+		for _, line := range h["Cookie"] {
+			for _, pair := range strings.Split(line, ";") {
+				n, val, hasEq := strings.Cut(pair, "=")
+				if !hasEq || strings.Trim(n, " \t") != name {
+					continue
+				}
+				// The value as sent, but for the pair's end (a browser
+				// trims it when it stores it; net/http does not).
+				val = strings.TrimRight(val, " \t")
+				if len(val) > 1 && val[0] == '"' && val[len(val)-1] == '"' {
+					val = val[1 : len(val)-1]
+				}
+				if !found {
+					found = true
+					if !ok || val != v {
+						t.Errorf("%q: Value(%q) = %q, want the first pair named so: %q", h["Cookie"], name, v, val)
+					}
+				}
+			}
+		}
+		if ok && !found {
+			t.Errorf("%q: Value(%q) = %q from no pair of that name", h["Cookie"], name, v)
+		}
+		// Where net/http reads every pair alike, it agrees.
+		r := &http.Request{Header: h}
+		all := 0
+		for _, line := range h["Cookie"] {
+			for _, pair := range strings.Split(line, ";") {
+				if strings.Trim(pair, " \t") != "" {
+					all++
+				}
+			}
+		}
+		if len(r.Cookies()) == all && all > 0 {
+			if c, err := r.Cookie(name); err == nil && (!ok || c.Value != v) {
+				t.Errorf("%q: Value(%q) = %q, net/http reads %q", h["Cookie"], name, v, c.Value)
+			}
+		}
+	})
+}

@@ -249,7 +249,6 @@ func serveStream(t *testing.T, stream string, guard bool) []string {
 	var seen []string
 	srv := &http.Server{
 		ReadHeaderTimeout: time.Minute,
-		ErrorLog:          nil,
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			_, _ = io.Copy(io.Discard, r.Body)
 			mu.Lock()
@@ -257,7 +256,6 @@ func serveStream(t *testing.T, stream string, guard bool) []string {
 			mu.Unlock()
 		}),
 	}
-	srv.ErrorLog = nil
 	l := ln
 	if guard {
 		l = RefuseAmbiguousFraming(ln)

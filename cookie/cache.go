@@ -62,22 +62,27 @@ func (c *sessionCache) remove(value string) {
 }
 
 // Pairs yields the cookie-pairs of h's Cookie lines as the client wrote
-// them (trimmed of spaces, empty ones skipped), each with its name: the part
-// before "=", trimmed. It allocates nothing, unlike parsing the header into
-// http.Cookie values, and it is the one scanner of Cookie headers: Load
+// them (trimmed of SP and HTAB, empty ones skipped), each with its name: the
+// part before "=", trimmed. It allocates nothing, unlike parsing the header
+// into http.Cookie values, and it is the one scanner of Cookie headers: Load
 // reads the session cookie with it, the proxy strips authproxy's cookies
 // from every request with it.
+//
+// Only SP and HTAB are trimmed, as browsers trim a cookie's name and
+// net/http reads it: a name with other (Unicode) white space, such as
+// " __Host-authproxy", is a cookie of its own in the browser, one a
+// sibling subdomain may set, and must not read as the session cookie.
 func Pairs(h http.Header) iter.Seq2[string, string] {
 	return func(yield func(name, pair string) bool) {
 		for _, line := range h["Cookie"] {
 			for line != "" {
 				var pair string
 				pair, line, _ = strings.Cut(line, ";")
-				if pair = strings.TrimSpace(pair); pair == "" {
+				if pair = trimOWS(pair); pair == "" {
 					continue
 				}
 				name, _, _ := strings.Cut(pair, "=")
-				if !yield(strings.TrimSpace(name), pair) {
+				if !yield(trimOWS(name), pair) {
 					return
 				}
 			}
@@ -104,4 +109,15 @@ func Value(h http.Header, name string) (string, bool) {
 		return v, true
 	}
 	return "", false
+}
+
+// trimOWS trims SP and HTAB (RFC 9110 OWS) from both ends of s.
+func trimOWS(s string) string {
+	for s != "" && (s[0] == ' ' || s[0] == '\t') {
+		s = s[1:]
+	}
+	for s != "" && (s[len(s)-1] == ' ' || s[len(s)-1] == '\t') {
+		s = s[:len(s)-1]
+	}
+	return s
 }

@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"crypto/tls"
+	"math"
 	"net"
 )
 
@@ -17,10 +18,10 @@ import (
 //
 // The connection's bytes are followed by a small HTTP/1.1 framing reader
 // (request heads, Content-Length and chunked bodies), which only ever
-// refuses such a head; on anything it cannot follow (an oversized head, a
-// broken chunk, the tunnel after a protocol switch) it stops watching and
-// leaves the bytes to the server, whose own parser refuses or re-frames
-// them.
+// refuses such a head; on anything it cannot follow (a head the server
+// refuses, a broken chunk, the tunnel after a protocol switch) it stops
+// watching and leaves the bytes to the server, whose own parser refuses or
+// re-frames them.
 //
 // A *tls.Conn that negotiated HTTP/2 (ALPN h2) is passed through as it is:
 // HTTP/2 frames messages itself, and the server speaks it only on a
@@ -49,10 +50,6 @@ func (l framingListener) Accept() (net.Conn, error) {
 // would end the connection without an answer, and cancel the request
 // before it (the server reads ahead while a handler runs).
 const badRequest = "\x00\r\n\r\n"
-
-// maxHeadBytes bounds a head the framing reader follows; the server
-// refuses longer ones itself (MaxHeaderBytes).
-const maxHeadBytes = 1 << 20
 
 // framingConn follows the framing of the requests read from it. The
 // server never reads a connection from two goroutines at once.
@@ -89,7 +86,7 @@ func (c *framingConn) Read(p []byte) (int, error) {
 type framing struct {
 	state     int
 	off       bool   // stopped watching
-	headLen   int    // bytes of the current head so far
+	headLen   int    // bytes of the current head so far (0: none yet)
 	lineLen   int    // bytes of the current line so far ("\r" not counted)
 	lineNo    int    // lines of the current head so far
 	name      int    // header names the current line may still be (nameCL, nameTE)
@@ -99,6 +96,7 @@ type framing struct {
 	val       int64  // the current Content-Length line's value, -1 if unparsable
 	digits    bool   // digits seen in val, or in the chunk size
 	hasCL     bool   // the head has a Content-Length field
+	badCL     bool   // the head has a Content-Length field the server refuses
 	hasTE     bool   // the head has a Transfer-Encoding field
 	reqTail   uint64 // the last 8 bytes of the request line (its version)
 	cl        int64  // the head's Content-Length
@@ -184,10 +182,6 @@ func (f *framing) scan(b []byte) int {
 				if k > 0 {
 					f.headLen += k
 					f.lineLen += k
-					if f.headLen > maxHeadBytes {
-						f.off = true
-						return -1
-					}
 					i += k - 1
 					continue
 				}
@@ -202,17 +196,16 @@ func (f *framing) scan(b []byte) int {
 				if k > 0 {
 					f.headLen += k
 					f.lineLen += k
-					if f.headLen > maxHeadBytes {
-						f.off = true
-						return -1
-					}
 					i += k - 1
 					continue
 				}
 			}
-			if f.headLen++; f.headLen > maxHeadBytes {
-				f.off = true
-			} else if f.headByte(b[i]) {
+			// No bound on the head's length: the server's bound is
+			// MaxHeaderBytes plus slack (4 KiB and what it had buffered),
+			// and a reader that stopped watching below it let a head with
+			// both fields through.
+			f.headLen++
+			if f.headByte(b[i]) {
 				return max(headAt, 0)
 			}
 		}
@@ -297,7 +290,8 @@ func (f *framing) headByte(c byte) bool {
 		}
 	case f.isCL && f.val >= 0:
 		switch {
-		case c >= '0' && c <= '9' && f.val < 1<<50:
+		case c >= '0' && c <= '9' && f.val <= (math.MaxInt64-int64(c-'0'))/10:
+			// Up to what the server takes (strconv.ParseUint(v, 10, 63)).
 			f.val, f.digits = f.val*10+int64(c-'0'), true
 		case c == ' ' || c == '\t':
 		default:
@@ -331,7 +325,9 @@ func (f *framing) endField() {
 	case f.isCL:
 		switch {
 		case f.val < 0 || !f.digits || f.hasCL && f.val != f.cl:
-			f.off = true // unparsable or conflicting: the server refuses it
+			// Unparsable or conflicting: the server refuses the head,
+			// unless Transfer-Encoding follows, so endHead decides.
+			f.badCL = true
 		default:
 			f.hasCL, f.cl = true, f.val
 		}
@@ -349,8 +345,10 @@ const http10 = 'H'<<56 | 'T'<<48 | 'T'<<40 | 'P'<<32 | '/'<<24 | '1'<<16 | '.'<<
 // chunked one; RFC 9112 6.1 calls its framing faulty.
 func (f *framing) endHead() bool {
 	switch {
-	case f.hasTE && (f.hasCL || f.reqTail == http10):
+	case f.hasTE && (f.hasCL || f.badCL || f.reqTail == http10):
 		return true
+	case f.badCL:
+		f.off = true // the server refuses the head
 	case f.hasTE:
 		f.reset(stChunkSize, 0)
 	case f.cl > 0:

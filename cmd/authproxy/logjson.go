@@ -18,15 +18,29 @@ import (
 // JSONHandler does (FuzzFlatJSONMatchesSlog), with one Write each, and hands
 // everything else to the JSONHandler on the same writer. The JSONHandler
 // spends more on a record than the proxy's own work on the request it
-// describes: generic attribute handling, a mutex around the write, and
-// encoding/json for every float.
+// describes: generic attribute handling, a stack walk, and encoding/json
+// for every float.
 type flatJSON struct {
 	json slog.Handler
-	w    io.Writer // safe for concurrent Writes of whole records
+	w    *lockedWriter // both write through it, as the JSONHandler alone would
 }
 
 func newFlatJSON(w io.Writer, opts *slog.HandlerOptions) *flatJSON {
-	return &flatJSON{json: slog.NewJSONHandler(w, opts), w: w}
+	lw := &lockedWriter{w: w}
+	return &flatJSON{json: slog.NewJSONHandler(lw, opts), w: lw}
+}
+
+// lockedWriter makes the Writes of both ways into w one at a time, as the
+// JSONHandler's own lock does for its records, whatever w is.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
 
 func (h *flatJSON) Enabled(ctx context.Context, l slog.Level) bool {

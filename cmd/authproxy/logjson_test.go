@@ -3,10 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"math"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -145,3 +147,36 @@ func BenchmarkAccessRecord(b *testing.B) {
 type discard struct{}
 
 func (discard) Write(p []byte) (int, error) { return len(p), nil }
+
+// TestFlatJSONSerializesWrites: records from both ways (flat, and the
+// JSONHandler's) reach a writer that is not safe for concurrent use one at
+// a time, as with the JSONHandler alone (the race detector checks it).
+func TestFlatJSONSerializesWrites(t *testing.T) {
+	var buf bytes.Buffer
+	log := slog.New(newFlatJSON(&buf, nil))
+	const goroutines, each = 4, 200
+	var wg sync.WaitGroup
+	for g := range goroutines {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				if i%2 == 0 {
+					log.Info("request", "path", "/a", "n", i)
+				} else {
+					log.Info("other", "err", errors.New("boom"), "g", g) // the JSONHandler's way
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	lines := strings.Split(strings.TrimSuffix(buf.String(), "\n"), "\n")
+	if len(lines) != goroutines*each {
+		t.Fatalf("%d lines, want %d", len(lines), goroutines*each)
+	}
+	for _, l := range lines {
+		if !json.Valid([]byte(l)) {
+			t.Fatalf("not one JSON record: %q", l)
+		}
+	}
+}

@@ -304,6 +304,9 @@ func FuzzFramingMatchesGoReader(f *testing.F) {
 			f.Add(tt.stream, uint8(3))
 		}
 	}
+	for _, tt := range clSpellings {
+		f.Add(tt.firstReq+ambiguousSecond, uint8(5))
+	}
 	f.Add("POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nxPOST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n", uint8(1))
 	f.Fuzz(func(t *testing.T, stream string, size uint8) {
 		n := int(size)

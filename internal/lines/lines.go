@@ -1,8 +1,8 @@
 // Package lines reads the line-oriented files an operator writes (the
 // access rules, the routes): both must bound a line's length and report a
 // too-long line by its number without stopping, so that every problem of
-// the file is listed at once. It exists so that the two parsers share that
-// loop instead of each keeping a copy.
+// the file is listed at once, and both read path prefixes alike. It exists
+// so that the two parsers share that code instead of each keeping a copy.
 package lines
 
 import (
@@ -64,4 +64,27 @@ func Fields(text []byte, max int) ([]string, error) {
 		}
 	}
 	return fields, nil
+}
+
+// Prefix returns the prefix a path field such as /api/ matches by (the
+// path without its final slash; / stays /), and, when the path has an empty,
+// "." or ".." segment, which a request path never matches once cleaned,
+// what is wrong with it, worded to follow `path "..."`. The path starts
+// with "/".
+func Prefix(path string) (prefix, problem string) {
+	prefix = path
+	if path != "/" {
+		prefix = strings.TrimSuffix(path, "/")
+	}
+	for seg := range strings.SplitSeq(prefix[1:], "/") {
+		switch seg {
+		case "":
+			if prefix != "/" {
+				return prefix, "has an empty segment (//)"
+			}
+		case ".", "..":
+			return prefix, "has a " + seg + " segment"
+		}
+	}
+	return prefix, ""
 }

@@ -42,3 +42,23 @@ func TestReadError(t *testing.T) {
 		t.Errorf("err = %v, want %v", err, boom)
 	}
 }
+
+func TestPrefix(t *testing.T) {
+	for _, tt := range []struct{ path, prefix, problem string }{
+		{"/", "/", ""},
+		{"/api/", "/api", ""},
+		{"/api", "/api", ""},
+		{"/a/b/", "/a/b", ""},
+		{"//", "/", ""},
+		{"/a//b", "/a//b", "has an empty segment (//)"},
+		{"//a", "//a", "has an empty segment (//)"},
+		{"/a/./b", "/a/./b", "has a . segment"},
+		{"/a/..", "/a/..", "has a .. segment"},
+		{"/../", "/..", "has a .. segment"},
+		{"/a/...", "/a/...", ""},
+	} {
+		if prefix, problem := Prefix(tt.path); prefix != tt.prefix || problem != tt.problem {
+			t.Errorf("Prefix(%q) = %q, %q; want %q, %q", tt.path, prefix, problem, tt.prefix, tt.problem)
+		}
+	}
+}

@@ -499,21 +499,9 @@ func (p *parser) path(n int, s string) (path, prefix string) {
 		}
 		return s, s
 	}
-	prefix = s
-	if s != "/" {
-		prefix = strings.TrimSuffix(s, "/")
-	}
-	for seg := range strings.SplitSeq(prefix[1:], "/") {
-		switch seg {
-		case "":
-			if prefix != "/" {
-				p.errorf(n, "path %q has an empty segment (//)", s)
-				return s, prefix
-			}
-		case ".", "..":
-			p.errorf(n, "path %q has a %s segment", s, seg)
-			return s, prefix
-		}
+	prefix, problem := lines.Prefix(s)
+	if problem != "" {
+		p.errorf(n, "path %q %s", s, problem)
 	}
 	return s, prefix
 }

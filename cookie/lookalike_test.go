@@ -5,9 +5,6 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
-	"time"
-
-	"github.com/authproxy/authproxy/session"
 )
 
 // lookalikes are cookie names (and nameless pairs) a browser keeps apart
@@ -62,16 +59,7 @@ func TestValueLookalikeNames(t *testing.T) {
 // whole or as chunk 0, sent first, is not loaded as the victim's; alone it
 // loads no session.
 func TestCookieTossingLookalikeName(t *testing.T) {
-	now := t0
-	s, err := NewStore(Config{Name: "__Host-authproxy", Policy: session.Policy{Lifetime: 12 * time.Hour}, Secrets: [][]byte{keyA}, Now: func() time.Time { return now }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	attacker := save(t, s, nil, session.Session{User: "attacker", Expiry: now.Add(time.Hour)})
-	victim := save(t, s, nil, session.Session{User: "victim", Expiry: now.Add(time.Hour)})
-	if len(attacker) != 1 || len(victim) != 1 {
-		t.Fatalf("sessions in %d and %d cookies, want one each", len(attacker), len(victim))
-	}
+	s, attacker, victim := tossingStore(t)
 	for _, l := range lookalikes {
 		planted := l
 		if n, _, ok := strings.Cut(l, "=attacker"); ok {

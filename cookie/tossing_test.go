@@ -53,16 +53,7 @@ func TestValueDisguisedNames(t *testing.T) {
 // disguised name, sent before the victim's own cookie (a longer Path or an
 // older cookie comes first), does not become the victim's session.
 func TestCookieTossingDisguisedName(t *testing.T) {
-	now := t0
-	s, err := NewStore(Config{Name: "__Host-authproxy", Policy: session.Policy{Lifetime: 12 * time.Hour}, Secrets: [][]byte{keyA}, Now: func() time.Time { return now }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	attacker := save(t, s, nil, session.Session{User: "attacker", Expiry: now.Add(time.Hour)})
-	victim := save(t, s, nil, session.Session{User: "victim", Expiry: now.Add(time.Hour)})
-	if len(attacker) != 1 || len(victim) != 1 {
-		t.Fatalf("sessions in %d and %d cookies, want one each", len(attacker), len(victim))
-	}
+	s, attacker, victim := tossingStore(t)
 	for _, d := range disguises {
 		r := httptest.NewRequest("GET", "/", nil)
 		r.Header["Cookie"] = []string{disguise(d, s.Name()) + "=" + attacker[0].Value + "; " + s.Name() + "=" + victim[0].Value}
@@ -139,4 +130,21 @@ func FuzzValueReadsOnlyItsName(f *testing.F) {
 			}
 		}
 	})
+}
+
+// tossingStore returns a store under the __Host- name with an attacker's
+// and a victim's session, one cookie each.
+func tossingStore(t *testing.T) (s *Store, attacker, victim []*http.Cookie) {
+	t.Helper()
+	now := t0
+	s, err := NewStore(Config{Name: "__Host-authproxy", Policy: session.Policy{Lifetime: 12 * time.Hour}, Secrets: [][]byte{keyA}, Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	attacker = save(t, s, nil, session.Session{User: "attacker", Expiry: now.Add(time.Hour)})
+	victim = save(t, s, nil, session.Session{User: "victim", Expiry: now.Add(time.Hour)})
+	if len(attacker) != 1 || len(victim) != 1 {
+		t.Fatalf("sessions in %d and %d cookies, want one each", len(attacker), len(victim))
+	}
+	return s, attacker, victim
 }

@@ -80,67 +80,90 @@ type target struct {
 
 // admit decides whether t may pass: on a public path anonymously, else if
 // the caller is authenticated and the rules allow it. It returns the
-// outcome and, once the caller is known, the session (also when refused,
-// for the log). Unless the outcome is OutcomePublic or OutcomeProxied, it
-// has written the refusal.
-func (p *handler) admit(w http.ResponseWriter, r *http.Request, t target) (session.Session, string) {
-	path := ruleTarget(t.url)
+// outcome and, once the caller is known, leaves the session in *sess (also
+// when refused, for the log; else *sess is zero). Unless the outcome is
+// OutcomePublic or OutcomeProxied, it has written the refusal.
+//
+// The session is filled in place, in the request's state, all the way
+// down: a Session is about 200 bytes, and one taken by address for
+// Store.Touch (an interface call) would be moved to the heap on every
+// request.
+func (p *handler) admit(w http.ResponseWriter, r *http.Request, t target, sess *session.Session) string {
+	var path string
 	var buf [4]string // on the stack: no allocation unless a request names more methods
-	methods := methodsOf(buf[:0], t.method, r.Header, t.url.RawQuery)
-	if p.cfg.Rules != nil && allPublic(p.cfg.Rules, methods, t.host, path) {
-		return session.Session{}, OutcomePublic
+	var methods []string
+	if p.cfg.Rules != nil { // without rules, neither matters
+		path = ruleTarget(t.url)
+		methods = methodsOf(buf[:0], t.method, r.Header, t.url.RawQuery)
+		if allPublic(p.cfg.Rules, methods, t.host, path) {
+			*sess = session.Session{}
+			return OutcomePublic
+		}
 	}
-	sess, refused := p.authenticate(w, r, t)
-	if refused != "" {
-		return session.Session{}, refused
+	if refused := p.authenticate(w, r, t, sess); refused != "" {
+		return refused
 	}
 	if refused := p.authorize(w, r, sess, methods, t.host, path); refused != "" {
-		return sess, refused
+		return refused
 	}
-	return sess, OutcomeProxied
+	return OutcomeProxied
 }
 
 // authenticate finds the caller: a bearer token when bearer tokens are on
 // and the request carries one, else the session cookie. On failure it has
-// written the answer (redirect, 401 or 503) and returns its outcome as
-// refused; on success refused is empty.
-func (p *handler) authenticate(w http.ResponseWriter, r *http.Request, t target) (_ session.Session, refused string) {
+// written the answer (redirect, 401 or 503), zeroed *sess and returns its
+// outcome as refused; on success it has set *sess and refused is empty.
+func (p *handler) authenticate(w http.ResponseWriter, r *http.Request, t target, sess *session.Session) (refused string) {
 	if p.cfg.Bearer != nil {
 		if token, ok := bearerToken(r); ok {
-			sess, err := p.cfg.Bearer(r, token)
-			if err == nil {
-				infoOf(r).bearer = true // watch leaves revalidation to the token's expiry
-				return sess, ""
-			}
-			p.cfg.Logger.Info("bearer token refused", "path", t.url.Path, "err", err)
-			if errors.Is(err, session.ErrUnavailable) {
-				page.WriteJSON(w, page.Page{Status: http.StatusServiceUnavailable, Code: "provider_unavailable",
-					Detail: "Tokens cannot be checked until the identity provider has been reached."})
-				return session.Session{}, OutcomeError
-			}
-			w.Header().Set("WWW-Authenticate", `Bearer realm="authproxy", error="invalid_token"`)
-			page.WriteJSON(w, page.Page{Status: http.StatusUnauthorized, Code: "invalid_token",
-				Detail: "The bearer token is invalid or expired."})
-			return session.Session{}, OutcomeUnauth
+			*sess, refused = p.authenticateBearer(w, r, t, token)
+			return refused
 		}
 	}
-	sess, err := p.cfg.Sessions.Load(r)
-	if err == nil {
-		return p.renew(w, r, sess, t)
+	var err error
+	if *sess, err = p.cfg.Sessions.Load(r); err != nil {
+		*sess = session.Session{}
+		return p.noSession(w, r, t, err)
 	}
+	return p.renew(w, r, sess, t)
+}
+
+// authenticateBearer is authenticate for a request with a bearer token.
+func (p *handler) authenticateBearer(w http.ResponseWriter, r *http.Request, t target, token string) (_ session.Session, refused string) {
+	sess, err := p.cfg.Bearer(r, token)
+	if err == nil {
+		infoOf(r).bearer = true // watch leaves revalidation to the token's expiry
+		return sess, ""
+	}
+	p.cfg.Logger.Info("bearer token refused", "path", t.url.Path, "err", err)
+	if errors.Is(err, session.ErrUnavailable) {
+		page.WriteJSON(w, page.Page{Status: http.StatusServiceUnavailable, Code: "provider_unavailable",
+			Detail: "Tokens cannot be checked until the identity provider has been reached."})
+		return session.Session{}, OutcomeError
+	}
+	w.Header().Set("WWW-Authenticate", `Bearer realm="authproxy", error="invalid_token"`)
+	page.WriteJSON(w, page.Page{Status: http.StatusUnauthorized, Code: "invalid_token",
+		Detail: "The bearer token is invalid or expired."})
+	return session.Session{}, OutcomeUnauth
+}
+
+// noSession answers a request whose session the store did not load (err)
+// and returns the outcome. (Functions of their own, the failures keep
+// authenticate's stack frame small: see handler.finish.)
+func (p *handler) noSession(w http.ResponseWriter, r *http.Request, t target, err error) (refused string) {
 	if !errors.Is(err, session.ErrNoSession) {
 		p.cfg.Logger.Error("load session", "err", err)
 		if errors.Is(err, session.ErrUnavailable) { // the session store is down: the session may well be fine
 			page.Write(w, r, page.Page{Status: http.StatusServiceUnavailable, Code: "session_store_unavailable",
 				Title: "Temporarily unavailable", Detail: "authproxy cannot reach its session store. Please try again in a moment.",
 				Links: []page.Link{{Href: t.url.RequestURI(), Text: "Try again"}}})
-			return session.Session{}, OutcomeError
+			return OutcomeError
 		}
 		page.Write(w, r, page.Page{Status: http.StatusInternalServerError, Code: "internal_error",
 			Title: "Something went wrong", Detail: "authproxy could not read the session."})
-		return session.Session{}, OutcomeError
+		return OutcomeError
 	}
-	return session.Session{}, p.unauthenticated(w, r, t)
+	return p.unauthenticated(w, r, t)
 }
 
 // renew refreshes the session's tokens when they are about to expire and
@@ -148,34 +171,49 @@ func (p *handler) authenticate(w http.ResponseWriter, r *http.Request, t target)
 // changed it. A provider that refuses the refresh token has ended the
 // session; one that cannot be reached leaves it as it is, so logged-in users
 // keep working through a provider outage.
-func (p *handler) renew(w http.ResponseWriter, r *http.Request, sess session.Session, t target) (_ session.Session, refused string) {
-	if p.cfg.Refresher != nil && p.cfg.Refresher.NeedsRefresh(sess) {
-		next, err := p.refresh(w, r, sess)
-		switch {
-		case err == nil:
-			sess = next
-		case errors.Is(err, errRevokedWhileRenewing):
-			p.cfg.Logger.Info("session ended while it was being renewed", "user", sess.User)
-			p.cfg.Sessions.Clear(w, r)
-			return session.Session{}, p.unauthenticated(w, r, t)
-		case errors.Is(err, session.ErrUnavailable):
-			p.cfg.Logger.Warn("token refresh postponed: provider unreachable", "user", sess.User, "err", err)
-		default:
-			p.cfg.Logger.Info("session ended: the provider refused its refresh token", "user", sess.User, "err", err)
-			p.cfg.Sessions.Clear(w, r)
-			return session.Session{}, p.unauthenticated(w, r, t)
+func (p *handler) renew(w http.ResponseWriter, r *http.Request, sess *session.Session, t target) (refused string) {
+	if p.cfg.Refresher != nil && p.cfg.Refresher.NeedsRefresh(*sess) {
+		if refused := p.renewTokens(w, r, sess, t); refused != "" {
+			return refused
 		}
 	}
-	if p.cfg.Sessions.Touch(&sess) {
-		if err := p.cfg.Sessions.Save(w, r, sess); errors.Is(err, session.ErrNoSession) {
+	if p.cfg.Sessions.Touch(sess) {
+		if err := p.cfg.Sessions.Save(w, r, *sess); errors.Is(err, session.ErrNoSession) {
 			// Revoked (logout, admin, back-channel) since it was loaded.
-			p.cfg.Sessions.Clear(w, r)
-			return session.Session{}, p.unauthenticated(w, r, t)
+			return p.ended(w, r, sess, t)
 		} else if err != nil {
 			p.cfg.Logger.Error("save session", "err", err)
 		}
 	}
-	return sess, ""
+	return ""
+}
+
+// renewTokens is renew's refresh of the tokens: it updates *sess, or ends
+// the session and returns the outcome. (Apart, to keep the common path's
+// stack frame small: see handler.finish.)
+func (p *handler) renewTokens(w http.ResponseWriter, r *http.Request, sess *session.Session, t target) (refused string) {
+	next, err := p.refresh(w, r, *sess)
+	switch {
+	case err == nil:
+		*sess = next
+	case errors.Is(err, errRevokedWhileRenewing):
+		p.cfg.Logger.Info("session ended while it was being renewed", "user", sess.User)
+		return p.ended(w, r, sess, t)
+	case errors.Is(err, session.ErrUnavailable):
+		p.cfg.Logger.Warn("token refresh postponed: provider unreachable", "user", sess.User, "err", err)
+	default:
+		p.cfg.Logger.Info("session ended: the provider refused its refresh token", "user", sess.User, "err", err)
+		return p.ended(w, r, sess, t)
+	}
+	return ""
+}
+
+// ended clears the cookie of a session that ended while it was renewed,
+// zeroes *sess and answers as for a request without a session.
+func (p *handler) ended(w http.ResponseWriter, r *http.Request, sess *session.Session, t target) (refused string) {
+	*sess = session.Session{}
+	p.cfg.Sessions.Clear(w, r)
+	return p.unauthenticated(w, r, t)
 }
 
 // errRevokedWhileRenewing: the session was revoked (logout, admin,
@@ -229,7 +267,7 @@ func bearerToken(r *http.Request) (string, bool) {
 // authorize applies the rules to sess, the authenticated user. On refusal
 // it has written a 403 that says who the user is and offers logout, never a
 // redirect (which would loop), and returns OutcomeForbidden; else "".
-func (p *handler) authorize(w http.ResponseWriter, r *http.Request, sess session.Session, methods []string, host, escapedPath string) (refused string) {
+func (p *handler) authorize(w http.ResponseWriter, r *http.Request, sess *session.Session, methods []string, host, escapedPath string) (refused string) {
 	if p.cfg.Rules == nil {
 		return ""
 	}
@@ -257,7 +295,7 @@ func (p *handler) authorize(w http.ResponseWriter, r *http.Request, sess session
 }
 
 // claimsOf is what rules see: the kept claims, with the session's email.
-func claimsOf(sess session.Session) map[string]any {
+func claimsOf(sess *session.Session) map[string]any {
 	if sess.Email == "" || sess.Claims["email"] != nil {
 		return sess.Claims
 	}

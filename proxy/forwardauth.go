@@ -45,7 +45,7 @@ func (p *handler) check(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	redirect := r.URL.Query().Get("redirect") == "1" && page.IsNavigation(r)
-	info.sess, info.outcome = p.admit(w, r, target{method: method, host: host, url: orig, redirect: redirect})
+	info.outcome = p.admit(w, r, target{method: method, host: host, url: orig, redirect: redirect}, &info.sess)
 	switch info.outcome {
 	case OutcomeProxied:
 		p.setIdentity(w.Header(), info)

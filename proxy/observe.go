@@ -85,6 +85,8 @@ type reqState struct {
 	reqInfo
 	statusWriter
 	idValue [1]string // backs the X-Request-Id values, like userValue
+	// logAttrs holds the access log record's attributes (see finish).
+	logAttrs [8]slog.Attr
 }
 
 // hostPort is the request's host as X-Forwarded-Host names it: name, and
@@ -134,42 +136,68 @@ func (p *handler) observe(next http.Handler) http.Handler {
 		}
 		r = r.WithContext(context.WithValue(ctx, infoKey{}, info))
 		next.ServeHTTP(sw, r)
-
-		p.cfg.Observer.Request(info.outcome)
-		if p.cfg.Tracer != nil {
-			// The router has set r.Pattern (route does for its shortcut).
-			p.cfg.Tracer.End(r, routeOf(r.Pattern), info.outcome, sw.status(), info.sess.User)
-		}
-		level := slog.LevelInfo
-		if info.outcome == OutcomeProbe {
-			level = slog.LevelDebug // kubelet probes every few seconds
-		}
-		// The record is built here rather than by Logger.LogAttrs, which
-		// would walk the stack for a source position nobody logs.
-		h := p.cfg.Logger.Handler()
-		if !h.Enabled(r.Context(), level) {
-			return
-		}
-		now := time.Now()
-		// The path only: the query may carry codes, tokens or personal data.
-		attrs := [8]slog.Attr{
-			slog.String("method", r.Method),
-			slog.String("path", r.URL.Path),
-			slog.Int("status", sw.status()),
-			slog.Float64("duration_ms", float64(now.Sub(start).Microseconds())/1000),
-			slog.String("user", info.sess.User),
-			slog.String("outcome", info.outcome),
-			slog.String("request_id", id),
-		}
-		n := 7
-		if traceID != "" {
-			attrs[n] = slog.String("trace_id", traceID)
-			n++
-		}
-		rec := slog.NewRecord(now, level, "request", 0)
-		rec.AddAttrs(attrs[:n]...)
-		_ = h.Handle(r.Context(), rec)
+		p.finish(r, st, start, traceID)
 	})
+}
+
+// finish counts, traces and logs r once it has been answered. It is a
+// function of its own so that its frame (the log record is large) is not
+// on the stack while the request is served: that path runs deep, and a
+// connection's goroutine whose stack has to grow for every request, after
+// each GC shrank it back, pays a stack copy each time.
+func (p *handler) finish(r *http.Request, st *reqState, start time.Time, traceID string) {
+	info, sw := &st.reqInfo, &st.statusWriter
+	p.cfg.Observer.Request(info.outcome)
+	if p.cfg.Tracer != nil {
+		// The router has set r.Pattern (route does for its shortcut).
+		p.cfg.Tracer.End(r, routeOf(r.Pattern), info.outcome, sw.status(), info.sess.User)
+	}
+	level := slog.LevelInfo
+	if info.outcome == OutcomeProbe {
+		level = slog.LevelDebug // kubelet probes every few seconds
+	}
+	// The record is built here rather than by Logger.LogAttrs, which
+	// would walk the stack for a source position nobody logs.
+	h := p.cfg.Logger.Handler()
+	if !h.Enabled(r.Context(), level) {
+		return
+	}
+	now := time.Now()
+	// In the request's state, which is on the heap anyway: an array of
+	// its own would be moved there, as HandleAttrs is an interface call.
+	attrs := &st.logAttrs
+	*attrs = [len(st.logAttrs)]slog.Attr{
+		slog.String("method", r.Method),
+		// The path only: the query may carry codes, tokens or personal data.
+		slog.String("path", r.URL.Path),
+		slog.Int("status", sw.status()),
+		slog.Float64("duration_ms", float64(now.Sub(start).Microseconds())/1000),
+		slog.String("user", info.sess.User),
+		slog.String("outcome", info.outcome),
+		slog.String("request_id", st.idValue[0]),
+	}
+	n := 7
+	if traceID != "" {
+		attrs[n] = slog.String("trace_id", traceID)
+		n++
+	}
+	if ah, ok := h.(AttrsHandler); ok {
+		_ = ah.HandleAttrs(r.Context(), now, level, "request", attrs[:n])
+		return
+	}
+	rec := slog.NewRecord(now, level, "request", 0)
+	rec.AddAttrs(attrs[:n]...)
+	_ = h.Handle(r.Context(), rec)
+}
+
+// AttrsHandler is a slog.Handler that also takes a record as its parts:
+// HandleAttrs must do what Handle does with the slog.Record of them
+// (slog.NewRecord(t, level, msg, 0) with attrs added). The access log uses
+// it where the Config's Logger has it, sparing a Record per request: one
+// is copied into every handler it passes, and allocates for more than five
+// attributes.
+type AttrsHandler interface {
+	HandleAttrs(ctx context.Context, t time.Time, level slog.Level, msg string, attrs []slog.Attr) error
 }
 
 // Tracer traces requests (internal/tracing holds the OpenTelemetry one).

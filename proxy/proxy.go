@@ -339,17 +339,16 @@ func (p *handler) serveProxied(w http.ResponseWriter, r *http.Request) {
 	if !p.upgradeAllowed(w, r) {
 		return
 	}
-	sess, outcome := p.admit(w, r, target{method: r.Method, host: info.host, url: r.URL, redirect: page.IsNavigation(r)})
 	// Rewrite reads the session from info to set the identity headers.
-	info.sess, info.outcome = sess, outcome
-	switch outcome {
+	info.outcome = p.admit(w, r, target{method: r.Method, host: info.host, url: r.URL, redirect: page.IsNavigation(r)}, &info.sess)
+	switch info.outcome {
 	case OutcomePublic:
 		if r.Body != nil && r.Body != http.NoBody && !p.boundBody(w, r, PublicBodyLimit) {
 			return
 		}
 		info.forwarded = time.Now()
 	case OutcomeProxied:
-		if !p.basicAllowed(w, r, sess) {
+		if !p.basicAllowed(w, r, info.sess) {
 			info.outcome = OutcomeForbidden
 			return
 		}

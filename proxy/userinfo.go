@@ -39,12 +39,11 @@ func (p *handler) userinfo(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
 	// The login URL of the 401 returns to the site's root, not to this
 	// JSON document.
-	sess, refused := p.authenticate(w, r, target{method: r.Method, url: &url.URL{Path: "/"}})
-	if refused != "" {
+	if refused := p.authenticate(w, r, target{method: r.Method, url: &url.URL{Path: "/"}}, &info.sess); refused != "" {
 		info.outcome = refused
 		return
 	}
-	info.sess = sess
+	sess := &info.sess
 	u := UserInfo{User: sess.User, Email: sess.Email, Name: sess.Name, Groups: groupList(sess.Claims[p.groupsClaim()]), Auth: "session"}
 	if claim.CheckString(u.Email) != nil {
 		u.Email = ""

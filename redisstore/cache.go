@@ -118,7 +118,7 @@ type cached struct {
 type cache struct {
 	size int
 	ttl  time.Duration
-	m    atomic.Pointer[bounded.Map[string, cached]]
+	m    atomic.Pointer[bounded.Map[string, *cached]]
 	// gen moves at every invalidation, flush and lease loss, under fillMu.
 	gen    atomic.Uint64
 	fillMu sync.Mutex
@@ -141,7 +141,7 @@ type cache struct {
 
 func newCache(size int, ttl time.Duration) *cache {
 	c := &cache{size: size, ttl: ttl, base: time.Now()}
-	c.m.Store(bounded.New[string, cached](size))
+	c.m.Store(bounded.New[string, *cached](size))
 	return c
 }
 
@@ -174,7 +174,7 @@ func (c *cache) flush() {
 	c.fillMu.Lock()
 	defer c.fillMu.Unlock()
 	c.gen.Add(1)
-	c.m.Store(bounded.New[string, cached](c.size))
+	c.m.Store(bounded.New[string, *cached](c.size))
 }
 
 // invalidate drops sessions from the cache.
@@ -194,15 +194,16 @@ func (c *cache) invalidate(ids ...string) {
 func (c *cache) clock() time.Time { return c.base.Add(time.Duration(c.mono())) }
 
 // get returns the cached session of t, if the lease holds.
-func (c *cache) get(t ticket) (session.Session, bool) {
+// The entry is shared: read it, never change it.
+func (c *cache) get(t ticket) *cached {
 	if !c.trusted() {
-		return session.Session{}, false
+		return nil
 	}
 	e, ok := c.m.Load().Get(t.id, c.clock())
 	if !ok || e.key != t.key {
-		return session.Session{}, false
+		return nil
 	}
-	return e.sess, true
+	return e
 }
 
 // fill caches sess, read from Redis after gen was at gen0, unless gen has
@@ -217,7 +218,7 @@ func (c *cache) fill(gen0 uint64, t ticket, sess session.Session, end, now time.
 	if c.gen.Load() != gen0 {
 		return
 	}
-	c.m.Load().Put(t.id, cached{sess: sess, key: t.key}, exp, mnow)
+	c.m.Load().Put(t.id, &cached{sess: sess, key: t.key}, exp, mnow)
 }
 
 // channel is where writers announce the sessions they changed.

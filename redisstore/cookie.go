@@ -73,33 +73,44 @@ var (
 	errNoTicket = fmt.Errorf("%w: cookie carries no ticket", session.ErrNoSession)
 )
 
+// openTicket is a ticket cookie opened and checked: its ticket parsed, and
+// the session's expiry.
+type openTicket struct {
+	t      ticket
+	expiry time.Time
+}
+
 // readCookie opens the request's ticket cookie. Anything but a valid,
 // unexpired ticket of ours wraps session.ErrNoSession.
-func (s *Store) readCookie(r *http.Request) (ticketCookie, error) {
+func (s *Store) readCookie(r *http.Request) (openTicket, error) {
 	value, ok := cookie.Value(r.Header, s.name)
 	if !ok {
-		return ticketCookie{}, errNoCookie
+		return openTicket{}, errNoCookie
 	}
 	now := s.now()
 	k := s.keys.Load()
-	tc, cached := k.verified.Get(value, now)
+	ot, cached := k.verified.Get(value, now)
 	if !cached {
-		var err error
-		if tc, err = k.open(s.name, value); err != nil {
-			return ticketCookie{}, err
+		tc, err := k.open(s.name, value)
+		if err != nil {
+			return openTicket{}, err
 		}
+		if ot.t, err = parseTicket(tc.Ticket); err != nil {
+			return openTicket{}, err
+		}
+		ot.expiry = tc.Expiry
 	}
-	if !now.Before(tc.Expiry) {
+	if !now.Before(ot.expiry) {
 		if cached {
 			k.verified.Delete(value)
 		}
-		return ticketCookie{}, errExpired
+		return openTicket{}, errExpired
 	}
 	if !cached {
 		// The value may point into the request's header memory; keep a copy.
-		k.verified.Put(strings.Clone(value), tc, tc.Expiry, now)
+		k.verified.Put(strings.Clone(value), ot, ot.expiry, now)
 	}
-	return tc, nil
+	return ot, nil
 }
 
 // openCookie verifies and decrypts a ticket cookie's value, sealed under
@@ -123,7 +134,7 @@ func (k *keys) open(name, value string) (ticketCookie, error) {
 }
 
 // maxVerified bounds the cache of verified ticket cookies (Store.verified):
-// about 300 bytes each, so a few MiB at most.
+// about 400 bytes each with the cookie's value, so a few MiB at most.
 const maxVerified = 4096
 
 // writeCookie sets the ticket cookie of t, living until expiry.

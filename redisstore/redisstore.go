@@ -175,8 +175,9 @@ type keys struct {
 	legacy []securecookie.Codec
 	// verified holds the ticket cookies these keys have opened, by exact
 	// value, so a user's next request costs a lookup instead of an HMAC, an
-	// AES pass and a JSON decode. (The sessions themselves are in cache.)
-	verified *bounded.Map[string, ticketCookie]
+	// AES pass, a JSON decode and the ticket's base64. (The sessions
+	// themselves are in cache.)
+	verified *bounded.Map[string, openTicket]
 }
 
 // unavailable reports that Redis could not serve a call: down, unreachable,
@@ -266,7 +267,7 @@ func (s *Store) SetSecrets(secrets [][]byte) error {
 	if err != nil {
 		return err
 	}
-	s.keys.Store(&keys{codecs: codecs, legacy: legacy, verified: bounded.New[string, ticketCookie](maxVerified)})
+	s.keys.Store(&keys{codecs: codecs, legacy: legacy, verified: bounded.New[string, openTicket](maxVerified)})
 	return nil
 }
 
@@ -304,12 +305,19 @@ func (s *Store) Load(r *http.Request) (session.Session, error) {
 	var gen0 uint64
 	if c != nil {
 		// A session that looks ended is read again: Redis decides.
-		now := s.now()
-		if sess, ok := c.get(t); ok && !s.policy.Ended(&sess, now) {
-			return sess, nil
+		if e := c.get(t); e != nil && !s.policy.Ended(&e.sess, s.now()) {
+			return e.sess, nil
 		}
 		gen0 = c.gen.Load() // before the GET: see "The race" in cache.go
 	}
+	return s.loadStored(r, t, gen0)
+}
+
+// loadStored is Load past the cache: it reads t's session from Redis and
+// caches it if gen has stayed at gen0. (A function of its own, so that the
+// cache hit runs on a small stack frame.)
+func (s *Store) loadStored(r *http.Request, t ticket, gen0 uint64) (session.Session, error) {
+	c := s.cache
 	ctx, cancel := s.callCtx(r.Context())
 	defer cancel()
 	e, err := s.get(ctx, t)
@@ -332,18 +340,8 @@ func (s *Store) Load(r *http.Request) (session.Session, error) {
 
 // ticket reads and parses the ticket cookie of r.
 func (s *Store) ticket(r *http.Request) (ticket, error) {
-	t, _, err := s.ticketCookie(r)
-	return t, err
-}
-
-// ticketCookie is ticket, with the cookie's expiry.
-func (s *Store) ticketCookie(r *http.Request) (ticket, time.Time, error) {
-	c, err := s.readCookie(r)
-	if err != nil {
-		return ticket{}, time.Time{}, err
-	}
-	t, err := parseTicket(c.Ticket)
-	return t, c.Expiry, err
+	ot, err := s.readCookie(r)
+	return ot.t, err
 }
 
 // entry is a stored session, opened.
@@ -400,7 +398,8 @@ func (s *Store) Save(w http.ResponseWriter, r *http.Request, sess session.Sessio
 	}
 	ctx := r.Context()
 
-	current, cookieExpiry, curErr := s.ticketCookie(r)
+	cur, curErr := s.readCookie(r)
+	current, cookieExpiry := cur.t, cur.expiry
 	var t ticket
 	created, mode := now, "NX"
 	if refreshOf != "" {

@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"sync"
 	"time"
+
+	"github.com/authproxy/authproxy/proxy"
 )
 
 // Defaults of the log buffer (AUTHPROXY_LOG_BUFFER).
@@ -65,6 +67,21 @@ type flushOnWarn struct {
 func (h flushOnWarn) Handle(ctx context.Context, r slog.Record) error {
 	err := h.Handler.Handle(ctx, r)
 	if r.Level >= slog.LevelWarn {
+		h.buf.Flush()
+	}
+	return err
+}
+
+// HandleAttrs is Handle for the record of t, level, msg and attrs, passed
+// on as parts where the handler takes them so (proxy.AttrsHandler).
+func (h flushOnWarn) HandleAttrs(ctx context.Context, t time.Time, level slog.Level, msg string, attrs []slog.Attr) error {
+	var err error
+	if ah, ok := h.Handler.(proxy.AttrsHandler); ok {
+		err = ah.HandleAttrs(ctx, t, level, msg, attrs)
+	} else {
+		err = h.Handler.Handle(ctx, newRecord(t, level, msg, attrs))
+	}
+	if level >= slog.LevelWarn {
 		h.buf.Flush()
 	}
 	return err

@@ -164,6 +164,44 @@ func TestFlushOnWarn(t *testing.T) {
 	}
 }
 
+// TestFlushOnWarnHandleAttrs: the access log's way through openLog's
+// handler (HandleAttrs) writes what Handle writes for the same record, in
+// both formats (JSON has HandleAttrs of its own, text takes the Record),
+// and a Warn record is written by the time the call returns.
+func TestFlushOnWarnHandleAttrs(t *testing.T) {
+	when := time.Date(2026, 12, 2, 14, 30, 0, 123456789, time.UTC)
+	attrs := []slog.Attr{slog.String("method", "GET"), slog.String("path", "/a\n\"b"), slog.Int("status", 200),
+		slog.Float64("duration_ms", 1.5), slog.String("user", "u"), slog.String("outcome", "proxied"),
+		slog.String("request_id", "r1"), slog.Float64("huge", 1e300)}
+	for _, format := range []string{"json", "text"} {
+		for _, level := range []slog.Level{slog.LevelInfo, slog.LevelWarn} {
+			var viaAttrs, viaRecord lockedBuffer
+			for _, c := range []struct {
+				out   *lockedBuffer
+				attrs bool
+			}{{&viaAttrs, true}, {&viaRecord, false}} {
+				b := newLogBuffer(c.out, 1<<20, 1<<20, time.Hour, hang)
+				b.start()
+				h := flushOnWarn{Handler: newLogger(logConfig{Format: format, Level: slog.LevelDebug}, b).Handler(), buf: b}
+				if c.attrs {
+					if err := h.HandleAttrs(context.Background(), when, level, "request", attrs); err != nil {
+						t.Fatal(err)
+					}
+				} else if err := h.Handle(context.Background(), newRecord(when, level, "request", attrs)); err != nil {
+					t.Fatal(err)
+				}
+				if got := c.out.String(); (level >= slog.LevelWarn) != (got != "") {
+					t.Errorf("%s, %v: written before Close: %q", format, level, got)
+				}
+				b.Close()
+			}
+			if viaAttrs.String() != viaRecord.String() || !strings.Contains(viaAttrs.String(), "request_id") {
+				t.Errorf("%s, %v: HandleAttrs wrote\n%q\nHandle\n%q", format, level, viaAttrs.String(), viaRecord.String())
+			}
+		}
+	}
+}
+
 // blockingWriter is stdout wedged: Write waits until release is closed.
 type blockingWriter struct {
 	entered chan struct{} // one value per Write begun

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"time"
 	"unicode/utf8"
+
+	"github.com/authproxy/authproxy/proxy"
 )
 
 // flatJSON is slog's JSONHandler with a faster way for the records most
@@ -59,6 +61,35 @@ func (h *flatJSON) Handle(ctx context.Context, r slog.Record) error {
 		flatBuffers.Put(bp)
 		return h.json.Handle(ctx, r)
 	}
+	return h.write(bp, buf)
+}
+
+var _ proxy.AttrsHandler = (*flatJSON)(nil)
+
+// HandleAttrs writes the record of t, level, msg and attrs as Handle writes
+// that slog.Record, without building one (the access log's way).
+func (h *flatJSON) HandleAttrs(ctx context.Context, t time.Time, level slog.Level, msg string, attrs []slog.Attr) error {
+	bp := flatBuffers.Get().(*[]byte)
+	buf, ok := appendFlatHead((*bp)[:0], t, level, msg)
+	for i := 0; ok && i < len(attrs); i++ {
+		buf, ok = appendFlatAttr(buf, attrs[i])
+	}
+	if !ok {
+		flatBuffers.Put(bp)
+		return h.json.Handle(ctx, newRecord(t, level, msg, attrs))
+	}
+	return h.write(bp, append(buf, "}\n"...))
+}
+
+// newRecord is the slog.Record of t, level, msg and attrs.
+func newRecord(t time.Time, level slog.Level, msg string, attrs []slog.Attr) slog.Record {
+	r := slog.NewRecord(t, level, msg, 0)
+	r.AddAttrs(attrs...)
+	return r
+}
+
+// write writes buf, a line, and pools it in bp unless it grew large.
+func (h *flatJSON) write(bp *[]byte, buf []byte) error {
 	_, err := h.w.Write(buf)
 	if cap(buf) <= 64<<10 {
 		*bp = buf
@@ -70,25 +101,33 @@ func (h *flatJSON) Handle(ctx context.Context, r slog.Record) error {
 // appendFlatRecord appends r as the JSONHandler (no options but the level)
 // writes it, or reports false for a record it leaves to the JSONHandler.
 func appendFlatRecord(buf []byte, r slog.Record) ([]byte, bool) {
-	buf = append(buf, '{')
-	if !r.Time.IsZero() {
-		if y := r.Time.Year(); y < 0 || y >= 10000 {
-			return buf, false // the JSONHandler reports the error in the line
-		}
-		buf = append(buf, `"time":"`...)
-		buf = r.Time.AppendFormat(buf, time.RFC3339Nano)
-		buf = append(buf, `",`...)
+	buf, ok := appendFlatHead(buf, r.Time, r.Level, r.Message)
+	if !ok {
+		return buf, false
 	}
-	buf = append(buf, `"level":`...)
-	buf = appendJSONString(buf, r.Level.String())
-	buf = append(buf, `,"msg":`...)
-	buf = appendJSONString(buf, r.Message)
-	ok := true
 	r.Attrs(func(a slog.Attr) bool {
 		buf, ok = appendFlatAttr(buf, a)
 		return ok
 	})
 	return append(buf, "}\n"...), ok
+}
+
+// appendFlatHead appends a record's opening brace, time, level and
+// message, or reports false for a time the JSONHandler reports as an error.
+func appendFlatHead(buf []byte, t time.Time, level slog.Level, msg string) ([]byte, bool) {
+	buf = append(buf, '{')
+	if !t.IsZero() {
+		if y := t.Year(); y < 0 || y >= 10000 {
+			return buf, false // the JSONHandler reports the error in the line
+		}
+		buf = append(buf, `"time":"`...)
+		buf = t.AppendFormat(buf, time.RFC3339Nano)
+		buf = append(buf, `",`...)
+	}
+	buf = append(buf, `"level":`...)
+	buf = appendJSONString(buf, level.String())
+	buf = append(buf, `,"msg":`...)
+	return appendJSONString(buf, msg), true
 }
 
 // appendFlatAttr appends ,"key":value, or reports false for a value kind

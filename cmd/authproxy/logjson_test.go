@@ -26,6 +26,16 @@ func both(t *testing.T, r slog.Record) (want, got string, flat bool) {
 		t.Fatal(err)
 	}
 	_, flat = appendFlatRecord(nil, r.Clone())
+	// The access log's way, the record as its parts, writes the same.
+	var c bytes.Buffer
+	var attrs []slog.Attr
+	r.Attrs(func(a slog.Attr) bool { attrs = append(attrs, a); return true })
+	if err := newFlatJSON(&c, opts).HandleAttrs(context.Background(), r.Time, r.Level, r.Message, attrs); err != nil {
+		t.Fatal(err)
+	}
+	if c.String() != b.String() {
+		t.Errorf("HandleAttrs wrote\n%q\nHandle\n%q", c.String(), b.String())
+	}
 	return a.String(), b.String(), flat
 }
 

@@ -69,7 +69,9 @@ type reqInfo struct {
 	forwarded time.Time               // when the request left for the upstream
 	bodyErr   atomic.Pointer[failure] // why reading the request body failed (size, time)
 
-	// For a logged-in user's forwarded request (see lateTimer): the
+	// late is the request's place in the handler's lateList.
+	late lateLink
+	// For a logged-in user's forwarded request (see lateList): the
 	// request; under mu, the upstream's response body once it arrives (the
 	// backend connection of a WebSocket), and whether watch ended it.
 	req   *http.Request

@@ -15,7 +15,6 @@ import (
 	"net/url"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/authproxy/authproxy/cookie"
@@ -196,7 +195,7 @@ func newHandler(cfg Config) (*handler, error) {
 		"x-forwarded-prefix", "x-forwarded-port", "x-forwarded-server", "x-forwarded-method",
 		"x-original-method", "x-real-ip", "forwarded", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto",
 	}, p.identity...)
-	p.late.New = func() any { return newLateTimer(p) }
+	p.late = newLateList(cfg.watchAfter, p.watch)
 	errorLog := slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn)
 	for _, rt := range cfg.Routes.Routes() {
 		var t http.RoundTripper
@@ -236,8 +235,9 @@ type handler struct {
 	untrusted []string
 	// basicSuffix is ":" and the basic-auth password; empty when off.
 	basicSuffix string
-	// late holds idle *lateTimer.
-	late sync.Pool
+	// late lists the forwarded requests of logged-in users until their
+	// responses end, to watch those that run long.
+	late *lateList
 }
 
 // router is what routes needs of an *http.ServeMux; TestRouteTable passes
@@ -358,9 +358,8 @@ func (p *handler) serveProxied(w http.ResponseWriter, r *http.Request) {
 		// or not. One still running after WatchAfter is watched, and cut
 		// when its session expires or is revoked.
 		info.req = r
-		lt := p.late.Get().(*lateTimer)
-		lt.arm(info, p.cfg.watchAfter)
-		defer p.disarm(lt)
+		p.late.add(info, info.forwarded)
+		defer p.late.remove(info)
 	default:
 		return // refused; admit has answered
 	}
@@ -421,54 +420,16 @@ func ruleTarget(u *url.URL) string { return u.EscapedPath() }
 const DefaultRevalidate = 15 * time.Second
 
 // WatchAfter is how long a response for a logged-in user runs before the
-// proxy starts watching its session. Shorter responses cost one timer
-// reset and stop.
+// proxy starts watching its session (see lateList). Shorter responses
+// cost a listing.
 const WatchAfter = 10 * time.Second
 
 // errSessionEnded cancels a response whose session ended before the
 // upstream answered.
 var errSessionEnded = errors.New("the session ended while the upstream was answering")
 
-// lateTimer fires when a response is still running WatchAfter after it was
-// forwarded. The timers are pooled, so that the common, short response
-// costs no allocation.
-type lateTimer struct {
-	t    *time.Timer
-	info atomic.Pointer[reqInfo] // the armed request; nil when idle or fired
-}
-
-func newLateTimer(p *handler) *lateTimer {
-	lt := &lateTimer{}
-	lt.t = time.AfterFunc(time.Hour, func() {
-		if info := lt.info.Swap(nil); info != nil {
-			p.watch(info)
-		}
-	})
-	lt.t.Stop()
-	return lt
-}
-
-// arm starts the timer for info's response: after d, or at the session's
-// expiry if that comes first.
-func (lt *lateTimer) arm(info *reqInfo, d time.Duration) {
-	if until := time.Until(info.sess.Expiry); !info.sess.Expiry.IsZero() && until < d {
-		d = max(until, time.Millisecond)
-	}
-	lt.info.Store(info)
-	lt.t.Reset(d)
-}
-
-// disarm stops lt once the response is over. A timer that already fired is
-// dropped, not pooled: its watch may still be running.
-func (p *handler) disarm(lt *lateTimer) {
-	lt.info.Store(nil)
-	if lt.t.Stop() {
-		p.late.Put(lt)
-	}
-}
-
 // watch starts watching a long response for a logged-in user (it runs in
-// the late timer's goroutine): the response ends when the session expires
+// the lateList's sweep): the response ends when the session expires
 // or, checked every Revalidate, when the store no longer knows it: revoked,
 // or (the cookie store too) sealed with a key a reload has removed. Only an
 // authoritative "no session" ends it: a store that cannot be reached leaves

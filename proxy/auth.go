@@ -316,7 +316,7 @@ func pathOnly(p string) string {
 // Anonymous requests (public paths) get none; the caller has stripped any
 // the client sent.
 func (p *handler) setIdentity(h http.Header, info *reqInfo) {
-	sess := info.sess
+	sess := &info.sess
 	if sess.User == "" {
 		return
 	}

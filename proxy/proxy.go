@@ -195,6 +195,7 @@ func newHandler(cfg Config) (*handler, error) {
 		"x-forwarded-prefix", "x-forwarded-port", "x-forwarded-server", "x-forwarded-method",
 		"x-original-method", "x-real-ip", "forwarded", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto",
 	}, p.identity...)
+	p.identitySet, p.untrustedSet = newHeaderSet(p.identity), newHeaderSet(p.untrusted)
 	p.late = newLateList(cfg.watchAfter, p.watch)
 	errorLog := slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn)
 	for _, rt := range cfg.Routes.Routes() {
@@ -233,6 +234,8 @@ type handler struct {
 	identity []string
 	// untrusted adds the names only a trusted proxy may send.
 	untrusted []string
+	// identitySet and untrustedSet hold the same names for stripHeaders.
+	identitySet, untrustedSet headerSet
 	// basicSuffix is ":" and the basic-auth password; empty when off.
 	basicSuffix string
 	// late lists the forwarded requests of logged-in users until their
@@ -600,7 +603,7 @@ func (p *handler) rewrite(pr *httputil.ProxyRequest) {
 		}
 	}
 	if p.cfg.Trusted(pr.In) {
-		stripHeaders(pr.Out.Header, p.identity)
+		stripHeaders(pr.Out.Header, p.identitySet)
 		// A trusted proxy's chain is extended, its view of proto and host kept.
 		if v := pr.In.Header.Values("X-Forwarded-For"); len(v) > 0 {
 			pr.Out.Header["X-Forwarded-For"] = v
@@ -614,7 +617,7 @@ func (p *handler) rewrite(pr *httputil.ProxyRequest) {
 		}
 	} else {
 		// Before ours are set: the list holds every spelling of them.
-		stripHeaders(pr.Out.Header, p.untrusted)
+		stripHeaders(pr.Out.Header, p.untrustedSet)
 		setXForwarded(pr, info)
 		// The client's Host must not become the app's idea of its own
 		// name (password-reset links, redirects).
@@ -670,15 +673,41 @@ func (p *handler) setForwardedHost(h http.Header, info *reqInfo) {
 // and nginx with underscores_in_headers merge "_"; PHP also maps ".";
 // lighttpd's CGI, FastCGI and SCGI, like Apache 2.2, turn every character
 // but letters and digits into "_").
-func stripHeaders(h http.Header, names []string) {
+func stripHeaders(h http.Header, names headerSet) {
 	for name := range h {
-		for _, id := range names {
-			if sameHeader(name, id) {
-				delete(h, name)
-				break
-			}
+		if names.has(name) {
+			delete(h, name)
 		}
 	}
+}
+
+// headerSet holds normalized header names by length, so that a request's
+// header is compared only with the names as long as it (sameHeader keeps
+// the length): every header of every request is looked up.
+type headerSet struct{ byLen [][]string }
+
+func newHeaderSet(names []string) headerSet {
+	var s headerSet
+	for _, n := range names {
+		for len(s.byLen) <= len(n) {
+			s.byLen = append(s.byLen, nil)
+		}
+		s.byLen[len(n)] = append(s.byLen[len(n)], n)
+	}
+	return s
+}
+
+// has reports whether name normalizes to one of the set's names.
+func (s headerSet) has(name string) bool {
+	if len(name) >= len(s.byLen) {
+		return false
+	}
+	for _, n := range s.byLen[len(name)] {
+		if sameHeader(name, n) {
+			return true
+		}
+	}
+	return false
 }
 
 // sameHeader reports whether name normalizes to norm (see NormalizeHeader)

@@ -644,8 +644,17 @@ func FuzzSameHeader(f *testing.F) {
 				t.Fatalf("sameHeader(%q, %q) = %v, NormalizeHeader says %v", name, id, got, want)
 			}
 		}
+		// The sets by length find what comparing with every name finds.
+		for _, set := range []struct {
+			names []string
+			set   headerSet
+		}{{p.identity, p.identitySet}, {p.untrusted, p.untrustedSet}} {
+			if got, want := set.set.has(name), slices.ContainsFunc(set.names, func(id string) bool { return sameHeader(name, id) }); got != want {
+				t.Fatalf("headerSet.has(%q) = %v, the list says %v", name, got, want)
+			}
+		}
 		h := http.Header{name: {"forged"}}
-		stripHeaders(h, p.identity)
+		stripHeaders(h, p.identitySet)
 		for _, id := range p.identity {
 			if _, kept := h[name]; kept && upstreamReads(name) == upstreamReads(id) {
 				t.Fatalf("%q survives the strip, but an upstream reads it as %s", name, id)

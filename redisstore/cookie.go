@@ -83,11 +83,15 @@ type openTicket struct {
 // readCookie opens the request's ticket cookie. Anything but a valid,
 // unexpired ticket of ours wraps session.ErrNoSession.
 func (s *Store) readCookie(r *http.Request) (openTicket, error) {
+	return s.readCookieAt(r, s.now())
+}
+
+// readCookieAt is readCookie at now (by Config.Now).
+func (s *Store) readCookieAt(r *http.Request, now time.Time) (openTicket, error) {
 	value, ok := cookie.Value(r.Header, s.name)
 	if !ok {
 		return openTicket{}, errNoCookie
 	}
-	now := s.now()
 	k := s.keys.Load()
 	ot, cached := k.verified.Get(value, now)
 	if !cached {

@@ -297,15 +297,17 @@ func (s *Store) sessionKey(id string) string { return s.prefix + "s:" + id }
 // unknown, expired or revoked ticket yields an error wrapping
 // session.ErrNoSession; a Redis failure, one wrapping session.ErrUnavailable.
 func (s *Store) Load(r *http.Request) (session.Session, error) {
-	t, err := s.ticket(r)
+	now := s.now()
+	ot, err := s.readCookieAt(r, now)
 	if err != nil {
 		return session.Session{}, err
 	}
+	t := ot.t
 	c := s.cache
 	var gen0 uint64
 	if c != nil {
 		// A session that looks ended is read again: Redis decides.
-		if e := c.get(t); e != nil && !s.policy.Ended(&e.sess, s.now()) {
+		if e := c.get(t); e != nil && !s.policy.Ended(&e.sess, now) {
 			return e.sess, nil
 		}
 		gen0 = c.gen.Load() // before the GET: see "The race" in cache.go
@@ -492,6 +494,9 @@ func (s *Store) Save(w http.ResponseWriter, r *http.Request, sess session.Sessio
 // itself; the ticket cookie keeps the Expiry, so recording a use (Touch,
 // then Save) does not rewrite it.
 func (s *Store) Touch(sess *session.Session) bool {
+	if s.policy.Idle <= 0 {
+		return false // no idle timeout: nothing to record (and no clock to read)
+	}
 	return s.policy.Touch(sess, s.now())
 }
 

@@ -102,32 +102,33 @@ func abortingUpstream(w http.ResponseWriter, r *http.Request) {
 func TestAccessLogRecordsAbortedResponses(t *testing.T) {
 	tests := []struct {
 		name, path string
+		aborted    bool // the handler panicked: the record says so
 		// act ends the response once it has started (body is its reader,
 		// conn the client's connection, store the session store); nil:
 		// the upstream ends it.
 		act func(t *testing.T, body *bufio.Reader, conn net.Conn, store *revocable)
 	}{
-		{"upstream dies mid-body", "/cut", nil},
-		{"client leaves mid-download", "/download", func(t *testing.T, body *bufio.Reader, conn net.Conn, store *revocable) {
+		{"upstream dies mid-body", "/cut", true, nil},
+		{"client leaves mid-download", "/download", true, func(t *testing.T, body *bufio.Reader, conn net.Conn, store *revocable) {
 			conn.Close()
 		}},
-		{"client leaves mid-stream", "/events", func(t *testing.T, body *bufio.Reader, conn net.Conn, store *revocable) {
+		{"client leaves mid-stream", "/events", true, func(t *testing.T, body *bufio.Reader, conn net.Conn, store *revocable) {
 			conn.Close()
 		}},
-		{"stream cut on revocation", "/ndjson", func(t *testing.T, body *bufio.Reader, conn net.Conn, store *revocable) {
+		{"stream cut on revocation", "/ndjson", true, func(t *testing.T, body *bufio.Reader, conn net.Conn, store *revocable) {
 			store.revoked.Store(true)
 			ends(t, body, "the revocation of its session")
 		}},
-		{"download cut on revocation", "/download", func(t *testing.T, body *bufio.Reader, conn net.Conn, store *revocable) {
+		{"download cut on revocation", "/download", true, func(t *testing.T, body *bufio.Reader, conn net.Conn, store *revocable) {
 			store.revoked.Store(true)
 			ends(t, body, "the revocation of its session")
 		}},
 		// No panic on this path; kept so that every long kind is covered.
-		{"WebSocket cut on revocation", "/ws", func(t *testing.T, body *bufio.Reader, conn net.Conn, store *revocable) {
+		{"WebSocket cut on revocation", "/ws", false, func(t *testing.T, body *bufio.Reader, conn net.Conn, store *revocable) {
 			store.revoked.Store(true)
 			ends(t, body, "the revocation of its session")
 		}},
-		{"WebSocket client leaves", "/ws", func(t *testing.T, body *bufio.Reader, conn net.Conn, store *revocable) {
+		{"WebSocket client leaves", "/ws", false, func(t *testing.T, body *bufio.Reader, conn net.Conn, store *revocable) {
 			conn.Close()
 		}},
 	}
@@ -182,8 +183,8 @@ func TestAccessLogRecordsAbortedResponses(t *testing.T) {
 			}
 			waitFor(t, "the aborted request has no access-log record", func() bool { return len(logs.requests(t, tt.path)) > 0 })
 			recs := logs.requests(t, tt.path)
-			if len(recs) != 1 || recs[0]["user"] != "mallory" || recs[0]["outcome"] != OutcomeProxied {
-				t.Errorf("access log for %s: %v; want one record of mallory's proxied request", tt.path, recs)
+			if len(recs) != 1 || recs[0]["user"] != "mallory" || recs[0]["outcome"] != OutcomeProxied || (recs[0]["aborted"] == true) != tt.aborted {
+				t.Errorf("access log for %s: %v; want one record of mallory's proxied request, aborted %v", tt.path, recs, tt.aborted)
 			}
 			waitFor(t, "the aborted request was not counted", func() bool { return counts.total() == 1 })
 		})

@@ -87,8 +87,11 @@ type reqState struct {
 	reqInfo
 	statusWriter
 	idValue [1]string // backs the X-Request-Id values, like userValue
+	// served is set when the handler returned, rather than panicked
+	// (http.ErrAbortHandler: the response was cut short).
+	served bool
 	// logAttrs holds the access log record's attributes (see finish).
-	logAttrs [8]slog.Attr
+	logAttrs [9]slog.Attr
 }
 
 // hostPort is the request's host as X-Forwarded-Host names it: name, and
@@ -137,12 +140,18 @@ func (p *handler) observe(next http.Handler) http.Handler {
 			ctx, traceID = p.cfg.Tracer.Start(r, p.cfg.Trusted(r))
 		}
 		r = r.WithContext(context.WithValue(ctx, infoKey{}, info))
+		// Deferred: ReverseProxy panics with http.ErrAbortHandler when a
+		// body's copy fails (the upstream dies mid-body, the client leaves
+		// mid-download, watch cuts a revoked session's stream), and such a
+		// request must be logged, counted and its span ended too.
+		defer p.finish(r, st, start, traceID)
 		next.ServeHTTP(sw, r)
-		p.finish(r, st, start, traceID)
+		st.served = true
 	})
 }
 
-// finish counts, traces and logs r once it has been answered. It is a
+// finish counts, traces and logs r once it has been answered, or its
+// answer was cut short (a panic: the record says "aborted"). It is a
 // function of its own so that its frame (the log record is large) is not
 // on the stack while the request is served: that path runs deep, and a
 // connection's goroutine whose stack has to grow for every request, after
@@ -181,6 +190,10 @@ func (p *handler) finish(r *http.Request, st *reqState, start time.Time, traceID
 	n := 7
 	if traceID != "" {
 		attrs[n] = slog.String("trace_id", traceID)
+		n++
+	}
+	if !st.served {
+		attrs[n] = slog.Bool("aborted", true)
 		n++
 	}
 	if ah, ok := h.(AttrsHandler); ok {

@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
+	"reflect"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -240,4 +243,100 @@ func TestRefusedRequestsCarryNoUser(t *testing.T) {
 			}
 		})
 	}
+}
+
+// sharedClaimsStore hands every Load the same Claims map, as the Redis
+// store's session cache does on a hit (the cached entry is shared).
+type sharedClaimsStore struct {
+	*cookie.Store
+	claims map[string]any
+}
+
+func (s sharedClaimsStore) Load(r *http.Request) (session.Session, error) {
+	sess, err := s.Store.Load(r)
+	if err == nil {
+		sess.Claims = s.claims
+	}
+	return sess, err
+}
+
+// TestSharedClaimsNeverWritten: a cache hit returns a Session whose Claims
+// map every other hit of that session shares. Nothing on the request's
+// way (rules with the email added, the groups header, the assertion,
+// forward auth, userinfo, a refresh) may write into it: that would change
+// the cached session of every later request, or race with them. Run with
+// -race, from several goroutines.
+func TestSharedClaimsNeverWritten(t *testing.T) {
+	for _, withEmail := range []bool{false, true} {
+		claims := map[string]any{"groups": []any{"users", "admins", " padded", "a,b"}, "email_verified": true,
+			"sub": "auth0|alice", "nested": map[string]any{"k": []any{"v"}}}
+		if withEmail {
+			claims["email"] = "alice@example.com"
+		}
+		want := cloneAny(claims).(map[string]any)
+		f := newFixture(t, &recorder{}, withAuthz, func(c *Config) {
+			c.Sessions = sharedClaimsStore{Store: c.Sessions.(*cookie.Store), claims: claims}
+			c.Refresher = markedRefresher{}
+			c.Rules = methodRules{}
+		})
+		cookies := f.saveSession(t, session.Session{User: "alice", Email: "alice@example.com", Name: "Alice",
+			RefreshToken: "refresh-outage", Expiry: time.Now().Add(time.Hour)})
+		requests := []struct {
+			path string
+			hdr  http.Header
+		}{
+			{"/x", nil},
+			{"/admin/x", nil},
+			{"/ro/x", http.Header{"X-Http-Method-Override": {"DELETE"}}},
+			{"/auth/check", http.Header{"X-Forwarded-Uri": {"/admin/x"}}},
+			{"/auth/check", http.Header{"X-Forwarded-Uri": {"/ro/x?_method=PUT"}}},
+			{"/auth/userinfo", nil},
+		}
+		var wg sync.WaitGroup
+		for range 4 {
+			wg.Go(func() {
+				for range 10 {
+					for _, rq := range requests {
+						req, _ := http.NewRequest(http.MethodGet, f.front.URL+rq.path, nil)
+						for k, v := range rq.hdr {
+							req.Header[k] = v
+						}
+						for _, c := range cookies {
+							req.AddCookie(c)
+						}
+						resp, err := http.DefaultClient.Do(req)
+						if err != nil {
+							t.Error(err)
+							return
+						}
+						_, _ = io.Copy(io.Discard, resp.Body)
+						resp.Body.Close()
+					}
+				}
+			})
+		}
+		wg.Wait()
+		if !reflect.DeepEqual(claims, want) {
+			t.Errorf("email claim %v: the shared claims were changed:\n%#v\nwant\n%#v", withEmail, claims, want)
+		}
+	}
+}
+
+// cloneAny deep-copies JSON-like values.
+func cloneAny(v any) any {
+	switch v := v.(type) {
+	case map[string]any:
+		out := make(map[string]any, len(v))
+		for k, e := range v {
+			out[k] = cloneAny(e)
+		}
+		return out
+	case []any:
+		out := make([]any, len(v))
+		for i, e := range v {
+			out[i] = cloneAny(e)
+		}
+		return out
+	}
+	return v
 }

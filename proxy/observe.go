@@ -52,6 +52,9 @@ func (nopObserver) UpstreamError(int)              {}
 type reqInfo struct {
 	sess   session.Session // the authenticated user; zero when anonymous
 	bearer bool            // sess came from a bearer token
+	// served is set when the handler returned, rather than panicked
+	// (http.ErrAbortHandler: the response was cut short; see observe).
+	served bool
 	// userValue and hostValue back the user and X-Forwarded-Host header
 	// values, so that they cost no allocation of their own (a one-element
 	// slice never grows in place: an append copies).
@@ -87,11 +90,8 @@ type reqState struct {
 	reqInfo
 	statusWriter
 	idValue [1]string // backs the X-Request-Id values, like userValue
-	// served is set when the handler returned, rather than panicked
-	// (http.ErrAbortHandler: the response was cut short).
-	served bool
 	// logAttrs holds the access log record's attributes (see finish).
-	logAttrs [9]slog.Attr
+	logAttrs [8]slog.Attr
 }
 
 // hostPort is the request's host as X-Forwarded-Host names it: name, and
@@ -146,7 +146,7 @@ func (p *handler) observe(next http.Handler) http.Handler {
 		// request must be logged, counted and its span ended too.
 		defer p.finish(r, st, start, traceID)
 		next.ServeHTTP(sw, r)
-		st.served = true
+		info.served = true
 	})
 }
 
@@ -192,16 +192,16 @@ func (p *handler) finish(r *http.Request, st *reqState, start time.Time, traceID
 		attrs[n] = slog.String("trace_id", traceID)
 		n++
 	}
-	if !st.served {
-		attrs[n] = slog.Bool("aborted", true)
-		n++
+	all := attrs[:n]
+	if !info.served { // rare: the copy is no cost on the common path
+		all = append(all[:n:n], slog.Bool("aborted", true))
 	}
 	if ah, ok := h.(AttrsHandler); ok {
-		_ = ah.HandleAttrs(r.Context(), now, level, "request", attrs[:n])
+		_ = ah.HandleAttrs(r.Context(), now, level, "request", all)
 		return
 	}
 	rec := slog.NewRecord(now, level, "request", 0)
-	rec.AddAttrs(attrs[:n]...)
+	rec.AddAttrs(all...)
 	_ = h.Handle(r.Context(), rec)
 }
 

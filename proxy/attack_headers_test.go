@@ -2,8 +2,10 @@ package proxy
 
 import (
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
+	"unicode"
 )
 
 // cgiName is the CGI variable lighttpd makes of a header name: letters
@@ -76,6 +78,73 @@ func TestNormalizeHeaderPunctuation(t *testing.T) {
 	for _, name := range []string{"X-Users", "XUser", "X-Usr", "X-User-", "Authorization", "X-Authorization"} {
 		if sameHeader(name, "x-user") {
 			t.Errorf("sameHeader(%q, x-user) = true", name)
+		}
+	}
+}
+
+// spellings returns name in every case and with every punctuation
+// character for each "-": the names an upstream gateway reads as name.
+func spellings(name string) []string {
+	var out []string
+	for _, c := range punctuation {
+		n := strings.ReplaceAll(name, "-", string(c))
+		alt := []byte(strings.ToLower(n))
+		for i := 0; i < len(alt); i += 2 {
+			alt[i] = byte(unicode.ToUpper(rune(alt[i])))
+		}
+		out = append(out, n, strings.ToLower(n), strings.ToUpper(n), string(alt))
+	}
+	return out
+}
+
+// TestEverySpellingOfOurHeadersStripped attacks stripHeaders' lookup by
+// length (headerSet): every header the proxy sets or only a trusted proxy
+// may send, from the shortest (Forwarded) to the longest configured, in
+// every spelling of case and punctuation, sent by a client, must not
+// reach the upstream with the client's value; a trusted proxy's identity
+// spellings neither. Names one character longer or shorter are not ours
+// and pass.
+func TestEverySpellingOfOurHeadersStripped(t *testing.T) {
+	identity := []string{"X-User", AssertionHeader, "X-Email", "X-Name", "X-Groups",
+		"X-Forwarded-Access-Token-For-The-App", "HTTP2-Settings"}
+	forwarded := []string{"X-Original-URL", "X-Original-URI", "X-Rewrite-URL", "X-Forwarded-URI", "X-Forwarded-Path",
+		"X-Forwarded-Prefix", "X-Forwarded-Port", "X-Forwarded-Server", "X-Forwarded-Method", "X-Original-Method",
+		"X-Real-IP", "Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"}
+	for _, trusted := range []bool{false, true} {
+		f := newFixture(t, &recorder{}, func(c *Config) {
+			c.Headers = Headers{Email: "X-Email", Name: "X-Name", Groups: "X-Groups", GroupsClaim: "groups",
+				AccessToken: "X-Forwarded-Access-Token-For-The-App"}
+			c.Assertion = fakeAsserter{}
+			c.Trusted = func(*http.Request) bool { return trusted }
+		})
+		stripped := identity
+		if !trusted {
+			stripped = append(slices.Clone(identity), forwarded...)
+		}
+		for _, name := range stripped {
+			hdr := http.Header{}
+			for _, s := range spellings(name) {
+				hdr[s] = append(hdr[s], "forged-"+s)
+			}
+			// Near misses: not ours, and kept.
+			near := []string{name + "x", name[:len(name)-1], "x" + name}
+			for _, s := range near {
+				hdr[s] = []string{"near-" + s}
+			}
+			f.get(t, "/x", f.session, hdr)
+			got := f.upstream.last(t).Header
+			for k, vs := range got {
+				for _, v := range vs {
+					if strings.HasPrefix(v, "forged-") {
+						t.Errorf("trusted %v: %s reached the upstream as %s: %q", trusted, v[len("forged-"):], k, v)
+					}
+				}
+			}
+			for _, s := range near {
+				if v := got.Get(s); v != "near-"+s {
+					t.Errorf("trusted %v: %s (not ours) did not pass: %q", trusted, s, v)
+				}
+			}
 		}
 	}
 }

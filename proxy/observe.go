@@ -52,6 +52,9 @@ func (nopObserver) UpstreamError(int)              {}
 type reqInfo struct {
 	sess   session.Session // the authenticated user; zero when anonymous
 	bearer bool            // sess came from a bearer token
+	// served is set when the handler returned, rather than panicked
+	// (http.ErrAbortHandler: the response was cut short; see observe).
+	served bool
 	// userValue and hostValue back the user and X-Forwarded-Host header
 	// values, so that they cost no allocation of their own (a one-element
 	// slice never grows in place: an append copies).
@@ -137,12 +140,18 @@ func (p *handler) observe(next http.Handler) http.Handler {
 			ctx, traceID = p.cfg.Tracer.Start(r, p.cfg.Trusted(r))
 		}
 		r = r.WithContext(context.WithValue(ctx, infoKey{}, info))
+		// Deferred: ReverseProxy panics with http.ErrAbortHandler when a
+		// body's copy fails (the upstream dies mid-body, the client leaves
+		// mid-download, watch cuts a revoked session's stream), and such a
+		// request must be logged, counted and its span ended too.
+		defer p.finish(r, st, start, traceID)
 		next.ServeHTTP(sw, r)
-		p.finish(r, st, start, traceID)
+		info.served = true
 	})
 }
 
-// finish counts, traces and logs r once it has been answered. It is a
+// finish counts, traces and logs r once it has been answered, or its
+// answer was cut short (a panic: the record says "aborted"). It is a
 // function of its own so that its frame (the log record is large) is not
 // on the stack while the request is served: that path runs deep, and a
 // connection's goroutine whose stack has to grow for every request, after
@@ -183,12 +192,16 @@ func (p *handler) finish(r *http.Request, st *reqState, start time.Time, traceID
 		attrs[n] = slog.String("trace_id", traceID)
 		n++
 	}
+	all := attrs[:n]
+	if !info.served { // rare: the copy is no cost on the common path
+		all = append(all[:n:n], slog.Bool("aborted", true))
+	}
 	if ah, ok := h.(AttrsHandler); ok {
-		_ = ah.HandleAttrs(r.Context(), now, level, "request", attrs[:n])
+		_ = ah.HandleAttrs(r.Context(), now, level, "request", all)
 		return
 	}
 	rec := slog.NewRecord(now, level, "request", 0)
-	rec.AddAttrs(attrs[:n]...)
+	rec.AddAttrs(all...)
 	_ = h.Handle(r.Context(), rec)
 }
 

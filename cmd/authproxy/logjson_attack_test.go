@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/authproxy/authproxy/proxy"
 )
 
 // accessRecord is the access log's record (proxy/observe.go) with the
@@ -102,7 +104,44 @@ func FuzzFlatJSONOneRecord(f *testing.F) {
 			t.Fatal(err)
 		}
 		checkOneRecord(t, b.String(), method, path, user, id)
+		checkOneRecord(t, viaAccessLog(t, accessRecord(method, path, user, id)), method, path, user, id)
 	})
+}
+
+// viaAccessLog writes r the way the proxy's access log does in production
+// (proxy.AttrsHandler.HandleAttrs, through openLog's buffered JSON
+// handler) and returns what reached the output.
+func viaAccessLog(t *testing.T, r slog.Record) string {
+	t.Helper()
+	var out lockedBuffer
+	log, closeLog := openLog(logConfig{Format: "json", Level: slog.LevelDebug, Buffer: true}, &out)
+	ah, ok := log.Handler().(proxy.AttrsHandler)
+	if !ok {
+		t.Fatalf("openLog's handler %T is no proxy.AttrsHandler: the access log takes the slow way", log.Handler())
+	}
+	var attrs []slog.Attr
+	r.Attrs(func(a slog.Attr) bool { attrs = append(attrs, a); return true })
+	if err := ah.HandleAttrs(context.Background(), r.Time, r.Level, r.Message, attrs); err != nil {
+		t.Fatal(err)
+	}
+	closeLog()
+	return out.String()
+}
+
+// TestAccessLogHostileValuesViaHandleAttrs: the access log's own way
+// (HandleAttrs through flushOnWarn and the buffer) writes each hostile
+// record as one line, one record, exactly its keys, as Handle does.
+func TestAccessLogHostileValuesViaHandleAttrs(t *testing.T) {
+	for _, v := range hostileLogValues {
+		for _, rec := range [][4]string{{"GET", v, "u", "id"}, {v, "/", "u", "id"}, {"GET", "/", v, "id"}, {"GET", "/", "u", v}} {
+			got := viaAccessLog(t, accessRecord(rec[0], rec[1], rec[2], rec[3]))
+			want, _, _ := both(t, accessRecord(rec[0], rec[1], rec[2], rec[3]))
+			if got != want {
+				t.Errorf("HandleAttrs wrote\n%q\nslog's JSONHandler\n%q", got, want)
+			}
+			checkOneRecord(t, got, rec[0], rec[1], rec[2], rec[3])
+		}
+	}
 }
 
 // TestFlatJSONConcurrentRecordsWhole: records written at once from many

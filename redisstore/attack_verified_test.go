@@ -26,12 +26,21 @@ func TestCachedTicketsRefuseHostileCookies(t *testing.T) {
 	s := newReplica(t, r, replicaOpts{clock: clk.Now, cache: 100})
 	waitTrusted(t, s)
 	name := s.name
-	good := save(t, s.Store, nil, smallSession("auth0|ada", clk.Now()))
-	goodCookie, err := good.Cookie(name)
-	if err != nil {
-		t.Fatal(err)
+	// A ticket with a "-" or "_" in it (about 7 in 8 are), so that its
+	// standard-base64 spelling below is another string, not the ticket.
+	var good *http.Request
+	var goodTicket ticket
+	for try := 0; !strings.ContainsAny(goodTicket.String(), "-_"); try++ {
+		if try == 100 {
+			t.Fatal("100 tickets without a - or _")
+		}
+		good = save(t, s.Store, nil, smallSession("auth0|ada", clk.Now()))
+		var err error
+		if goodTicket, err = s.ticket(good); err != nil {
+			t.Fatal(err)
+		}
 	}
-	goodTicket, err := s.ticket(good)
+	goodCookie, err := good.Cookie(name)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,4 +163,39 @@ func TestCachedTicketsRefuseHostileCookies(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestParseTicketOneSpelling: parseTicket takes a ticket only as newTicket
+// spells it. Every other character in the last place of the id or of the
+// key (a non-canonical spelling of the same bytes, another value, or no
+// base64 at all) is refused, as are other lengths and padding.
+func TestParseTicketOneSpelling(t *testing.T) {
+	for range 20 {
+		tk := newTicket()
+		s := tk.String()
+		if got, err := parseTicket(s); err != nil || got != tk {
+			t.Fatalf("parseTicket(%q) = %v, %v; want the ticket", s, got, err)
+		}
+		for _, last := range []int{idLen - 1, ticketLen - 1} {
+			for c := range 256 {
+				if byte(c) == s[last] {
+					continue
+				}
+				other := s[:last] + string(rune(c)) + s[last+1:]
+				if c >= 0x80 {
+					other = s[:last] + string([]byte{byte(c)}) + s[last+1:]
+				}
+				if got, err := parseTicket(other); err == nil && got == tk {
+					t.Fatalf("parseTicket(%q) gives the ticket of %q", other, s)
+				} else if err == nil && got.String() != other {
+					t.Fatalf("parseTicket(%q) = %q: a second spelling", other, got.String())
+				}
+			}
+		}
+		for _, bad := range []string{s + "=", s[:ticketLen-1], s + "A", "=" + s[1:], strings.ToUpper(s)} {
+			if got, err := parseTicket(bad); err == nil && got.String() != bad {
+				t.Fatalf("parseTicket(%q) = %q", bad, got.String())
+			}
+		}
+	}
 }

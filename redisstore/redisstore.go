@@ -570,7 +570,9 @@ func parseTicket(s string) (ticket, error) {
 		return ticket{}, errBadTicket
 	}
 	var t ticket
-	if n, err := base64.RawURLEncoding.Decode(t.key[:], []byte(s[idLen:])); err != nil || n != len(t.key) {
+	// Strict: the last character's two unused bits must be zero, so that a
+	// key has one spelling, as validID requires of the id.
+	if n, err := base64.RawURLEncoding.Strict().Decode(t.key[:], []byte(s[idLen:])); err != nil || n != len(t.key) {
 		return ticket{}, errBadTicket
 	}
 	t.id = s[:idLen]

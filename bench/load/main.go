@@ -4,6 +4,7 @@
 //
 //	go run ./bench/load [-duration 5s] [-rounds 4] [-conns 64] [-clients 1000]
 //	go run ./bench/load -store redis -variant nocache:AUTHPROXY_REDIS_CACHE_SIZE=0
+//	go run ./bench/load -store redis -variant old:binary=/tmp/authproxy-old
 //	go run ./bench/load -mode idle [-idle-conns 10000]
 //	go run ./bench/load -mode websockets -store redis [-websockets 1000]
 //
@@ -94,10 +95,13 @@ type options struct {
 }
 
 // variant is a further authproxy target of the rounds: the same binary and
-// environment, plus env.
+// environment, plus env; or another binary (another build, to compare two
+// commits in the same rounds, where the machine's drift between runs would
+// swamp the difference).
 type variant struct {
-	name string
-	env  []string
+	name   string
+	env    []string
+	binary string // "" is -authproxy's
 }
 
 // variantList collects repeated -variant NAME:KEY=VALUE[,KEY=VALUE] flags.
@@ -120,6 +124,10 @@ func (v *variantList) Set(s string) error {
 	for kv := range strings.SplitSeq(kvs, ",") {
 		if !strings.Contains(kv, "=") {
 			return fmt.Errorf("want KEY=VALUE, got %q", kv)
+		}
+		if path, ok := strings.CutPrefix(kv, "binary="); ok {
+			x.binary = path
+			continue
 		}
 		x.env = append(x.env, kv)
 	}
@@ -164,7 +172,7 @@ func main() {
 	flag.StringVar(&o.redisBin, "redis-server", "redis-server", "redis-server binary for -store redis")
 	flag.BoolVar(&o.redirect, "redirect", true, "also measure unauthenticated page loads (302 to /auth/login) as a target of the rounds")
 	flag.StringVar(&o.mode, "mode", "rounds", "rounds (throughput, CPU, RSS), idle (RSS per idle keep-alive connection) or websockets (RSS and goroutines per WebSocket; all closed on revocation; needs -store redis)")
-	flag.Var(&o.variants, "variant", "another authproxy in the same interleaved rounds, with extra env: NAME:KEY=VALUE[,KEY=VALUE...], e.g. nocache:AUTHPROXY_REDIS_CACHE_SIZE=0 (repeatable)")
+	flag.Var(&o.variants, "variant", "another authproxy in the same interleaved rounds, with extra env: NAME:KEY=VALUE[,KEY=VALUE...], e.g. nocache:AUTHPROXY_REDIS_CACHE_SIZE=0; binary=PATH runs another build, e.g. old:binary=/tmp/authproxy-old (repeatable)")
 	flag.IntVar(&o.idleConns, "idle-conns", 10000, "-mode idle: idle keep-alive connections held on each proxy")
 	flag.IntVar(&o.idleRounds, "idle-rounds", 2, "-mode idle: rounds, each with fresh proxy processes, alternating which goes first")
 	flag.IntVar(&o.wsCount, "websockets", 1000, "-mode websockets: WebSockets opened through each proxy")
@@ -365,7 +373,11 @@ func run(ctx context.Context, o options) error {
 			return err
 		}
 		// Later entries win: the variant's own address and upstream, then its env.
-		p, err := startProc(ctx, v.name, exec.Command(bin), tmp, append(append(slices.Clone(authEnv), "AUTHPROXY_ADDR="+addr, "AUTHPROXY_UPSTREAM="+up.url), v.env...), nil)
+		vbin := bin
+		if v.binary != "" {
+			vbin = v.binary
+		}
+		p, err := startProc(ctx, v.name, exec.Command(vbin), tmp, append(append(slices.Clone(authEnv), "AUTHPROXY_ADDR="+addr, "AUTHPROXY_UPSTREAM="+up.url), v.env...), nil)
 		if err != nil {
 			return err
 		}
@@ -374,7 +386,7 @@ func run(ctx context.Context, o options) error {
 		if err := waitReady(ctx, "http://"+p.addr+"/readyz"); err != nil {
 			return fmt.Errorf("%s: %w\n%s", v.name, err, p.logs)
 		}
-		fmt.Printf("target %s: authproxy with %s\n", v.name, strings.Join(v.env, " "))
+		fmt.Printf("target %s: authproxy %s with %s\n", v.name, vbin, strings.Join(v.env, " "))
 		targets = append(targets, &target{name: v.name, proc: p, up: up, expect: 200})
 	}
 	for _, t := range targets {

@@ -227,7 +227,7 @@ func newCodec(hashKey, blockKey []byte, maxAge time.Duration, maxLen int) *secur
 // Touch records a use of sess for the idle timeout and reports whether it
 // must be saved for it (session.Policy.Touch).
 func (s *Store) Touch(sess *session.Session) bool {
-	return s.cfg.Policy.Touch(sess, s.cfg.Now())
+	return s.cfg.Policy.Touch(sess, s.cfg.Now)
 }
 
 // Name returns the session cookie's name.

@@ -157,8 +157,9 @@ func newHandler(cfg Config) (*handler, error) {
 	// Canonical, so the header can be set by map assignment per request.
 	cfg.UserHeader = http.CanonicalHeaderKey(cfg.UserHeader)
 	p := &handler{}
+	var identity []string
 	for _, h := range cfg.identityHeaders() {
-		p.identity = append(p.identity, NormalizeHeader(h))
+		identity = append(identity, NormalizeHeader(h))
 	}
 	if cfg.watchAfter <= 0 {
 		cfg.watchAfter = WatchAfter
@@ -176,7 +177,7 @@ func newHandler(cfg Config) (*handler, error) {
 	}
 	p.cfg = cfg
 	// HTTP2-Settings belongs to an h2c upgrade, which never passes.
-	p.identity = append(p.identity, "http2-settings")
+	identity = append(identity, "http2-settings")
 	// A client (not a trusted proxy) may not tell the upstream which URL,
 	// host, port, prefix or address it "really" requested from: frameworks
 	// that honour these headers would route, authorize or build links by
@@ -187,15 +188,15 @@ func newHandler(cfg Config) (*handler, error) {
 		// proxy's, which the span continues) must not reach it in any
 		// spelling.
 		for _, f := range cfg.Tracer.Fields() {
-			p.identity = append(p.identity, NormalizeHeader(f))
+			identity = append(identity, NormalizeHeader(f))
 		}
 	}
-	p.untrusted = append([]string{
+	untrusted := append([]string{
 		"x-original-url", "x-original-uri", "x-rewrite-url", "x-forwarded-uri", "x-forwarded-path",
 		"x-forwarded-prefix", "x-forwarded-port", "x-forwarded-server", "x-forwarded-method",
 		"x-original-method", "x-real-ip", "forwarded", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto",
-	}, p.identity...)
-	p.identitySet, p.untrustedSet = newHeaderSet(p.identity), newHeaderSet(p.untrusted)
+	}, identity...)
+	p.identity, p.untrusted = newHeaderSet(identity), newHeaderSet(untrusted)
 	p.late = newLateList(cfg.watchAfter, p.watch)
 	errorLog := slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn)
 	for _, rt := range cfg.Routes.Routes() {
@@ -231,11 +232,9 @@ type handler struct {
 	multiHost bool
 	// identity holds the normalized names stripped from every request: each
 	// header the proxy sets, and HTTP2-Settings.
-	identity []string
+	identity headerSet
 	// untrusted adds the names only a trusted proxy may send.
-	untrusted []string
-	// identitySet and untrustedSet hold the same names for stripHeaders.
-	identitySet, untrustedSet headerSet
+	untrusted headerSet
 	// basicSuffix is ":" and the basic-auth password; empty when off.
 	basicSuffix string
 	// late lists the forwarded requests of logged-in users until their
@@ -603,7 +602,7 @@ func (p *handler) rewrite(pr *httputil.ProxyRequest) {
 		}
 	}
 	if p.cfg.Trusted(pr.In) {
-		stripHeaders(pr.Out.Header, p.identitySet)
+		stripHeaders(pr.Out.Header, p.identity)
 		// A trusted proxy's chain is extended, its view of proto and host kept.
 		if v := pr.In.Header.Values("X-Forwarded-For"); len(v) > 0 {
 			pr.Out.Header["X-Forwarded-For"] = v
@@ -617,7 +616,7 @@ func (p *handler) rewrite(pr *httputil.ProxyRequest) {
 		}
 	} else {
 		// Before ours are set: the list holds every spelling of them.
-		stripHeaders(pr.Out.Header, p.untrustedSet)
+		stripHeaders(pr.Out.Header, p.untrusted)
 		setXForwarded(pr, info)
 		// The client's Host must not become the app's idea of its own
 		// name (password-reset links, redirects).
@@ -681,13 +680,16 @@ func stripHeaders(h http.Header, names headerSet) {
 	}
 }
 
-// headerSet holds normalized header names by length, so that a request's
-// header is compared only with the names as long as it (sameHeader keeps
-// the length): every header of every request is looked up.
-type headerSet struct{ byLen [][]string }
+// headerSet holds normalized header names, and the same by length, so that
+// a request's header is compared only with the names as long as it
+// (sameHeader keeps the length): every header of every request is looked up.
+type headerSet struct {
+	names []string
+	byLen [][]string
+}
 
 func newHeaderSet(names []string) headerSet {
-	var s headerSet
+	s := headerSet{names: names}
 	for _, n := range names {
 		for len(s.byLen) <= len(n) {
 			s.byLen = append(s.byLen, nil)

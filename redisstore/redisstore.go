@@ -494,10 +494,7 @@ func (s *Store) Save(w http.ResponseWriter, r *http.Request, sess session.Sessio
 // itself; the ticket cookie keeps the Expiry, so recording a use (Touch,
 // then Save) does not rewrite it.
 func (s *Store) Touch(sess *session.Session) bool {
-	if s.policy.Idle <= 0 {
-		return false // no idle timeout: nothing to record (and no clock to read)
-	}
-	return s.policy.Touch(sess, s.now())
+	return s.policy.Touch(sess, s.now)
 }
 
 // ceilSecond rounds t up to a whole second in UTC: the ticket cookie's

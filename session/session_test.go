@@ -82,8 +82,13 @@ func TestPolicyTouch(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			sess := Session{User: "alice", Expiry: t0.Add(time.Hour), Seen: tt.seen}
-			if got := tt.policy.Touch(&sess, tt.now); got != tt.save {
+			reads := 0
+			clock := func() time.Time { reads++; return tt.now }
+			if got := tt.policy.Touch(&sess, clock); got != tt.save {
 				t.Errorf("Touch = %v, want %v", got, tt.save)
+			}
+			if tt.policy.Idle <= 0 && reads != 0 {
+				t.Errorf("Touch read the clock %d times without an idle timeout", reads)
 			}
 			want := tt.seen
 			if tt.save {
@@ -107,7 +112,7 @@ func TestTouchKeepsBusySessionAlive(t *testing.T) {
 		if p.Ended(&sess, now) {
 			t.Fatalf("busy session ended after %v", now.Sub(t0))
 		}
-		if p.Touch(&sess, now) {
+		if p.Touch(&sess, func() time.Time { return now }) {
 			stored = sess
 		}
 	}

@@ -73,9 +73,10 @@ type target struct {
 	// url's path is what the rules see; its path and query are where the
 	// login page returns to.
 	url *url.URL
-	// redirect sends an unauthenticated browser to the login page instead of
-	// answering 401.
-	redirect bool
+	// redirect tells whether the request, unauthenticated, is sent to the
+	// login page (a browser's) instead of answered 401; nil: never. It is
+	// asked only then: most requests carry a session.
+	redirect func(*http.Request) bool
 }
 
 // admit decides whether t may pass: on a public path anonymously, else if
@@ -324,10 +325,11 @@ func (p *handler) setIdentity(h http.Header, info *reqInfo) {
 	h[p.cfg.UserHeader] = info.userValue[:]
 	hs := p.cfg.Headers
 	// oidc kept email (when verified) and name only if they passed
-	// claim.Check; checked again here for sessions saved before it did.
-	email := sess.Email
-	if claim.CheckString(email) != nil {
-		email = ""
+	// claim.Check; checked again here for sessions saved before it did,
+	// where they are sent.
+	email := ""
+	if (hs.Email != "" || p.cfg.Assertion != nil) && claim.CheckString(sess.Email) == nil {
+		email = sess.Email
 	}
 	if hs.Email != "" && email != "" {
 		h.Set(hs.Email, email)

@@ -44,8 +44,7 @@ func (p *handler) check(w http.ResponseWriter, r *http.Request) {
 			Detail: "authproxy serves no route for this host and path."})
 		return
 	}
-	redirect := r.URL.Query().Get("redirect") == "1" && page.IsNavigation(r)
-	info.outcome = p.admit(w, r, target{method: method, host: host, url: orig, redirect: redirect}, &info.sess)
+	info.outcome = p.admit(w, r, target{method: method, host: host, url: orig, redirect: forwardAuthRedirect}, &info.sess)
 	switch info.outcome {
 	case OutcomeProxied:
 		p.setIdentity(w.Header(), info)
@@ -171,4 +170,10 @@ func ownHost(r *http.Request) string {
 		return vs[0]
 	}
 	return ""
+}
+
+// forwardAuthRedirect: a forward-auth request asks for the login redirect
+// with ?redirect=1, and gets it for a browser's page load.
+func forwardAuthRedirect(r *http.Request) bool {
+	return r.URL.Query().Get("redirect") == "1" && page.IsNavigation(r)
 }

@@ -24,12 +24,13 @@ type lateList struct {
 	tick   time.Duration
 	watch  func(*reqInfo)
 	shards [lateShards]lateShard
-	// listed counts the listed requests; armed is set while a sweep is
-	// pending. Listing arms the sweep if it is not; the sweep re-arms while
-	// listed > 0 (see sweep for the order that keeps them consistent).
-	listed atomic.Int64
-	armed  atomic.Bool
-	timer  *time.Timer
+	// armed is set while a sweep is pending. Listing arms the sweep if it
+	// is not; the sweep re-arms while anything is listed (see sweep for the
+	// order that keeps them consistent). No shared count: two atomic adds
+	// a request on one cache line, which both cores write, cost more than
+	// the sweep's look at every shard.
+	armed atomic.Bool
+	timer *time.Timer
 }
 
 // lateShards spreads listing over locks, so that the cores do not queue
@@ -39,6 +40,7 @@ const lateShards = 8
 type lateShard struct {
 	mu   sync.Mutex
 	head lateLink // sentinel of a circular list
+	n    int      // requests listed
 	_    [64]byte // keeps neighbouring shards' locks off one cache line
 }
 
@@ -77,8 +79,8 @@ func (l *lateList) add(info *reqInfo, now time.Time) {
 	s.head.prev.next = k
 	s.head.prev = k
 	k.listed = true
+	s.n++
 	s.mu.Unlock()
-	l.listed.Add(1)
 	if !l.armed.Load() && l.armed.CompareAndSwap(false, true) {
 		l.timer.Reset(l.tick)
 	}
@@ -94,11 +96,9 @@ func (l *lateList) remove(info *reqInfo) bool {
 	listed := k.listed
 	if listed {
 		unlink(k)
+		s.n--
 	}
 	s.mu.Unlock()
-	if listed {
-		l.listed.Add(-1)
-	}
 	return listed
 }
 
@@ -120,20 +120,33 @@ func (l *lateList) sweep() {
 			next := k.next
 			if !now.Before(k.due) {
 				unlink(k)
+				s.n--
 				due = append(due, k.info)
 			}
 			k = next
 		}
 		s.mu.Unlock()
 	}
-	l.listed.Add(-int64(len(due)))
 	for _, info := range due {
 		go l.watch(info) // its first check may wait on the store, as a timer's did
 	}
-	// Disarmed first, then listed read: an add that finds armed set has
-	// counted itself in listed before, so one of the two re-arms.
+	// Disarmed first, then the shards read: an add that finds armed set
+	// has linked itself before, under a lock read here, so one of the two
+	// re-arms.
 	l.armed.Store(false)
-	if l.listed.Load() > 0 && l.armed.CompareAndSwap(false, true) {
+	if l.len() > 0 && l.armed.CompareAndSwap(false, true) {
 		l.timer.Reset(l.tick)
 	}
+}
+
+// len counts the listed requests.
+func (l *lateList) len() int {
+	n := 0
+	for i := range l.shards {
+		s := &l.shards[i]
+		s.mu.Lock()
+		n += s.n
+		s.mu.Unlock()
+	}
+	return n
 }

@@ -75,8 +75,8 @@ func TestLateList(t *testing.T) {
 	slow.remove(expiring)
 
 	waitFor(t, "the sweeps did not stop", func() bool { return !l.armed.Load() && !slow.armed.Load() })
-	if l.listed.Load() != 0 || slow.listed.Load() != 0 {
-		t.Errorf("listed %d and %d after every response ended", l.listed.Load(), slow.listed.Load())
+	if l.len() != 0 || slow.len() != 0 {
+		t.Errorf("listed %d and %d after every response ended", l.len(), slow.len())
 	}
 	if n := log.count(short); n != 0 {
 		t.Errorf("a response over before the delay was watched %d times", n)
@@ -124,7 +124,7 @@ func TestLateListConcurrent(t *testing.T) {
 		}
 	}
 	waitFor(t, "the sweep did not stop", func() bool { return !l.armed.Load() })
-	if n := l.listed.Load(); n != 0 {
+	if n := l.len(); n != 0 {
 		t.Errorf("listed %d after every response ended", n)
 	}
 	t.Logf("%d of %d responses watched", watched, goroutines*each)

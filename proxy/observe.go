@@ -85,10 +85,29 @@ type reqInfo struct {
 
 type infoKey struct{}
 
-// reqState is a request's info, response recorder and id in one allocation.
+// infoCtx is a request's context: its parent with the request's info under
+// infoKey, as context.WithValue would make it, but inside the reqState.
+type infoCtx struct {
+	context.Context
+	info *reqInfo
+}
+
+func (c *infoCtx) Value(key any) any {
+	if key == (infoKey{}) {
+		return c.info
+	}
+	// Also how context finds the server's cancelCtx below, so that a
+	// context derived from this one (ReverseProxy's, the transport's) is
+	// cancelled with it without a goroutine of its own.
+	return c.Context.Value(key)
+}
+
+// reqState is a request's info, context, response recorder and id in one
+// allocation.
 type reqState struct {
 	reqInfo
 	statusWriter
+	ctx     infoCtx
 	idValue [1]string // backs the X-Request-Id values, like userValue
 	// logAttrs holds the access log record's attributes (see finish).
 	logAttrs [8]slog.Attr
@@ -139,7 +158,8 @@ func (p *handler) observe(next http.Handler) http.Handler {
 		if p.cfg.Tracer != nil {
 			ctx, traceID = p.cfg.Tracer.Start(r, p.cfg.Trusted(r))
 		}
-		r = r.WithContext(context.WithValue(ctx, infoKey{}, info))
+		st.ctx = infoCtx{Context: ctx, info: info}
+		r = r.WithContext(&st.ctx)
 		// Deferred: ReverseProxy panics with http.ErrAbortHandler when a
 		// body's copy fails (the upstream dies mid-body, the client leaves
 		// mid-download, watch cuts a revoked session's stream), and such a

@@ -342,7 +342,7 @@ func (p *handler) serveProxied(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// Rewrite reads the session from info to set the identity headers.
-	info.outcome = p.admit(w, r, target{method: r.Method, host: info.host, url: r.URL, redirect: page.IsNavigation(r)}, &info.sess)
+	info.outcome = p.admit(w, r, target{method: r.Method, host: info.host, url: r.URL, redirect: page.IsNavigation}, &info.sess)
 	switch info.outcome {
 	case OutcomePublic:
 		if r.Body != nil && r.Body != http.NoBody && !p.boundBody(w, r, PublicBodyLimit) {
@@ -557,13 +557,13 @@ func (p *handler) upstreamResponded(resp *http.Response) error {
 	return nil
 }
 
-// unauthenticated sends browsers (t.redirect) to the login page, to come
+// unauthenticated sends browsers (by t.redirect) to the login page, to come
 // back to t's path and query, and gives everything else a 401 it can act
 // on. It returns the outcome.
 func (p *handler) unauthenticated(w http.ResponseWriter, r *http.Request, t target) string {
 	login := "/auth/login?rd=" + url.QueryEscape(t.url.RequestURI())
 	w.Header().Set("Cache-Control", "no-store")
-	if t.redirect {
+	if t.redirect != nil && t.redirect(r) {
 		http.Redirect(w, r, login, http.StatusFound)
 		return OutcomeLoginRedirect
 	}

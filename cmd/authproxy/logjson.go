@@ -158,9 +158,38 @@ func appendFlatAttr(buf []byte, a slog.Attr) ([]byte, bool) {
 		if abs := math.Abs(f); abs != 0 && (abs < 1e-6 || abs >= 1e21) || math.IsNaN(f) {
 			return buf, false
 		}
+		if b, ok := appendMillis(buf, f); ok {
+			return b, true
+		}
 		return strconv.AppendFloat(buf, f, 'f', -1, 64), true
 	}
 	return buf, false
+}
+
+// appendMillis appends f as strconv's shortest 'f' form when f is a
+// positive whole number of thousandths below 10^12 (the access log's
+// duration_ms, microseconds / 1000), or reports false. Such an f is the
+// float nearest to u/1000 (one correctly rounded division), and its
+// floats lie far closer together than 0.001, so u/1000 written out with
+// its trailing zeros trimmed is the shortest decimal that reads back as f.
+func appendMillis(buf []byte, f float64) ([]byte, bool) {
+	if !(f > 0 && f < 1e12) {
+		return buf, false
+	}
+	u := int64(math.Round(f * 1000))
+	if float64(u)/1000 != f {
+		return buf, false
+	}
+	buf = strconv.AppendInt(buf, u/1000, 10)
+	if frac := u % 1000; frac != 0 {
+		d := [4]byte{'.', byte('0' + frac/100), byte('0' + frac/10%10), byte('0' + frac%10)}
+		n := len(d)
+		for d[n-1] == '0' {
+			n--
+		}
+		buf = append(buf, d[:n]...)
+	}
+	return buf, true
 }
 
 // appendJSONString appends s quoted as slog's JSON handler quotes it: ASCII
@@ -171,6 +200,10 @@ func appendJSONString(buf []byte, s string) []byte {
 	buf = append(buf, '"')
 	start := 0
 	for i := 0; i < len(s); {
+		if i+8 <= len(s) && plain8(s[i:i+8]) {
+			i += 8
+			continue
+		}
 		c := s[i]
 		if c < utf8.RuneSelf {
 			if c >= 0x20 && c != '"' && c != '\\' {
@@ -211,4 +244,19 @@ func appendJSONString(buf []byte, s string) []byte {
 	}
 	buf = append(buf, s[start:]...)
 	return append(buf, '"')
+}
+
+// plain8 reports whether the 8 bytes of s are all printable ASCII other
+// than '"' and '\\': what appendJSONString copies as it is. Eight at a
+// time: most of a log line is such bytes.
+func plain8(s string) bool {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	x := uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16 | uint64(s[3])<<24 |
+		uint64(s[4])<<32 | uint64(s[5])<<40 | uint64(s[6])<<48 | uint64(s[7])<<56
+	// (v - ones) &^ v & highs is nonzero exactly when a byte of v is zero,
+	// and (x - n*ones) &^ x & highs when a byte of x is below n (n <= 0x80).
+	control := (x - 0x20*ones) &^ x
+	quote := x ^ '"'*ones
+	backslash := x ^ '\\'*ones
+	return (control|(quote-ones)&^quote|(backslash-ones)&^backslash|x)&highs == 0
 }

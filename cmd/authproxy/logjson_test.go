@@ -7,10 +7,12 @@ import (
 	"errors"
 	"log/slog"
 	"math"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 // both returns what slog's JSONHandler and flatJSON write for the same
@@ -187,6 +189,69 @@ func TestFlatJSONSerializesWrites(t *testing.T) {
 	for _, l := range lines {
 		if !json.Valid([]byte(l)) {
 			t.Fatalf("not one JSON record: %q", l)
+		}
+	}
+}
+
+// FuzzPlain8 checks the eight-byte test against the byte-wise one.
+func FuzzPlain8(f *testing.F) {
+	for _, s := range []string{"GET /app", "\x1f\x20\x21\x22\x5b\x5c\x5d\x7f", "\x80aaaaaaa", "aaaaaaa\xff", "\"\"\"\"\"\"\"\"", "\x00\x00\x00\x00\x00\x00\x00\x00"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if len(s) < 8 {
+			return
+		}
+		s = s[:8]
+		want := true
+		for i := range 8 {
+			c := s[i]
+			want = want && c >= 0x20 && c < utf8.RuneSelf && c != '"' && c != '\\'
+		}
+		if got := plain8(s); got != want {
+			t.Errorf("plain8(%q) = %v, want %v", s, got, want)
+		}
+	})
+}
+
+// TestPlain8EveryByte puts every byte value at every place of eight plain
+// ones.
+func TestPlain8EveryByte(t *testing.T) {
+	for c := range 256 {
+		want := c >= 0x20 && c < utf8.RuneSelf && c != '"' && c != '\\'
+		for at := range 8 {
+			b := []byte("abcdefgh")
+			b[at] = byte(c)
+			if got := plain8(string(b)); got != want {
+				t.Errorf("plain8(%q) = %v, want %v", b, got, want)
+			}
+		}
+	}
+}
+
+// TestAppendMillis compares the duration's fast form with strconv's for
+// every thousandth up to 100 s and at the ends of its range, and checks
+// that it leaves other values to strconv.
+func TestAppendMillis(t *testing.T) {
+	check := func(u int64) {
+		f := float64(u) / 1000
+		got, ok := appendMillis(nil, f)
+		if !ok {
+			t.Fatalf("%d/1000: not taken", u)
+		}
+		if want := strconv.AppendFloat(nil, f, 'f', -1, 64); string(got) != string(want) {
+			t.Fatalf("%d/1000: got %s, want %s", u, got, want)
+		}
+	}
+	for u := int64(1); u <= 100_000; u++ {
+		check(u)
+	}
+	for u := int64(1e15 - 100_000); u < 1e15; u++ {
+		check(u)
+	}
+	for _, f := range []float64{0, math.Copysign(0, -1), -1.5, 1e12, 1.0001, 0.0005, math.NaN(), math.Inf(1), math.SmallestNonzeroFloat64} {
+		if b, ok := appendMillis(nil, f); ok {
+			t.Errorf("appendMillis(%v) took it: %s", f, b)
 		}
 	}
 }

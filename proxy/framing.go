@@ -171,31 +171,8 @@ func (f *framing) scan(b []byte) int {
 				f.lineLen++
 			}
 		case stHead:
-			if f.colon && !f.isCL && !f.folded && !f.byteWise {
-				// The value of a field other than Content-Length
-				// (a Cookie, most of a head): only its line end
-				// matters, so go there at memchr speed.
-				k := bytes.IndexByte(b[i:], '\n')
-				if k < 0 {
-					k = len(b) - i
-				}
-				if k > 0 {
-					f.headLen += k
-					f.lineLen += k
-					i += k - 1
-					continue
-				}
-			}
-			if !f.colon && f.name == 0 && f.lineLen > 0 && f.lineNo > 0 && !f.folded && !f.byteWise {
-				// A field name that is neither framing field any more:
-				// only where it ends matters.
-				k := 0
-				for i+k < len(b) && b[i+k] != ':' && b[i+k] != '\n' {
-					k++
-				}
-				if k > 0 {
-					f.headLen += k
-					f.lineLen += k
+			if !f.byteWise {
+				if k := f.headBytes(b[i:]); k > 0 {
 					i += k - 1
 					continue
 				}
@@ -217,6 +194,93 @@ func (f *framing) scan(b []byte) int {
 		}
 	}
 	return -1
+}
+
+// headBytes follows b within a head, up to the end of b or to the "\n" of
+// an empty line (left to scan: it ends the head, or restarts it before the
+// request line), and returns how many bytes it took. It leaves the reader
+// as headByte would byte by byte, but calls it only for the bytes of names
+// that may be framing fields and of Content-Length values. One difference:
+// lineLen counts "\r" after a colon and in a name that is neither framing
+// field, where only lineLen > 0 matters.
+func (f *framing) headBytes(b []byte) int {
+	i := 0
+loop:
+	for i < len(b) {
+		c := b[i]
+		switch {
+		case f.folded:
+			f.folded = false
+			if c == ' ' || c == '\t' { // obs-fold, as in headByte
+				f.lineLen++
+				i++
+			} else {
+				f.endField()
+			}
+		case c == '\r':
+			i++
+		case c == '\n':
+			if f.lineLen == 0 {
+				break loop // for scan: the head ends or restarts here
+			}
+			if f.lineNo == 0 {
+				f.endField()
+			} else {
+				f.folded = true
+			}
+			i++
+		case f.lineNo == 0:
+			// The request line: only its last 8 bytes other than "\r"
+			// (the version) matter, so take them from its end, however
+			// long the target.
+			k := bytes.IndexByte(b[i:], '\n')
+			if k < 0 {
+				k = len(b) - i
+			}
+			line := b[i : i+k]
+			i += k
+			f.lineLen += len(line) - bytes.Count(line, []byte{'\r'})
+			tail, shift := uint64(0), 0
+			for j := len(line) - 1; j >= 0 && shift < 64; j-- {
+				if line[j] != '\r' {
+					tail |= uint64(line[j]) << shift
+					shift += 8
+				}
+			}
+			f.reqTail = f.reqTail<<shift | tail // <<64 is 0
+		case f.colon && !f.isCL:
+			// The value of a field other than Content-Length (a
+			// Cookie, most of a head): only its line end matters, so
+			// go there at memchr speed.
+			k := bytes.IndexByte(b[i:], '\n')
+			if k < 0 {
+				k = len(b) - i
+			}
+			f.lineLen += k
+			i += k
+		case !f.colon && f.name == 0 && c == ':':
+			// The end of a name that is neither framing field.
+			f.colon, f.isCL, f.val, f.digits = true, false, 0, false
+			f.lineLen++
+			i++
+		case !f.colon && f.name == 0 && (f.lineLen > 0 || c|0x20 != contentLength[0] && c|0x20 != transferEncoding[0]):
+			// A field name that is neither framing field (any more):
+			// only where it ends matters.
+			j := i
+			for j < len(b) && b[j] != ':' && b[j] != '\n' {
+				j++
+			}
+			f.lineLen += j - i
+			i = j
+		default:
+			// A Content-Length value, or a name that may still be a
+			// framing field. Never the end of a head: c is not "\n".
+			f.headByte(c)
+			i++
+		}
+	}
+	f.headLen += i
+	return i
 }
 
 // reset starts the reader on the next part of the stream: a head, a body

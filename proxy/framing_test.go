@@ -142,38 +142,116 @@ func FuzzFramingMatchesServer(f *testing.F) {
 	})
 }
 
-// FuzzFramingSkipMatchesByteWise checks the reader's skip over field
-// values against following every byte: the same stream in the same pieces
-// is refused at the same offset, or not at all, and leaves the reader
-// watching (or not) alike.
+// FuzzFramingSkipMatchesByteWise checks the reader's fast paths (skipped
+// field values and names, the request line taken from its end, line ends
+// without a call per byte) against following every byte: the same stream
+// in the same pieces is refused at the same offset, or not at all, and
+// leaves the reader watching (or not) alike. sizes gives the pieces'
+// lengths in turn (0: the rest of the stream), so any split into reads.
 func FuzzFramingSkipMatchesByteWise(f *testing.F) {
+	for _, s := range skipSeeds() {
+		f.Add(s, []byte{1})
+		f.Add(s, []byte{5})
+		f.Add(s, []byte{0})
+		f.Add(s, []byte{3, 1, 7, 2})
+	}
+	// The request line, CRs in it and the head before and after it, split
+	// at every position into two reads.
 	for _, s := range []string{
+		"POST /a HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+		"\r\n\nPOST /a?b=c HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+		"\rPOST /a HTTP/1.\r0\r\r\n Transfer-Encoding: chunked\r\n\r\n",
+	} {
+		for i := 1; i <= len(s); i++ {
+			f.Add(s, []byte{byte(i), 0})
+		}
+	}
+	f.Fuzz(func(t *testing.T, stream string, sizes []byte) {
+		checkSkipMatchesByteWise(t, stream, func(j int) int {
+			if len(sizes) == 0 || sizes[j%len(sizes)] == 0 {
+				return len(stream)
+			}
+			return int(sizes[j%len(sizes)])
+		})
+	})
+}
+
+// TestFramingSkipMatchesByteWiseEverySplit checks FuzzFramingSkipMatchesByteWise's
+// seeds in every split into two reads and in pieces of every size, so a
+// plain test run covers each fast path cut short at every byte.
+func TestFramingSkipMatchesByteWiseEverySplit(t *testing.T) {
+	for _, s := range skipSeeds() {
+		for at := 1; at < len(s); at++ {
+			checkSkipMatchesByteWise(t, s, func(j int) int {
+				if j == 0 {
+					return at
+				}
+				return len(s)
+			})
+		}
+		for size := 1; size < len(s); size++ {
+			checkSkipMatchesByteWise(t, s, func(int) int { return size })
+		}
+	}
+}
+
+// checkSkipMatchesByteWise feeds stream, in pieces of size(0), size(1)...
+// bytes, to a skipping reader and a byte-wise one, and fails where they
+// differ.
+func checkSkipMatchesByteWise(t *testing.T, stream string, size func(int) int) {
+	t.Helper()
+	fast, slow := framing{}, framing{byteWise: true}
+	for i, j := 0, 0; i < len(stream); i, j = i+size(j), j+1 {
+		piece := []byte(stream[i:min(i+size(j), len(stream))])
+		a, b := fast.scan(piece), slow.scan(piece)
+		if a != b || fast.off != slow.off {
+			t.Fatalf("%q, piece %d at %d (%d bytes): skipping gives %d (off %v), byte-wise %d (off %v)", stream, j, i, len(piece), a, fast.off, b, slow.off)
+		}
+		if a >= 0 {
+			return
+		}
+	}
+}
+
+// skipSeeds are streams for the fast paths' edge cases.
+func skipSeeds() []string {
+	const clte = "POST /z HTTP/1.1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+	return []string{
 		"GET /a HTTP/1.1\r\nHost: x\r\nCookie: a=b; c=d\r\n\r\nPOST /b HTTP/1.1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n",
 		"POST /a HTTP/1.1\r\nX-A: b\r\n c\r\nContent-Length: 2\r\n\r\nabPOST /b HTTP/1.1\r\nX: Content-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
 		"POST /a HTTP/1.1\nX: \r\r\n\tContent-Length: 1\nTransfer-Encoding:\n chunked\n\n0\n\n",
 		"POST /a HTTP/1.0\r\nX:" + strings.Repeat("v", 300) + "\r\nTransfer-Encoding: chunked\r\n\r\n",
-	} {
-		f.Add(s, uint8(1))
-		f.Add(s, uint8(5))
-		f.Add(s, uint8(0))
+		// Line ends: LF only, CR only (not a line end), bare CRs.
+		"POST /a HTTP/1.0\nHost: x\nTransfer-Encoding: chunked\n\n",
+		"POST /a HTTP/1.0\rTransfer-Encoding: chunked\r\r\r\n\r\n" + clte,
+		"POST /a HTTP/1.1\r\nHo\rst: x\r\nX\r: y\r\n\rContent-Length: 1\r\n\r\r\nTransfer-Encoding: chunked\r\n\r\n",
+		"GET / HTTP/1.1\r\n\r\r\n" + clte,
+		// Empty lines before the request line, and a head of nothing else.
+		"\r\n\n\r\r\nPOST /a HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+		"\n\r\n" + clte,
+		"\r\r\r\n\r\n\r\n\r",
+		// HTTP/1.0 with CRs inside the version; request lines shorter than it.
+		"POST /a HTTP/1.\r0\r\nTransfer-Encoding: chunked\r\n\r\n",
+		"POST /a H\rT\rT\rP\r/\r1\r.\r0\r\nTransfer-Encoding: chunked\r\n\r\n",
+		"\rHTTP/1.0\nTransfer-Encoding: chunked\n\n",
+		"P 1.0\r\nTransfer-Encoding: chunked\r\n\r\n" + clte,
+		"\r\nX\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + clte,
+		"POST /HTTP/1.0 HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + clte,
+		// Folded lines right after the request line and after a field.
+		"POST /a HTTP/1.1\r\n Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + clte,
+		"POST /a HTTP/1.0\r\n\tX: y\r\nTransfer-Encoding: chunked\r\n\r\n",
+		"POST /a HTTP/1.1\r\nContent-Length:\r\n \r\n\t4\r\nTransfer-Encoding:\r\n chunked\r\n\r\n",
+		"POST /a HTTP/1.1\r\nX: a\r\n b\r\n\tc\r\nContent-Length: 2\r\n\r\nab" + clte,
+		"POST /a HTTP/1.1\r\nContent-Length:\r\n\t2\r\nX: y\r\n\r\nab" + clte,
+		"POST /a HTTP/1.1\r\nX\r\n : y\r\nContent-Length\r\n: 2\r\n\r\nab" + clte,
+		// Names: framing fields' prefixes, a colon first, no colon.
+		"POST /a HTTP/1.1\r\nContent-Type: x\r\nTransfer-Encodin: x\r\n: y\r\nC\r\nT:\r\ncontent-length:3\r\n\r\nabc" + clte,
+		"POST /a HTTP/1.1\r\nContent-Length: 1 2\r\nTransfer-Encoding: chunked\r\n\r\n",
+		"POST /a HTTP/1.1\r\nXy\r\nContent-Length: 2\r\nC\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n0\r\n\r\n" + clte,
+		// Very long request lines.
+		"GET /" + strings.Repeat("a", 1000) + " HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+		"GET /" + strings.Repeat("\r", 700) + "?q=" + strings.Repeat("b\r", 300) + " HTTP/1.1\r\nContent-Length: 1\r\n\r\nx" + clte,
 	}
-	f.Fuzz(func(t *testing.T, stream string, size uint8) {
-		n := int(size)
-		if n == 0 {
-			n = len(stream)
-		}
-		fast, slow := framing{}, framing{byteWise: true}
-		for i := 0; i < len(stream); i += max(n, 1) {
-			piece := []byte(stream[i:min(i+max(n, 1), len(stream))])
-			a, b := fast.scan(piece), slow.scan(piece)
-			if a != b || fast.off != slow.off {
-				t.Fatalf("%q in pieces of %d, at %d: skipping gives %d (off %v), byte-wise %d (off %v)", stream, n, i, a, fast.off, b, slow.off)
-			}
-			if a >= 0 {
-				return
-			}
-		}
-	})
 }
 
 // BenchmarkFramingHead is the framing reader's cost for a browser's

@@ -56,6 +56,10 @@ var fastAttacks = []struct {
 	// refuses trailers with a "\r" line, but serves /a first.)
 	{name: "after a CL body", want: 52, guarded: []string{"/a"}, goSmuggles: true,
 		stream: "POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nabcd" + ambiguousB},
+	{name: "after a CL folded with a tab", want: 54, guarded: []string{"/a"}, goSmuggles: true,
+		stream: "POST /a HTTP/1.1\r\nHost: x\r\nContent-Length:\r\n\t4\r\n\r\nabcd" + ambiguousB},
+	{name: "after a CL name folded into its value", want: 51, guarded: []string{}, goSmuggles: false,
+		stream: "POST /a HTTP/1.1\r\nHost: x\r\nContent-Length\r\n\t: 4\r\n\r\nabcd" + ambiguousB},
 	{name: "after a chunked body with extensions and trailers", want: 94, guarded: []string{"/a"}, goSmuggles: true,
 		stream: "POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2;a=\"b\\\";c\"\r\nab\r\n1 \r\nc\r\n0;z\r\nX: y\r\n\r\n" + ambiguousB},
 	{name: "after a POST and the empty lines Go skips", want: 53, guarded: []string{"/a"}, goSmuggles: true,
@@ -223,4 +227,33 @@ func nearLineEndOr4096(stream string, at int) bool {
 	}
 	lo, hi := max(at-3, 0), min(at+3, len(stream))
 	return strings.ContainsAny(stream[lo:hi], "\r\n")
+}
+
+// FuzzFramingFastAttacks mutates the hostile streams: split into two
+// reads at at (0: whole), the fast path and the byte-wise reader must
+// agree, and the refusal must match Go's own reader (checkAgainstGo).
+func FuzzFramingFastAttacks(f *testing.F) {
+	for _, tt := range fastAttacks {
+		if len(tt.stream) < 1<<12 {
+			f.Add(tt.stream, uint16(0))
+			f.Add(tt.stream, uint16(len(tt.stream)/2))
+		}
+	}
+	f.Fuzz(func(t *testing.T, stream string, at uint16) {
+		sizes := []int{0}
+		if int(at) > 0 && int(at) < len(stream) {
+			sizes = []int{int(at), 0}
+		}
+		if fast, slow := runFraming(stream, sizes, false), runFraming(stream, sizes, true); fast != slow {
+			t.Fatalf("%q, pieces %v: fast path gives %+v, byte-wise %+v", stream, sizes, fast, slow)
+		}
+		checkAgainstGo(t, stream, sizes[0]+len(stream)*boolInt(sizes[0] == 0))
+	})
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

@@ -15,10 +15,10 @@ const (
 // fastAttacks are byte streams aimed at the head fast path (headBytes) and
 // at the gap between Go's server and a front end that frames by
 // Content-Length or Transfer-Encoding as nginx or HAProxy do. want is the
-// offset of the refused head, passed or stopped. Rows with guarded set are
-// also sent to a real server behind RefuseAmbiguousFraming: guarded is what
-// its handler must see, and goSmuggles whether a server without the check
-// serves smuggledGET (the row proves an attack on Go, not just a quirk).
+// offset of the refused head, passed or stopped. Every row is also sent to
+// a real server behind RefuseAmbiguousFraming: guarded is what its handler
+// must see; and goSmuggles whether a server without the check serves
+// smuggledGET (the row is an attack on Go, not just a quirk it refuses).
 var fastAttacks = []struct {
 	name       string
 	stream     string

@@ -19,9 +19,10 @@ import (
 // The connection's bytes are followed by a small HTTP/1.1 framing reader
 // (request heads, Content-Length and chunked bodies), which only ever
 // refuses such a head; on anything it cannot follow (a head the server
-// refuses, a broken chunk, the tunnel after a protocol switch) it stops
-// watching and leaves the bytes to the server, whose own parser refuses or
-// re-frames them.
+// refuses, a broken chunk) it stops watching and leaves the bytes to the
+// server, whose own parser refuses or re-frames them. It stops too when the
+// proxy hijacks the connection to tunnel a protocol switch (a WebSocket):
+// the handler's response writer tells it.
 //
 // A *tls.Conn that negotiated HTTP/2 (ALPN h2) is passed through as it is:
 // HTTP/2 frames messages itself, and the server speaks it only on a
@@ -58,6 +59,11 @@ type framingConn struct {
 	refused []byte // what is left of badRequest to hand over
 	framing
 }
+
+// tunnel stops the check for good: the connection was hijacked (see
+// statusWriter.Hijack), and what it carries now is not HTTP/1.1. The
+// server no longer reads it, so no Read runs meanwhile.
+func (c *framingConn) tunnel() { c.off = true }
 
 // NetConn returns the connection the check reads.
 func (c *framingConn) NetConn() net.Conn { return c.Conn }

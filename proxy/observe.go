@@ -1,10 +1,12 @@
 package proxy
 
 import (
+	"bufio"
 	"context"
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -289,6 +291,18 @@ func newRequestID() string {
 type statusWriter struct {
 	http.ResponseWriter
 	code int
+}
+
+// Hijack hands the connection over (ReverseProxy does, to tunnel a
+// protocol switch: a WebSocket) and tells the framing check that it carries
+// no more HTTP/1.1 requests, so that the tunnel's bytes are not read as
+// heads. The server reads no more of it either.
+func (s *statusWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	c, rw, err := http.NewResponseController(s.ResponseWriter).Hijack()
+	if fc, ok := c.(*framingConn); ok && err == nil {
+		fc.tunnel()
+	}
+	return c, rw, err
 }
 
 func (s *statusWriter) WriteHeader(code int) {

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -15,17 +14,7 @@ import (
 // stops when the proxy hijacks the connection). An upgrade that was
 // refused leaves the connection HTTP, and still watched.
 func TestFramingStopsAtTheTunnel(t *testing.T) {
-	echo := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		conn, brw, err := w.(http.Hijacker).Hijack()
-		if err != nil {
-			return
-		}
-		defer conn.Close()
-		fmt.Fprint(brw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
-		brw.Flush()
-		io.Copy(conn, brw)
-	})
-	f := newFixture(t, echo)
+	f := newFixture(t, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { echoTunnel(w) }))
 	guarded := httptest.NewUnstartedServer(f.front.Config.Handler)
 	guarded.Listener = RefuseAmbiguousFraming(guarded.Listener)
 	guarded.Start()

@@ -660,6 +660,19 @@ func FuzzSameHeader(f *testing.F) {
 	})
 }
 
+// echoTunnel switches protocols and echoes the raw bytes of the tunnel:
+// enough to prove one.
+func echoTunnel(w http.ResponseWriter) {
+	conn, brw, err := w.(http.Hijacker).Hijack()
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	fmt.Fprint(brw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+	brw.Flush()
+	io.Copy(conn, brw)
+}
+
 // TestWebSocket upgrades a logged-in connection and echoes through it; an
 // anonymous upgrade never reaches the upstream.
 func TestWebSocket(t *testing.T) {
@@ -668,14 +681,7 @@ func TestWebSocket(t *testing.T) {
 			http.Error(w, "want an upgrade from alice", http.StatusBadRequest)
 			return
 		}
-		conn, brw, err := w.(http.Hijacker).Hijack()
-		if err != nil {
-			return
-		}
-		defer conn.Close()
-		fmt.Fprint(brw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
-		brw.Flush()
-		io.Copy(conn, brw) // echo raw bytes: enough to prove the tunnel
+		echoTunnel(w)
 	})
 	f := newFixture(t, echo)
 	dial := func(cookies []*http.Cookie) (net.Conn, *bufio.Reader, *http.Response) {

@@ -660,17 +660,27 @@ func FuzzSameHeader(f *testing.F) {
 	})
 }
 
+// switchProtocols answers 101 as a WebSocket upstream does and returns the
+// tunnel.
+func switchProtocols(w http.ResponseWriter) (net.Conn, *bufio.ReadWriter, error) {
+	conn, brw, err := w.(http.Hijacker).Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	fmt.Fprint(brw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+	return conn, brw, brw.Flush()
+}
+
 // echoTunnel switches protocols and echoes the raw bytes of the tunnel:
 // enough to prove one.
 func echoTunnel(w http.ResponseWriter) {
-	conn, brw, err := w.(http.Hijacker).Hijack()
-	if err != nil {
-		return
+	conn, brw, err := switchProtocols(w)
+	if conn != nil {
+		defer conn.Close()
 	}
-	defer conn.Close()
-	fmt.Fprint(brw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
-	brw.Flush()
-	io.Copy(conn, brw)
+	if err == nil {
+		io.Copy(conn, brw)
+	}
 }
 
 // TestWebSocket upgrades a logged-in connection and echoes through it; an
@@ -915,13 +925,13 @@ func longUpstream(w http.ResponseWriter, r *http.Request) {
 		time.Sleep(2500 * time.Millisecond)
 		fmt.Fprint(w, "too late\n")
 	case "/ws":
-		conn, brw, err := w.(http.Hijacker).Hijack()
+		conn, _, err := switchProtocols(w)
+		if conn != nil {
+			defer conn.Close()
+		}
 		if err != nil {
 			return
 		}
-		defer conn.Close()
-		fmt.Fprint(brw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
-		brw.Flush()
 		for {
 			if _, err := fmt.Fprint(conn, "tick\n"); err != nil {
 				return

@@ -269,7 +269,11 @@ func TestIdentityStaysWithItsRequest(t *testing.T) {
 	for _, k := range tr.kept {
 		info, _ := k.ctx.Value(infoKey{}).(*reqInfo)
 		if info == nil || info.sess.User != k.want {
-			t.Errorf("a kept context of %s's request answers info %+v", k.want, info)
+			got := "no info"
+			if info != nil {
+				got = info.sess.User
+			}
+			t.Errorf("a kept context of %s's request answers the info of %q", k.want, got)
 		}
 		if k.ctx.Value(otherKey{}) != "span" {
 			t.Errorf("a kept context lost the tracer's value")

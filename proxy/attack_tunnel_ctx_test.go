@@ -20,14 +20,15 @@ import (
 // tunnelUpstream answers by path: a real 101 with an echoing tunnel, or
 // ways of answering an upgrade other than a clean switch.
 func tunnelUpstream(w http.ResponseWriter, r *http.Request) {
-	switch r.URL.Path {
+	path := strings.TrimPrefix(r.URL.Path, "/public")
+	switch path {
 	case "/ws", "/sw-noupgrade", "/sw-other", "/sw-close":
 		conn, brw, err := w.(http.Hijacker).Hijack()
 		if err != nil {
 			return
 		}
 		defer conn.Close()
-		switch r.URL.Path {
+		switch path {
 		case "/ws", "/sw-close":
 			fmt.Fprint(brw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
 		case "/sw-noupgrade":
@@ -36,7 +37,7 @@ func tunnelUpstream(w http.ResponseWriter, r *http.Request) {
 			fmt.Fprint(brw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n")
 		}
 		brw.Flush()
-		if r.URL.Path != "/sw-close" {
+		if path != "/sw-close" {
 			io.Copy(conn, brw)
 		}
 	default:
@@ -54,7 +55,7 @@ func tunnelUpstream(w http.ResponseWriter, r *http.Request) {
 // server must never have parsed it as a request (it is refused with 400,
 // or it went down a tunnel as bytes).
 func TestFramingNotOffWhileHTTP(t *testing.T) {
-	f := newFixture(t, http.HandlerFunc(tunnelUpstream))
+	f := newFixture(t, http.HandlerFunc(tunnelUpstream), withAuthz) // /public/ is public
 	// A server per row, each noting the paths it parsed: a head a row
 	// left unread cannot be blamed on the next.
 	guard := func(t *testing.T) (addr string, parsed func() []string) {
@@ -106,6 +107,12 @@ func TestFramingNotOffWhileHTTP(t *testing.T) {
 		{"h2c upgrade", "GET", head("GET /ok HTTP/1.1", "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n", true)},
 		{"anonymous upgrade (refused)", "GET", head("GET /ws HTTP/1.1", ws, false)},
 		{"anonymous upgrade, ambiguous head pipelined", "GET", head("GET /ws HTTP/1.1", ws, false) + ambiguous},
+		{"public path, upstream answers 200", "GET", head("GET /public/ok HTTP/1.1", ws, false)},
+		{"public path, upstream 101 without Upgrade", "GET", head("GET /public/sw-noupgrade HTTP/1.1", ws, false)},
+		{"public path tunnel, ambiguous head pipelined", "GET", head("GET /public/ws HTTP/1.1", ws, false) + ambiguous},
+		{"public path 200, ambiguous head pipelined", "GET", head("GET /public/ok HTTP/1.1", ws, false) + ambiguous},
+		{"forward-auth check with upgrade", "GET", head("GET /auth/check HTTP/1.1", ws+"X-Forwarded-Uri: /ws\r\nX-Forwarded-Host: x\r\n", true)},
+		{"forward-auth check with upgrade, anonymous", "GET", head("GET /auth/check HTTP/1.1", ws+"X-Forwarded-Uri: /ws\r\nX-Forwarded-Host: x\r\n", false) + ambiguous},
 	}
 	for _, row := range rows {
 		t.Run(row.name, func(t *testing.T) {

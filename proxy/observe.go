@@ -287,7 +287,8 @@ func newRequestID() string {
 }
 
 // statusWriter records the status code. Unwrap lets http.ResponseController
-// reach the real writer, so flushing (SSE) and hijacking (WebSocket) work.
+// reach the real writer, so that flushing (SSE) works; hijacking (WebSocket)
+// goes through its own Hijack, which also ends the framing check.
 type statusWriter struct {
 	http.ResponseWriter
 	code int
